@@ -1,0 +1,80 @@
+"""The `abcx` command line: parses and delegates. Nothing heavy is imported at start-up."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from abcx.errors import UserError
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Run GRPO vs ABC-GRPO clipping ablations: train, sweep, evaluate, report.",
+)
+sweep_app = typer.Typer(no_args_is_help=True, help="Grids of runs: plan, submit, follow, cancel.")
+app.add_typer(sweep_app, name="sweep")
+
+OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=grpo train.max_steps=20 method.eps3=inf")
+
+
+@app.command()
+def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Train one run in this process (default: ABC-GRPO on the tiny testbed)."""
+    from abcx.config import compose
+    from abcx.train import train as run
+
+    cfg = compose(overrides or [])
+    record = run(cfg)
+    from abcx.summary import print_summary
+
+    print_summary(record)
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="A run folder or run id, a checkpoint folder, or a model path / hub id."),
+    overrides: Optional[List[str]] = OVERRIDES,
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Evaluate every checkpoint of the run."),
+    backend: str = typer.Option("auto", help="auto (vLLM when installed and a GPU is present), hf, vllm."),
+) -> None:
+    """Sample n completions per problem and report Avg@k, unbiased Pass@k and bootstrap CIs."""
+    from abcx.evaluation.command import run_eval
+
+    run_eval(target, overrides or [], all_checkpoints=all_checkpoints, backend=backend)
+
+
+@app.command()
+def report(
+    sources: Optional[List[str]] = typer.Argument(None, help="Results dirs, run folders, globs, wandb dirs, trainer_state.json (default: results)."),
+    fmt: str = typer.Option("rich", "--format", help="rich, markdown, csv, latex, json."),
+    plots: Optional[str] = typer.Option(None, "--plots", help="Write PNG panels into this folder."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write the report to this file instead of the terminal."),
+    group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Config fields to group runs by (repeatable)."),
+    baseline: str = typer.Option("grpo", help="Method that gains are measured against."),
+    last_n: int = typer.Option(10, "--last-n", help="Average the training-dynamics metrics over the last N steps."),
+    pivot: Optional[str] = typer.Option(None, help="ROW,COL[,METRIC], e.g. method.eps3,method.eps4,entropy_last."),
+    wandb_project: Optional[str] = typer.Option(None, "--wandb-project", help="entity/project of online W&B runs."),
+    sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep."),
+    group: Optional[str] = typer.Option(None, help="Only runs of this W&B group."),
+    tags: Optional[List[str]] = typer.Option(None, "--tag", help="Only runs with this tag (repeatable)."),
+) -> None:
+    """Turn runs into comparison tables (Table 3 layout, training dynamics, epsilon pivots) and plots."""
+    from abcx.report.command import run_report
+
+    pivot_fields = tuple(p.strip() for p in pivot.split(",")) if pivot else None
+    run_report(sources or ["results"], wandb_project=wandb_project, sweep=sweep, group=group, tags=tags or [],
+               group_by=group_by or None, baseline=baseline, last_n=last_n, fmt=fmt, plots_dir=plots, out=out,
+               pivot=pivot_fields)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The experiment config: a typed schema (dataclasses registered with Hydra's ConfigStore), composed
+from the YAML groups under conf/ (method, model, task, train, launcher, logger, eval, experiment),
+validated, and hashed into a stable run id.
+
+Typed nodes make Hydra reject a wrong type or an unknown key; on top of that `compose` refuses
+`+key=value` for keys outside the schema (Hydra would accept and silently keep them in a typed node's
+parent, where nothing reads them) and turns Hydra's exceptions into one-line UserErrors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from abcx.errors import UserError
+
+CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+# Fields that say where or how a run is recorded, not what is trained: left out of the run id.
+VOLATILE = ("results_dir", "logger", "launcher", "group", "tags", "name")
+
+
+@dataclass
+class MethodConf:
+    name: str = "abc_grpo"
+    eps1: Optional[float] = None
+    eps2: Optional[float] = None
+    eps3: Optional[float] = None
+    eps4: Optional[float] = None
+    eps_low: Optional[float] = None
+    eps_high: Optional[float] = None
+    clip_ratio_c: Optional[float] = None
+    delta: Optional[float] = None
+    importance_sampling_level: str = "token"
+
+
+@dataclass
+class ModelConf:
+    name: str = "tiny"
+    path: Optional[str] = None  # hub id or local folder; null for `tiny` (built locally)
+    size: str = "tiny"  # key into a cluster profile's resources_by_model
+    dtype: str = "float32"
+    attn_implementation: Optional[str] = None
+
+
+@dataclass
+class TaskConf:
+    name: str = "arith"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConf:
+    max_steps: int = 30
+    num_train_epochs: float = 1.0
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "constant"
+    warmup_steps: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 32
+    num_generations: int = 8
+    gradient_accumulation_steps: int = 1
+    steps_per_generation: int = 4
+    num_iterations: int = 1
+    max_completion_length: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    logging_steps: int = 1
+    save_steps: int = 10
+    save_total_limit: Optional[int] = 2
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.4
+    vllm_importance_sampling_correction: bool = True
+    nan_policy: str = "fail"  # fail | skip
+    extra: Dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed through
+
+
+@dataclass
+class EvalConf:
+    every_steps: int = 0  # 0 = only at the end of training when `at_end`
+    at_end: bool = True
+    benchmarks: List[str] = field(default_factory=lambda: ["arith"])
+    n: int = 16
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 20
+    max_new_tokens: int = 8
+    max_problems: Optional[int] = 100
+    batch_size: int = 64
+    seed: int = 1234
+
+
+@dataclass
+class LoggerConf:
+    name: str = "wandb"
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "abcx"
+    entity: Optional[str] = None
+
+
+@dataclass
+class LauncherConf:
+    name: str = "local"
+    max_parallel: Optional[int] = None  # local: default = GPUs if any, else CPU cores
+    profile: Optional[str] = None  # slurm: slurm/profiles/<profile>.yaml
+    timeout_min: int = 60
+    gpus_per_job: int = 0
+    array_parallelism: Optional[int] = None
+    num_processes: int = 1  # >1: launch the trainer with accelerate
+    accelerate_config: Optional[str] = None  # conf/accelerate/<name>.yaml
+
+
+@dataclass
+class AbcxConf:
+    method: MethodConf = field(default_factory=MethodConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    task: TaskConf = field(default_factory=TaskConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    launcher: LauncherConf = field(default_factory=LauncherConf)
+    seed: int = 0
+    results_dir: str = "results"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+
+GROUPS = ("method", "model", "task", "train", "eval", "logger", "launcher", "experiment")
+_registered = False
+
+
+def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="abcx_schema", node=AbcxConf)
+    _registered = True
+
+
+def group_options(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _schema_allows(path: list[str]) -> bool:
+    """Whether a dotted key exists in the schema, or lies inside one of its free-form dicts."""
+    import typing
+
+    node: Any = AbcxConf
+    for part in path:
+        if not is_dataclass(node):
+            return False
+        hint = typing.get_type_hints(node).get(part)
+        if hint is None:
+            return False
+        if typing.get_origin(hint) is dict:
+            return True
+        node = hint
+    return True
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject, before Hydra sees them, overrides that Hydra would accept but that mean nothing."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides=list(overrides))
+    except HydraException as err:
+        raise UserError(f"cannot parse override: {_one_line(err)}") from None
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_sweep_override():
+            raise UserError(f"{o.input_line!r} is a sweep; use `abcx sweep` for several values")
+        if key in GROUPS:
+            value = o.value()
+            if value is not None and str(value) not in group_options(key):
+                raise UserError(f"{key}={value} is not a config; valid {key} choices: {', '.join(group_options(key))}")
+            continue
+        if (o.is_add() or o.is_force_add()) and not _schema_allows(key.split(".")):
+            raise UserError(
+                f"{o.input_line!r} adds {key!r}, which the config does not have; extra trainer options go "
+                f"under train.extra (e.g. +train.extra.{key.split('.')[-1]}=...)"
+            )
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Compose conf/config.yaml with the overrides, validate, and return a typed OmegaConf node."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    check_overrides(overrides)
+    _register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(_explain_hydra_error(err)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+    return cfg
+
+
+def _explain_hydra_error(err: BaseException) -> str:
+    cause = err.__cause__ or err.__context__
+    text = _one_line(cause if cause is not None and "full_key" in str(cause) else err)
+    if "full_key:" in text:  # a type error inside a typed node: name the field first
+        key = text.split("full_key:")[1].split()[0].rstrip(",")
+        return f"{key}: {text.split('full_key:')[0].strip().rstrip('.')}"
+    if "Could not override" in text:
+        key = text.split("'")[1]
+        return f"{key} is not a config field; extra trainer options go under +train.extra.<name>=<value>"
+    return text
+
+
+def validate(cfg: Any) -> None:
+    """Domain checks the types cannot express. Raises UserError naming the field."""
+    from abcx import loss as L
+    from abcx.tasks import REGISTRY
+
+    m = cfg.method
+    applicable = {
+        "grpo": {"eps_low", "eps_high"}, "dapo": {"eps_low", "eps_high"},
+        "dual_clip": {"eps_low", "eps_high", "clip_ratio_c"}, "two_sided": {"eps_low", "eps_high", "delta"},
+        "abc_grpo": {"eps1", "eps2", "eps3", "eps4"},
+    }
+    if m.name not in applicable:
+        raise UserError(f"method.name={m.name!r} is unknown; valid: {', '.join(applicable)}")
+    for key in ("eps1", "eps2", "eps3", "eps4", "eps_low", "eps_high", "clip_ratio_c", "delta"):
+        value = m[key]
+        if value is None:
+            continue
+        if key not in applicable[m.name]:
+            raise UserError(
+                f"method.{key} does not apply to method {m.name!r}; its parameters: {', '.join(sorted(applicable[m.name]))}"
+            )
+        L.check_eps(f"method.{key}", value, lower=key in ("eps2", "eps4", "eps_low"))
+    L.bounds_for(m.name, m)
+    if m.importance_sampling_level not in ("token", "sequence"):
+        raise UserError(f"method.importance_sampling_level={m.importance_sampling_level!r}; valid: token, sequence")
+
+    t = cfg.train
+    if t.max_steps < 1 and t.max_steps != -1:
+        raise UserError(f"train.max_steps={t.max_steps} must be >= 1, or -1 to train train.num_train_epochs epochs")
+    for key in ("per_device_train_batch_size", "num_generations", "gradient_accumulation_steps",
+                "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps", "save_steps"):
+        if t[key] < 1:
+            raise UserError(f"train.{key}={t[key]} must be >= 1")
+    if t.num_generations < 2:
+        raise UserError(f"train.num_generations={t.num_generations} must be >= 2 (group-relative advantages)")
+    generation_batch = t.per_device_train_batch_size * t.steps_per_generation
+    if generation_batch % t.num_generations:
+        raise UserError(
+            f"train.per_device_train_batch_size*steps_per_generation={generation_batch} must be divisible by "
+            f"train.num_generations={t.num_generations}"
+        )
+    for key in ("learning_rate", "temperature", "beta"):
+        if not math.isfinite(t[key]) or t[key] < 0:
+            raise UserError(f"train.{key}={t[key]} must be a finite number >= 0")
+    if t.loss_type not in L.LOSS_TYPES:
+        raise UserError(f"train.loss_type={t.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
+    if t.nan_policy not in ("fail", "skip"):
+        raise UserError(f"train.nan_policy={t.nan_policy!r}; valid: fail, skip")
+    if cfg.task.name not in REGISTRY:
+        raise UserError(f"task.name={cfg.task.name!r} is unknown; valid: {', '.join(sorted(REGISTRY))}")
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        raise UserError(f"logger.mode={cfg.logger.mode!r}; valid: offline, online, disabled")
+    if cfg.launcher.name not in ("local", "slurm"):
+        raise UserError(f"launcher.name={cfg.launcher.name!r}; valid: local, slurm")
+    e = cfg.eval
+    for key in ("n", "max_new_tokens", "batch_size"):
+        if e[key] < 1:
+            raise UserError(f"eval.{key}={e[key]} must be >= 1")
+    if e.every_steps < 0:
+        raise UserError(f"eval.every_steps={e.every_steps} must be >= 0 (0 = no periodic evaluation)")
+
+
+def to_dict(cfg: Any) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 of the config that determines what is trained, in canonical JSON."""
+    data = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    for key in VOLATILE:
+        data.pop(key, None)
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def run_id(cfg: Any) -> str:
+    return f"{cfg.method.name}-s{cfg.seed}-{config_hash(cfg)[:10]}"
+
+
+def is_off_policy(train: Any) -> bool:
+    """Whether TRL will compute old log-probs, i.e. whether r can differ from 1 and clipping can act
+    (TRL 1.16: GA not a multiple of steps_per_generation * num_iterations, or vLLM IS correction)."""
+    generate_every = train.steps_per_generation * train.num_iterations
+    vllm_mismatch = bool(train.use_vllm and train.vllm_importance_sampling_correction)
+    return train.gradient_accumulation_steps % generate_every != 0 or vllm_mismatch
+
+
+ON_POLICY_WARNING = (
+    "this run is fully on-policy (every generated batch is used for one optimizer step, so r == 1 and "
+    "no ratio is ever clipped): GRPO, ABC-GRPO and every other clipping variant are the same algorithm "
+    "here. Set train.steps_per_generation > train.gradient_accumulation_steps or train.num_iterations > 1 "
+    "to compare clipping rules."
+)

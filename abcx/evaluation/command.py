@@ -1,0 +1,94 @@
+"""`abcx eval TARGET`: evaluate a run (its final model, or every checkpoint), a checkpoint folder, or
+any model path / hub id, and record the results."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from abcx.errors import UserError
+from abcx.record import RunRecord, read_json, runs_dir
+
+
+def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, list[tuple[int | None, str]], bool]:
+    """(run record or None, [(step, model path)], whether TARGET named a whole run)."""
+    path = Path(target)
+    if not path.exists() and (runs_dir(results_dir) / target).is_dir():
+        path = runs_dir(results_dir) / target
+    if path.is_dir() and (path / "status.json").exists():
+        record = RunRecord(path)
+        final = path / "final"
+        if final.is_dir():
+            return record, [(int(record.status().get("step", 0)), str(final))], True
+        ckpt = record.latest_checkpoint()
+        if ckpt is None:
+            raise UserError(f"run {record.run_id} has no final model and no checkpoint to evaluate ({path})")
+        return record, [(int(ckpt.name.split("-")[-1]), str(ckpt))], True
+    if path.is_dir() and path.name.startswith("checkpoint-") and (path.parent.parent / "status.json").exists():
+        return RunRecord(path.parent.parent), [(int(path.name.split("-")[-1]), str(path))], False
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"{target}: not a run folder, a checkpoint or a model folder (no config.json)")
+        return None, [(None, str(path))], False
+    if target.count("/") == 1 and not target.startswith((".", "/")):
+        return None, [(None, target)], False  # a hub id, loaded on a connected machine
+    raise UserError(f"{target}: no such run, checkpoint or model folder (runs live under {runs_dir(results_dir)})")
+
+
+def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False, backend: str = "auto",
+             console: Any = None) -> list[dict]:
+    from abcx.config import compose
+    from abcx.evaluation.record import append_eval
+    from abcx.evaluation.runner import checkpoints_of, evaluate, load_for_eval
+    from abcx.evaluation.sampling import Sampling
+
+    if backend not in ("auto", "hf", "vllm"):
+        raise UserError(f"--backend {backend!r}; valid: auto, hf, vllm")
+    cfg = compose(overrides)
+    record, targets, whole_run = resolve_target(target, cfg.results_dir)
+    if all_checkpoints:
+        if record is None or not whole_run:
+            raise UserError("--all-checkpoints needs a run folder or run id as TARGET")
+        targets = [(step, str(p)) for step, p in checkpoints_of(record.path)] + targets
+    sampling = Sampling.from_config(cfg.eval)
+    if sampling.n < 1:
+        raise UserError(f"eval.n={sampling.n} must be >= 1")
+    dtype = cfg.model.dtype
+    if record is not None:
+        dtype = (read_json(record.path / "meta.json", {}) or {}).get("trl_args", {}).get("model_init_kwargs", {}) \
+            .get("dtype", dtype)
+    out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
+    out_record.path.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    seen = set()
+    for step, model_path in targets:
+        if model_path in seen:
+            continue
+        seen.add(model_path)
+        model, tokenizer = load_for_eval(model_path, dtype=str(dtype))
+        for row in evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
+                            batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step):
+            row["model_path"] = model_path
+            append_eval(out_record, row)
+            rows.append(row)
+    print_rows(rows, out_record.path / "eval.jsonl", console)
+    return rows
+
+
+def print_rows(rows: list[dict], where: Path, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"evaluation ({where})")
+    for col in ("benchmark", "step", "problems", "metric", "value", "95% CI"):
+        table.add_column(col)
+    for row in rows:
+        for key, value in row["metrics"].items():
+            lo, hi = row["ci"].get(key, (None, None))
+            ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            table.add_row(row["benchmark"], str(row["step"]), str(row["problems"]), key, f"{value:.3f}", ci)
+    if rows:
+        r = rows[-1]
+        table.caption = (f"n={r['n']} samples/problem, T={r['sampling']['temperature']}, top_p={r['sampling']['top_p']}, "
+                         f"top_k={r['sampling']['top_k']}, backend {r['backend']}, {r['samples_per_s']} samples/s")
+    console.print(table)

@@ -1,0 +1,103 @@
+"""Evaluate a model on benchmarks: sample n completions per problem, score them with the task's own
+checker (the same one that gives the training reward), and turn per-problem counts (n, c) into Avg@k,
+unbiased Pass@k and bootstrap confidence intervals."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from abcx.errors import UserError
+from abcx.evaluation.sampling import Sampling, backend_available, render_prompts, sample_hf, sample_vllm
+
+MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def problems_for(benchmark: str, max_problems: int | None) -> tuple[list[Any], list[str], Callable]:
+    """Prompts, gold answers and a batch checker `(completions, golds) -> list[bool]` for a benchmark."""
+    from abcx.evaluation.benchmarks import load_benchmark
+
+    rows = load_benchmark(benchmark)
+    if max_problems is not None:
+        rows = rows[: int(max_problems)]
+    if not rows:
+        raise UserError(f"eval.benchmarks: {benchmark!r} has no problems")
+    golds = [str(r["answer"]) for r in rows]
+    if benchmark == "arith":
+        from abcx.tasks.arith import is_correct
+
+        return [r["problem"] for r in rows], golds, lambda comps, gs: [is_correct(c, g) for c, g in zip(comps, gs)]
+    from abcx.verify import verify_many
+
+    prompts = [[{"role": "system", "content": MATH_SYSTEM_PROMPT}, {"role": "user", "content": r["problem"]}]
+               for r in rows]
+    return prompts, golds, lambda comps, gs: verify_many(list(zip(comps, gs)))
+
+
+def ci_table(per_problem: Sequence[tuple[int, int]], ks: Sequence[int], seed: int) -> dict[str, list[float]]:
+    from abcx.evaluation.metrics import bootstrap_ci
+
+    n = min(p[0] for p in per_problem)
+    out = {f"avg@{n}": list(bootstrap_ci(per_problem, None, seed=seed))}
+    for k in ks:
+        out[f"pass@{k}"] = list(bootstrap_ci(per_problem, k, seed=seed))
+    return out
+
+
+def evaluate(model, tokenizer, benchmarks: Sequence[str], sampling: Sampling, *, max_problems: int | None = None,
+             batch_size: int = 64, model_path: str | None = None, backend: str = "auto",
+             step: int | None = None) -> list[dict]:
+    """One eval row per benchmark (the eval.jsonl format of docs/architecture.md)."""
+    from abcx.evaluation.metrics import default_ks, summarise
+
+    backend = backend_available() if backend == "auto" else backend
+    if backend == "vllm" and model_path is None:
+        backend = "hf"  # an in-memory model (periodic eval during training) is sampled where it lives
+    rows = []
+    for bench in benchmarks:
+        prompts, golds, check = problems_for(bench, max_problems)
+        t0 = time.time()
+        texts = render_prompts(tokenizer, prompts)
+        if backend == "vllm":
+            samples = sample_vllm(model_path, texts, sampling)
+        else:
+            samples = sample_hf(model, tokenizer, texts, sampling, batch_size=batch_size)
+        t_sample = time.time() - t0
+        flat = [c for group in samples for c in group]
+        flat_gold = [g for g, group in zip(golds, samples) for _ in group]
+        correct = check(flat, flat_gold)
+        per_problem, i = [], 0
+        for group in samples:
+            per_problem.append((len(group), int(sum(correct[i:i + len(group)]))))
+            i += len(group)
+        ks = default_ks(sampling.n)
+        elapsed = time.time() - t0
+        rows.append({
+            "step": step, "benchmark": bench, "n": sampling.n, "problems": len(per_problem),
+            "sampling": sampling.as_dict(), "backend": backend,
+            "metrics": summarise(per_problem, ks), "ci": ci_table(per_problem, ks, sampling.seed),
+            "per_problem": [list(p) for p in per_problem],
+            "elapsed_s": round(elapsed, 3), "samples_per_s": round(len(flat) / max(t_sample, 1e-9), 1),
+        })
+    return rows
+
+
+def load_for_eval(path: str, dtype: str = "float32"):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model, tokenizer
+
+
+def checkpoints_of(run_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in (run_dir / "checkpoints").glob("checkpoint-*"):
+        if p.name.split("-")[-1].isdigit():
+            found.append((int(p.name.split("-")[-1]), p))
+    return sorted(found)

@@ -1,0 +1,147 @@
+"""The unit every backend submits: one sweep point, trained by `abcx.train.train` in the job's process.
+
+`TrainJob` is picklable (it holds only the point's overrides and a few strings) and a
+`submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, which
+resubmits a fresh copy of the job; the requeued job composes the same point, finds the same run
+folder (the run id is a config hash) and `train()` resumes from the newest trainer checkpoint,
+truncating metric rows logged after it, and continues the same run record and W&B run (whose id is
+the run id). Progress since the last `train.save_steps` checkpoint is recomputed, never duplicated.
+A `scontrol requeue` (or a node failure) restarts the original pickled job, which resumes the same way.
+
+With `launcher.num_processes > 1` the job runs the trainer under `accelerate launch` instead of in
+its own process (see `accelerate_command`); `python -m abcx.launch.job` is that trainer entry point.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def current_job_id() -> str | None:
+    """The backend's id for the running job: SLURM `<array>_<task>` or `<job>`, a local job's pid."""
+    try:
+        return str(submitit.JobEnvironment().job_id)
+    except Exception:  # noqa: BLE001 - not inside a submitit job
+        return os.environ.get("SLURM_JOB_ID")
+
+
+def point_overrides(overrides: list[str] | tuple[str, ...], results_dir: str) -> list[str]:
+    """The point's overrides plus an absolute results_dir (volatile: it does not change the run id),
+    so the job writes where the submitter planned whatever its working directory."""
+    quoted = "'" + results_dir.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [*overrides, f"results_dir={quoted}"]
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    def __init__(self, overrides: list[str] | tuple[str, ...], *, run_id: str, results_dir: str,
+                 sweep: str | None = None, num_processes: int = 1, accelerate_config: str | None = None) -> None:
+        self.overrides = list(overrides)
+        self.run_id = run_id
+        self.results_dir = str(results_dir)
+        self.sweep = sweep
+        self.num_processes = int(num_processes)
+        self.accelerate_config = accelerate_config
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.results_dir) / "runs" / self.run_id
+
+    def __call__(self) -> dict:
+        from abcx.record import RunRecord
+
+        job_id = current_job_id()
+        record = RunRecord(self.run_path)
+        try:
+            if self.num_processes > 1:
+                self._run_distributed(job_id)
+            else:
+                run_point(self.overrides, self.results_dir, self.run_id, job_id)
+        except BaseException as err:
+            # train() records its own failures; this covers what fails before it starts (compose, imports).
+            if record.state() not in ("failed", "cancelled", "finished"):
+                state = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
+                record.set_status(state, error=f"{type(err).__name__}: {err}".splitlines()[0], job_id=job_id)
+            raise
+        return {"run_id": self.run_id, "state": record.state(), "job_id": job_id}
+
+    def _run_distributed(self, job_id: str | None) -> None:
+        env = dict(os.environ, ABCX_JOB_ID=job_id or "")
+        cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
+                                 self.accelerate_config)
+        proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT)
+        if proc.returncode:
+            raise RuntimeError(f"accelerate launch exited {proc.returncode}: {shlex.join(cmd)}")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # Nothing to save here: the trainer checkpoints every train.save_steps and the requeued job
+        # resumes from the newest one. A fresh copy keeps the pickle free of any state of this attempt.
+        fresh = TrainJob(self.overrides, run_id=self.run_id, results_dir=self.results_dir, sweep=self.sweep,
+                         num_processes=self.num_processes, accelerate_config=self.accelerate_config)
+        return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"TrainJob({self.run_id}: {' '.join(self.overrides)})"
+
+
+def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None):
+    from abcx import config as C
+    from abcx.errors import UserError
+    from abcx.train import train
+
+    cfg = C.compose(point_overrides(overrides, results_dir))
+    if C.run_id(cfg) != run_id:
+        raise UserError(
+            f"point [{' '.join(overrides)}] now composes to run {C.run_id(cfg)}, not the submitted {run_id}: the "
+            f"config files changed since submission; resubmit the sweep"
+        )
+    return train(cfg, job_id=job_id, quiet=True)
+
+
+def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
+                       accelerate_config: str | None) -> list[str]:
+    """`accelerate launch` of this module for one point.
+
+    Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs.
+    Multi-node (profile `nodes` > 1): submitit starts one task per node (tasks_per_node=1); each task
+    runs this command with its node rank from submitit's JobEnvironment, the first host as the
+    rendezvous address and `num_processes` counting all GPUs of all nodes. This path needs a
+    multi-GPU cluster and is not exercised by abcx's tests (the test machine has no GPU).
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        cmd += ["--config_file", str(REPO_ROOT / "conf" / "accelerate" / f"{accelerate_config}.yaml")]
+    cmd += ["--num_processes", str(num_processes)]
+    try:
+        env = submitit.JobEnvironment()
+        nodes, rank, hosts = env.num_nodes, env.node, env.hostnames
+    except Exception:  # noqa: BLE001 - outside a submitit job: single node
+        nodes, rank, hosts = 1, 0, []
+    if nodes > 1:
+        cmd += ["--num_machines", str(nodes), "--machine_rank", str(rank), "--main_process_ip", hosts[0],
+                "--main_process_port", os.environ.get("ABCX_MAIN_PORT", "29500"), "--rdzv_backend", "static"]
+    cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Trainer entry point under `accelerate launch` (every rank calls train(); TRL coordinates them)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m abcx.launch.job")
+    parser.add_argument("--results-dir", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None)
+
+
+if __name__ == "__main__":
+    main()

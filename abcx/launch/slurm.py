@@ -1,0 +1,201 @@
+"""SLURM backend through submitit: one job array per sweep (per distinct resource request, when a sweep
+mixes model sizes), throttled by the array's `%N` limit (`slurm_array_parallelism`).
+
+Resources come from a cluster profile `slurm/profiles/<launcher.profile>.yaml` (or a path):
+partition, account, qos, time_min, gpus_per_node, cpus_per_task, mem_gb, constraint, nodes,
+array_parallelism, additional_parameters (extra #SBATCH keys), setup (shell lines run before the
+job, e.g. `module load cuda`), and resources_by_model: {<model.size>: {those keys}}. Precedence, low
+to high: the profile, its resources_by_model entry, then explicit launcher settings
+(launcher.gpus_per_job > 0, launcher.array_parallelism); launcher.timeout_min is used only when the
+profile gives no time_min.
+
+Jobs run `sys.executable` (the venv's python) with the submitter's environment (sbatch exports it),
+so they import the same abcx. Each job is an `abcx.launch.job.TrainJob`; submitit asks SLURM to send
+USR2 before the time limit and then checkpoints + requeues it (see that module).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from abcx.errors import UserError
+
+PROFILE_DIR = Path(os.environ.get("ABCX_SLURM_PROFILES", Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"))
+RESOURCE_KEYS = ("partition", "account", "qos", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint",
+                 "nodes", "array_parallelism", "additional_parameters", "setup")
+PROFILE_KEYS = set(RESOURCE_KEYS) | {"resources_by_model", "description"}
+# squeue states in which a job still holds (or waits for) its run.
+ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
+         "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
+
+
+def load_profile(name: str | None) -> dict:
+    import yaml
+
+    if not name:
+        raise UserError("launcher.profile is required for launcher=slurm (a file in slurm/profiles/ or a path)")
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        have = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) if PROFILE_DIR.is_dir() else []
+        raise UserError(f"launcher.profile={name}: no file {path}; available: {', '.join(have) or 'none'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a profile is a mapping of {', '.join(sorted(PROFILE_KEYS))}")
+    unknown = sorted(set(data) - PROFILE_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(PROFILE_KEYS))}")
+    for size, extra in (data.get("resources_by_model") or {}).items():
+        bad = sorted(set(extra or {}) - set(RESOURCE_KEYS))
+        if bad:
+            raise UserError(f"{path}: resources_by_model.{size}.{bad[0]} is not a resource key; valid: "
+                            f"{', '.join(RESOURCE_KEYS)}")
+    return data
+
+
+def resources(profile: dict, cfg: Any) -> dict:
+    """The resource request of one point: profile < resources_by_model[model.size] < explicit launcher."""
+    res = {k: profile.get(k) for k in RESOURCE_KEYS}
+    res.update((profile.get("resources_by_model") or {}).get(str(cfg.model.size)) or {})
+    launcher = cfg.launcher
+    if launcher.gpus_per_job:
+        res["gpus_per_node"] = launcher.gpus_per_job
+    if launcher.array_parallelism:
+        res["array_parallelism"] = launcher.array_parallelism
+    if not res.get("time_min"):
+        res["time_min"] = launcher.timeout_min
+    return res
+
+
+def executor_parameters(res: dict, *, job_name: str, num_processes: int) -> dict:
+    """SlurmExecutor.update_parameters(...) for a resource request."""
+    params: dict[str, Any] = {"time": int(res["time_min"]), "job_name": job_name, "nodes": int(res.get("nodes") or 1),
+                              "ntasks_per_node": 1, "stderr_to_stdout": False}
+    for key in ("partition", "account", "qos", "constraint"):
+        if res.get(key):
+            params[key] = str(res[key])
+    if res.get("gpus_per_node"):
+        params["gpus_per_node"] = int(res["gpus_per_node"])
+    if res.get("cpus_per_task"):
+        params["cpus_per_task"] = int(res["cpus_per_task"])
+    if res.get("mem_gb"):
+        params["mem"] = f"{int(float(res['mem_gb']) * 1024)}MB"
+    if res.get("array_parallelism"):
+        params["array_parallelism"] = int(res["array_parallelism"])
+    if res.get("setup"):
+        params["setup"] = [str(line) for line in res["setup"]]
+    if res.get("additional_parameters"):
+        params["additional_parameters"] = dict(res["additional_parameters"])
+    if num_processes > 1 and params["nodes"] > 1:
+        params["ntasks_per_node"] = 1  # one `accelerate launch` per node (abcx.launch.job.accelerate_command)
+    return params
+
+
+def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict[str, str]:
+    """Submit planned runs (abcx.sweep.plan.PlannedRun) as job arrays; returns run id -> job id."""
+    import submitit
+
+    from abcx.launch.job import TrainJob
+
+    groups: dict[tuple, list] = {}
+    profiles: dict[str, dict] = {}
+    for run in runs:
+        name = run.cfg.launcher.profile
+        if name not in profiles:
+            profiles[name] = load_profile(name)
+        res = resources(profiles[name], run.cfg)
+        key = (repr(sorted((k, repr(v)) for k, v in res.items())), run.cfg.launcher.num_processes,
+               run.cfg.launcher.accelerate_config)
+        groups.setdefault(key, []).append((run, res))
+    out: dict[str, str] = {}
+    for (_key, num_processes, accelerate_config), members in groups.items():
+        res = members[0][1]
+        executor = submitit.SlurmExecutor(folder=sweep_dir / "jobs" / "%j", max_num_timeout=10)
+        executor.update_parameters(**executor_parameters(res, job_name=f"abcx-{sweep}", num_processes=num_processes))
+        if res.get("gpus_per_node"):
+            os.environ["ABCX_GPUS_PER_JOB"] = str(int(res["gpus_per_node"]) * int(res.get("nodes") or 1))
+        jobs = []
+        try:
+            with executor.batch():
+                for run, _res in members:
+                    jobs.append(executor.submit(TrainJob(
+                        run.overrides, run_id=run.run_id, results_dir=results_dir, sweep=sweep,
+                        num_processes=num_processes, accelerate_config=accelerate_config)))
+        except Exception as err:  # noqa: BLE001 - sbatch refused: say why in one line
+            raise UserError(f"sbatch refused the sweep's job array: {' '.join(str(err).split())[:400]}") from None
+        for (run, _res), job in zip(members, jobs):
+            out[run.run_id] = str(job.job_id)
+    return out
+
+
+def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def queue_states() -> dict[str, str]:
+    """job id (`<array>_<task>` for array tasks) -> state, for every job squeue lists. Raises
+    UserError when SLURM cannot be asked (no squeue, no SLURM_CONF, controller down)."""
+    try:
+        proc = _run(["squeue", "-h", "-r", "-o", "%i|%T"])
+    except (OSError, subprocess.SubprocessError) as err:
+        raise UserError(f"cannot ask SLURM which jobs live (squeue: {err}); is SLURM_CONF set?") from None
+    if proc.returncode:
+        raise UserError(f"cannot ask SLURM which jobs live: squeue: {proc.stderr.strip().splitlines()[-1:]}")
+    states = {}
+    for line in proc.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id:
+            states[job_id] = state
+    return states
+
+
+def liveness(data: dict | None, strict: bool = True):
+    """job_alive(run_id, status) for plan.classify from one squeue call."""
+    try:
+        states = queue_states()
+    except UserError:
+        if strict:
+            raise
+        states = None
+    jobs = {r["run_id"]: r.get("job_id") for r in (data or {}).get("runs", [])}
+
+    def alive(run_id: str, status: dict) -> bool | None:
+        job_id = status.get("job_id") or jobs.get(run_id)
+        if not job_id or states is None:
+            return None
+        return states.get(str(job_id)) in ALIVE
+
+    return alive
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        proc = _run(["scancel", *job_ids])
+        if proc.returncode and "Invalid job id" not in proc.stderr:
+            raise UserError(f"scancel failed: {proc.stderr.strip()}")
+
+
+def sacct_usage(job_ids: list[str]) -> dict[str, float] | None:
+    """job id -> GPU-hours from SLURM accounting (elapsed x allocated GPUs, summed over requeued
+    attempts), or None where sacct is unavailable."""
+    if not job_ids:
+        return {}
+    try:
+        proc = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(job_ids), "-o", "JobID,ElapsedRaw,AllocTRES"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode or not proc.stdout.strip():
+        return None
+    usage: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3 or not parts[1].isdigit():
+            continue
+        gpus = 0
+        for item in parts[2].split(","):
+            key, _, value = item.partition("=")
+            if key in ("gres/gpu", "gpu") and value.isdigit():
+                gpus = int(value)
+        usage[parts[0]] = usage.get(parts[0], 0.0) + int(parts[1]) * gpus / 3600
+    return usage

@@ -1,0 +1,203 @@
+"""`run_report`: sources → RunSet → summaries → rendered tables (+ PNG plots). The CLI calls this."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from abcx.errors import UserError
+from abcx.report.render import FORMATS, Table, fmt_ci, fmt_num, render
+from abcx.report.runset import RunSet, concat
+
+MAX_LISTED_RUNS = 40  # beyond this the terminal table lists only runs that are not finished
+
+
+@dataclasses.dataclass
+class Report:
+    runset: RunSet
+    per_run: Any
+    group_keys: list
+    tables: list
+    notes: list
+    text: str | None = None
+    plots: list = dataclasses.field(default_factory=list)
+
+
+def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -> RunSet:
+    runs = rs.runs
+    keep = runs.index == runs.index
+    if group:
+        keep &= runs["group"].astype(str) == group
+    if sweep:
+        in_sweep = runs["group"].astype(str) == sweep
+        if "sweep" in runs.columns:
+            in_sweep |= runs["sweep"].astype(str) == sweep
+        keep &= in_sweep
+    for tag in tags:
+        keep &= runs["tags"].astype(str).map(lambda t, tag=tag: tag in t.split(","))
+    if not keep.all():
+        rs = rs.select(runs.index[keep])
+    return rs
+
+
+def _state_label(row) -> str:
+    return f"{row['state']} (stale)" if row.get("stale") else str(row["state"])
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Display names for group keys: the config leaf ("eps3") unless two keys share it."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (leaf if leaves.count(leaf) == 1 else k.removeprefix("cfg.")) for k, leaf in zip(keys, leaves)}
+
+
+HEADERS = {"reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
+           "completion_length": "length", "q1_share": "Q1", "q2_share": "Q2", "q3_share": "Q3",
+           "q4_share": "Q4"}
+
+
+def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
+    cols = ["run_id", "state", "stale", "source", *[k for k in keys if k != "run_id"], "seed", "step",
+            "reward_final", "entropy_last", "entropy_ratio", "completion_length",
+            "q1_share", "q2_share", "q3_share", "q4_share", "detail", "path"]
+    cols = list(dict.fromkeys(c for c in cols if c in per_run.columns))
+    data = per_run[cols].copy()
+    data["stale"] = data["stale"].fillna(False).astype(bool)
+    shown = data.assign(state=per_run.apply(_state_label, axis=1)).drop(columns=["stale", "path"])
+    notes = []
+    if many:
+        finished = shown["state"] == "finished"
+        notes.append(f"{int(finished.sum())} finished runs not listed here (csv/json list every run)")
+        shown = shown[~finished]
+    display = shown.copy()
+    for c in display.columns:
+        if display[c].dtype.kind == "f":
+            display[c] = display[c].map(fmt_num)
+    # The per-run view leaves the quadrant shares to the groups table, to fit a terminal.
+    display = display.drop(columns=[c for c in display.columns if c.endswith("_share")])
+    display = display.rename(columns={**HEADERS, **short_names(keys)})
+    constant = [c for c in ("source", "detail") if display[c].astype(str).nunique() <= 1 and
+                (c == "source" or (display[c].astype(str) == "").all())]
+    display = display.drop(columns=constant)
+    notes.append(f"reward = last logged; entropy, length = mean of the last {last_n} logged steps; "
+                 f"H/H_base = entropy / baseline method's")
+    return Table("runs", "Runs", data, display, notes)
+
+
+def _groups_table(groups, keys, metrics, last_n) -> Table:
+    display = groups[[*(keys or ["all"]), "n"]].rename(columns=short_names(keys or []))
+    display["left out"] = groups["other_states"].where(groups["n_other"] > 0, "")
+    titles = HEADERS
+    for m in metrics:
+        if groups[f"{m}_mean"].notna().any():
+            display[titles.get(m, m)] = [fmt_ci(a, b) for a, b in zip(groups[f"{m}_mean"], groups[f"{m}_ci"])]
+    return Table("groups", "Groups: mean ± 95% CI over finished runs (seeds)", groups, display,
+                 ["Q1..Q4 = share of clip events by quadrant over the run: q_i / (q1+q2+q3+q4)"])
+
+
+def _table3_display(t3) -> Any:
+    cols = t3.attrs.get("columns", [])
+    pct = "%" if t3.attrs.get("percent") else ""
+    display = t3[["model", "benchmark", "method", "n"]].copy()
+    for c in cols:
+        cells = []
+        for _, r in t3.iterrows():
+            mean, hw = r[f"{c}_mean"], r[f"{c}_ci"]
+            if r["kind"] == "gain":
+                sig = r.get(f"{c}_sig", "")
+                cell = "–" if mean != mean else f"{mean:+.1f}{pct}" + {"n.s.": " (n.s.)", "one seed": " (1 seed)"}.get(sig, "")
+            else:
+                cell = fmt_ci(mean, hw, 1 if pct else 3) if mean == mean else "–"
+            cells.append(cell)
+        display[c] = cells
+    if (display["model"] == "").all():
+        display = display.drop(columns="model")
+    return display
+
+
+def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
+               group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
+               baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
+               out: str | None = None, pivot: tuple | None = None, *, api=None, console=None,
+               stale_after_s: float | None = None) -> Report:
+    """Read every source, summarise, print (or write to `out`) the tables in `fmt`, and write PNG
+    panels to `plots_dir`. `pivot` = (row_field, col_field[, metric]) with metric default
+    `reward_final`. `api` replaces the W&B public API (a `WandbApi`), for tests."""
+    from abcx.report import table as T
+    from abcx.report.sources import abcx_records
+    from abcx.report.sources.discover import read_sources
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if last_n < 1:
+        raise UserError(f"--last-n {last_n}: must be at least 1")
+    if pivot is not None and len(pivot) not in (2, 3):
+        raise UserError(f"--pivot {pivot!r}: expected ROW_FIELD COL_FIELD [METRIC]")
+    if not sources and not wandb_project:
+        raise UserError("no sources: give paths (results dir, run folders, globs, wandb dirs, "
+                        "trainer_state.json) or --wandb-project")
+    stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
+    sets = [read_sources(list(sources), stale_after_s=stale)] if sources else []
+    if wandb_project:
+        from abcx.report.sources import wandb_online
+
+        sets.append(wandb_online.read_project(api or wandb_online.PublicApi(), wandb_project,
+                                              sweep=sweep, group=group, tags=list(tags)))
+    rs = _filter(concat(sets), sweep, group, list(tags))
+    if rs.runs.empty:
+        raise UserError(f"no runs match (sweep={sweep}, group={group}, tags={list(tags)})")
+
+    keys = ([T.resolve_field(rs.runs, k) for k in group_by] if group_by else T.default_group_keys(rs.runs))
+    per_run = T.run_summary(rs, last_n=last_n, baseline=baseline, group_keys=keys)
+    notes = list(rs.notes)
+    states = per_run["state"].value_counts()
+    n_fin = int(states.get("finished", 0))
+    if n_fin < len(per_run):
+        others = ", ".join(f"{c} {s}" for s, c in states.items() if s != "finished")
+        notes.append(f"{len(per_run) - n_fin} run(s) not finished ({others}): listed, left out of means")
+    n_stale = int(per_run["stale"].fillna(False).astype(bool).sum())
+    if n_stale:
+        notes.append(f"{n_stale} running run(s) have not updated status.json for over {stale / 3600:.1f} h (stale)")
+    if baseline not in set(per_run["method"]):
+        notes.append(f"baseline method {baseline!r} not among the runs: no entropy ratio or gains")
+
+    metrics = [m for m in T.SUMMARY_METRICS if per_run[m].notna().any()]
+    tables = [_runs_table(per_run, keys, last_n, many=len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex"))]
+    if n_fin:
+        groups = T.group_summary(per_run, keys, metrics)
+        tables.append(_groups_table(groups, keys, metrics, last_n))
+    t3, t3_notes = T.table3(rs, baseline)
+    notes.extend(t3_notes)
+    if len(t3):
+        tables.append(Table("table3", "Evaluation (Table 3 layout): mean ± 95% CI over seeds", t3,
+                            _table3_display(t3)))
+    pv = None
+    if pivot is not None:
+        row, col, *rest = pivot
+        pv = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
+        display = pv.map(fmt_num).reset_index()
+        display.columns = [f"{pv.index.name} \\ {pv.columns.name}", *map(str, pv.columns)]
+        tables.append(Table("pivot", f"{pv.attrs['metric']}: mean over seeds, {pv.index.name} × {pv.columns.name}",
+                            pv, display))
+
+    report = Report(rs, per_run, keys, tables, notes)
+    if plots_dir:
+        from abcx.report.plots import plot_all
+
+        report.plots = plot_all(rs, per_run, keys, plots_dir, pivot_table=pv)
+        notes.append(f"{len(report.plots)} plot(s) written to {plots_dir}")
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        if fmt == "rich":
+            from rich.console import Console
+
+            with open(out, "w", encoding="utf-8") as fh:
+                render(tables, notes, fmt, Console(file=fh, width=200, color_system=None))
+        else:
+            report.text = render(tables, notes, fmt)
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(report.text)
+    else:
+        report.text = render(tables, notes, fmt, console=console)
+        if report.text is not None:
+            print(report.text, end="")
+    return report

@@ -1,0 +1,160 @@
+"""Renderers for the report's tables: rich (terminal), markdown, csv, latex, json.
+
+Each `Table` carries two views: `data` (numeric, for csv/json: means and CI half-widths as separate
+columns) and `display` (strings like "0.512 ± 0.021", for people: rich/markdown/latex).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from typing import Any
+
+from abcx.errors import UserError
+
+FORMATS = ("rich", "markdown", "csv", "latex", "json")
+
+
+@dataclasses.dataclass
+class Table:
+    key: str
+    title: str
+    data: Any  # pandas.DataFrame, numeric
+    display: Any  # pandas.DataFrame, strings
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def fmt_num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (int,)) and not isinstance(x, bool):
+        return str(x)
+    x = float(x)
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}" if abs(x) < 100 else f"{x:.1f}"
+
+
+def fmt_ci(mean, hw, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if hw is None or (isinstance(hw, float) and math.isnan(hw)):
+        return fmt_num(mean, digits)
+    return f"{fmt_num(mean, digits)} ± {fmt_num(hw, digits)}"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return fmt_num(v)
+    return "" if v is None else str(v)
+
+
+def to_markdown(tables: list[Table], notes: list[str]) -> str:
+    out = []
+    for t in tables:
+        out.append(f"### {t.title}\n")
+        cols = [str(c) for c in t.display.columns]
+        out.append("| " + " | ".join(cols) + " |")
+        out.append("|" + "|".join("---" for _ in cols) + "|")
+        for row in t.display.itertuples(index=False):
+            out.append("| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |")
+        out.extend(f"\n_{n}_" for n in t.notes)
+        out.append("")
+    out.extend(f"- {n}" for n in notes)
+    return "\n".join(out).rstrip() + "\n"
+
+
+_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in text).replace("±", r"$\pm$")
+
+
+def to_latex(tables: list[Table], notes: list[str]) -> str:
+    out = ["% needs \\usepackage{booktabs}"]
+    for t in tables:
+        cols = [str(c) for c in t.display.columns]
+        out += [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(t.title)}}}",
+                r"\begin{tabular}{" + "l" * min(1, len(cols)) + "r" * max(0, len(cols) - 1) + "}",
+                r"\toprule", " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+        for row in t.display.itertuples(index=False):
+            out.append(" & ".join(latex_escape(_cell(v)) for v in row) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    out.extend(f"% {n}" for n in notes)
+    return "\n".join(out) + "\n"
+
+
+def to_csv(tables: list[Table], notes: list[str]) -> str:
+    """Sections `# <key>: <title>` followed by that table's numeric CSV, separated by blank lines."""
+    buf = io.StringIO()
+    for t in tables:
+        buf.write(f"# {t.key}: {t.title}\n")
+        t.data.to_csv(buf, index=t.key == "pivot", lineterminator="\n")
+        buf.write("\n")
+    for n in notes:
+        buf.write(f"# note: {n}\n")
+    return buf.getvalue()
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        return _jsonable(v.item())
+    return v
+
+
+def to_json(tables: list[Table], notes: list[str]) -> str:
+    doc = {"tables": {}, "notes": list(notes)}
+    for t in tables:
+        data = t.data.reset_index() if t.key == "pivot" else t.data
+        rows = [{str(k): _jsonable(v) for k, v in rec.items()} for rec in data.to_dict(orient="records")]
+        doc["tables"][t.key] = {"title": t.title, "columns": [str(c) for c in data.columns], "rows": rows,
+                                "notes": list(t.notes)}
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = console or Console()
+    for t in tables:
+        rt = RichTable(title=t.title, title_justify="left", show_lines=False)
+        for i, c in enumerate(t.display.columns):
+            numeric = i > 0 and not t.display[c].map(lambda v: not _looks_numeric(v)).all()
+            # Only free text may wrap; ids and numbers are cut with an ellipsis rather than folded.
+            free = str(c) in ("detail", "left out", "path")
+            rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
+                          overflow="fold" if free else "ellipsis")
+        for row in t.display.itertuples(index=False):
+            cells = [_cell(v) for v in row]
+            style = None
+            if "state" in t.display.columns:
+                state = str(row[list(t.display.columns).index("state")])
+                style = None if state == "finished" else "yellow" if state.startswith("running") else "red"
+            rt.add_row(*cells, style=style)
+        console.print(rt)
+        for n in t.notes:
+            console.print(f"[dim]{n}[/dim]")
+        console.print()
+    for n in notes:
+        console.print(f"note: {n}", markup=False)
+
+
+def _looks_numeric(v) -> bool:
+    s = _cell(v).split(" ")[0].replace("%", "").lstrip("+-–")
+    return s == "" or s.replace(".", "", 1).replace("e", "", 1).replace("-", "").isdigit()
+
+
+def render(tables: list[Table], notes: list[str], fmt: str, console=None) -> str | None:
+    """Text of the report in `fmt`; for `rich` prints to the console and returns None."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if fmt == "rich":
+        to_rich(tables, notes, console)
+        return None
+    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](tables, notes)

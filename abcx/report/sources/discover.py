@@ -1,0 +1,85 @@
+"""Which reader handles which path: results dirs, run folders, globs, wandb dirs, trainer_state.json."""
+from __future__ import annotations
+
+import glob
+import os
+
+from abcx.errors import UserError
+from abcx.report.runset import RunSet, concat
+from abcx.report.sources import abcx_records, trainer_state, wandb_offline
+
+KINDS = ("abcx", "wandb-offline", "trainer_state")
+# Folders inside a run that never hold other runs; skipping them keeps the walk cheap.
+SKIP_DIRS = {"checkpoints", "files", "logs", "tmp", "__pycache__", "node_modules"}
+
+
+def classify(path: str) -> str | None:
+    if os.path.isfile(path):
+        if path.endswith(".wandb"):
+            return "wandb-offline"
+        if os.path.basename(path) == "trainer_state.json":
+            return "trainer_state"
+        return None
+    if abcx_records.is_record(path):
+        return "abcx"
+    if wandb_offline.is_run_dir(path):
+        return "wandb-offline"
+    if trainer_state.find_state_file(path):
+        return "trainer_state"
+    return None
+
+
+def _walk(root: str, found: dict[str, list[str]]) -> None:
+    # os.walk does not follow directory symlinks, so wandb's `latest-run` is not read twice.
+    for dirpath, dirnames, _ in os.walk(root):
+        kind = classify(dirpath)
+        if kind:
+            found[kind].append(dirpath)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+
+
+def discover(sources: list[str]) -> dict[str, list[str]]:
+    """{kind: [run paths]} for every run under the given paths (deduplicated by real path)."""
+    found: dict[str, list[str]] = {k: [] for k in KINDS}
+    for src in sources:
+        matches = sorted(glob.glob(src, recursive=True)) if glob.has_magic(src) else [src]
+        if not matches:
+            raise UserError(f"source {src!r}: no path matches this pattern")
+        for path in matches:
+            if not os.path.exists(path):
+                raise UserError(f"source {path!r}: no such file or directory")
+            before = sum(map(len, found.values()))
+            kind = classify(path)
+            if kind == "wandb-offline" and os.path.isfile(path):
+                found[kind].append(os.path.dirname(path))
+            elif kind:
+                found[kind].append(path)
+            elif os.path.isdir(path):
+                _walk(path, found)
+            if sum(map(len, found.values())) == before:
+                raise UserError(f"source {path!r}: no runs found (expected abcx run records with meta.json/"
+                                f"status.json, W&B offline-run-* folders, or trainer_state.json)")
+    for kind, paths in found.items():
+        seen, unique = set(), []
+        for p in paths:
+            real = os.path.realpath(p)
+            if real not in seen:
+                seen.add(real)
+                unique.append(p)
+        found[kind] = unique
+    return found
+
+
+def read_sources(sources: list[str], stale_after_s: float = abcx_records.DEFAULT_STALE_AFTER_S) -> RunSet:
+    found = discover(sources)
+    sets = []
+    if found["abcx"]:
+        sets.append(abcx_records.read_records(found["abcx"], stale_after_s=stale_after_s))
+    if found["wandb-offline"]:
+        sets.append(wandb_offline.read_runs(found["wandb-offline"]))
+    if found["trainer_state"]:
+        files = [trainer_state.find_state_file(p) for p in found["trainer_state"]]
+        sets.append(trainer_state.read_states(files))
+    return concat(sets)

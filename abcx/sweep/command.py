@@ -1,0 +1,273 @@
+"""What `abcx sweep ...` does; the CLI only parses arguments and calls these.
+
+Submission is idempotent: every point is composed and validated first (one bad point, nothing is
+submitted); runs are found by their run id (a config hash), so finished runs are skipped, failed,
+cancelled and dead ones resubmitted (they resume from their newest checkpoint), and live ones left alone.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from abcx.errors import UserError
+from abcx.record import RunRecord, atomic_write_json, now_iso, read_json
+from abcx.sweep import manifest as M
+from abcx.sweep import plan as P
+from abcx.sweep import spec as S
+
+LIVE = P.LIVE
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, yes: bool = False):
+    """(spec, planned runs) for a sweep file plus command-line overrides; raises UserError on any bad point."""
+    spec = S.with_cli(S.load_sweep(name_or_path), list(overrides or ()))
+    planned = P.build(S.expand(spec), allow_many=yes)
+    for key in ("launcher.name", "results_dir"):
+        values = {str(_get(r.cfg, key)) for r in planned}
+        if len(values) > 1:
+            raise UserError(f"{key} differs between points ({', '.join(sorted(values))}); a sweep uses one")
+    return spec, planned
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _liveness(backend: str, data: dict | None, *, strict: bool) -> P.JobAlive:
+    if backend == "slurm":
+        from abcx.launch import slurm
+
+        return slurm.liveness(data, strict=strict)
+    from abcx.launch import local
+
+    return local.liveness(data)
+
+
+def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, dry_run: bool = False,
+              wait: bool = False, yes: bool = False, out: Callable[[str], None] = _out) -> int:
+    """`abcx sweep run NAME_OR_PATH [OVERRIDES] [--dry-run] [--wait] [--yes]`. Returns the exit code."""
+    spec, planned = plan_sweep(name_or_path, overrides, yes=yes)
+    first = planned[0].cfg
+    backend, results_dir = first.launcher.name, str(Path(first.results_dir).expanduser().resolve())
+    data = M.load(results_dir, spec.name)
+    P.refresh(planned, _liveness(backend, data, strict=not dry_run))
+    counts = P.counts(planned)
+    if dry_run:
+        out(P.table(planned))
+        out(f"sweep {spec.name}: {len(planned)} point(s), " + _counts_text(counts)
+            + f"; backend {backend}; nothing submitted (--dry-run)")
+        return 0
+    submit = P.to_submit(planned)
+    skipped = len(planned) - len(submit)
+    if not submit:
+        out(f"sweep {spec.name}: nothing to submit ({_counts_text(counts)})")
+        return 0
+    if backend == "local":
+        from abcx.launch import local
+
+        if local.supervisor_alive(data):
+            raise UserError(
+                f"sweep {spec.name} is still being run by supervisor pid {data['local']['supervisor_pid']}; wait for "
+                f"it or `abcx sweep cancel {spec.name}` before resubmitting"
+            )
+    sweep_dir = M.sweep_dir(results_dir, spec.name)
+    submitted = now_iso()
+    for run in submit:
+        _mark_submitted(run, spec.name, backend, submitted)
+    M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
+    out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
+    if backend == "slurm":
+        return _submit_slurm(spec, planned, submit, sweep_dir, results_dir, wait=wait, out=out)
+    return _submit_local(spec, submit, first, sweep_dir, results_dir, wait=wait, out=out)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[s]} {s}" for s in P.PLAN_STATES if counts.get(s)) or "no runs"
+
+
+def _mark_submitted(run: P.PlannedRun, sweep: str, backend: str, submitted: str) -> None:
+    """Put the sweep into the run's own record, so a lost manifest can be rebuilt from run folders."""
+    meta_path = run.path / "meta.json"
+    meta = read_json(meta_path, default={}) or {}
+    meta.update(sweep=sweep, sweep_point=list(run.overrides), sweep_index=run.index)
+    meta.setdefault("run_id", run.run_id)
+    atomic_write_json(meta_path, meta)
+    RunRecord(run.path).set_status("pending", job_id=None, backend=backend, submitted=submitted, sweep=sweep,
+                                   error=None)
+
+
+def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -> None:
+    m.update(name=spec.name, description=spec.description, source=spec.source, backend=backend)
+    for run in planned:
+        M.upsert_run(m, run.run_id, overrides=list(run.overrides), index=run.index)
+    for run in submit:
+        M.upsert_run(m, run.run_id, backend=backend, submitted=submitted, job_id=None, ended=None)
+    m.setdefault("submissions", []).append({"time": submitted, "backend": backend,
+                                            "run_ids": [r.run_id for r in submit]})
+
+
+def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wait: bool, out) -> int:
+    from abcx.launch import local
+
+    max_parallel = first.launcher.max_parallel or local.default_max_parallel()
+    local.write_queue(sweep_dir, [{"run_id": r.run_id, "overrides": list(r.overrides)} for r in submit],
+                      max_parallel=max_parallel, timeout_min=first.launcher.timeout_min,
+                      gpus_per_job=first.launcher.gpus_per_job, sweep=spec.name, results_dir=results_dir)
+    if wait:
+        out(f"running {len(submit)} job(s) here, at most {max_parallel} at once (Ctrl-C cancels them)")
+        code = local.start(sweep_dir, wait=True)
+        sweep_status(spec.name, results_dir=results_dir, out=out)
+        return code
+    pid = local.start(sweep_dir, wait=False)
+    # Recorded here too (the supervisor records itself once it runs), so a cancel right away finds it.
+    M.update(results_dir, spec.name, lambda m: m.setdefault("local", {}).update(
+        supervisor_pid=pid, queue=[r.run_id for r in submit], started=now_iso(), ended=None))
+    out(f"supervisor pid {pid} runs them, at most {max_parallel} at once (log: {sweep_dir / 'supervisor.log'}); "
+        f"follow with `abcx sweep status {spec.name}`")
+    return 0
+
+
+def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, wait: bool, out) -> int:
+    from abcx.launch import slurm
+
+    job_ids = slurm.submit(sweep_dir, submit, sweep=spec.name, results_dir=results_dir)
+    for run in submit:
+        RunRecord(run.path).set_status("pending", job_id=job_ids[run.run_id])
+
+    def note(m):
+        for run in submit:
+            M.upsert_run(m, run.run_id, job_id=job_ids[run.run_id])
+        m["submissions"][-1]["job_ids"] = [job_ids[r.run_id] for r in submit]
+
+    M.update(results_dir, spec.name, note)
+    arrays = sorted({j.split("_")[0] for j in job_ids.values()})
+    out(f"submitted job array(s) {', '.join(arrays)}; follow with `abcx sweep status {spec.name}`")
+    if not wait:
+        return 0
+    return wait_for(spec.name, results_dir=results_dir, out=out)
+
+
+def wait_for(name: str, *, results_dir: str = "results", poll_s: float = 2.0, timeout_s: float | None = None,
+             out: Callable[[str], None] = _out) -> int:
+    """Block until no run of the sweep is queued or running; print its status; 0 if all finished."""
+    deadline = None if timeout_s is None else time.time() + timeout_s
+    while True:
+        runs = _runs(name, results_dir, strict=False)
+        if not any(r.state in LIVE for r in runs):
+            break
+        if deadline is not None and time.time() > deadline:
+            raise UserError(f"sweep {name}: still running after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    sweep_status(name, results_dir=results_dir, out=out)
+    return 0 if all(r.state == "finished" for r in runs) else 1
+
+
+def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
+    data = M.load_or_rebuild(results_dir, name)
+    root = Path(data.get("results_dir") or results_dir)
+    runs = [P.PlannedRun(index=e.get("index", i), overrides=tuple(e.get("overrides") or ()), cfg=None,
+                         run_id=e["run_id"], path=root / "runs" / e["run_id"])
+            for i, e in enumerate(sorted(data.get("runs", []), key=lambda e: e.get("index", 0)))]
+    P.refresh(runs, _liveness(data.get("backend") or "local", data, strict=strict))
+    for run in runs:
+        run.entry = M.run_entry(data, run.run_id) or {}  # type: ignore[attr-defined]
+    return runs
+
+
+def _hours(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
+    """`abcx sweep status NAME [--results-dir DIR]`: one line per run, then counts and GPU-hours."""
+    runs = _runs(name, results_dir, strict=False)
+    data = M.load(results_dir, name) or {}
+    job_ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in runs
+               if r.status.get("job_id") or r.entry.get("job_id")]
+    sacct = None
+    if data.get("backend") == "slurm":
+        from abcx.launch import slurm
+
+        sacct = slurm.sacct_usage(job_ids)
+    rows = [("run id", "state", "step", "elapsed", "gpu-h", "job", "error / point")]
+    total = 0.0
+    for r in runs:
+        st = r.status
+        job = str(st.get("job_id") or r.entry.get("job_id") or "-")
+        gpu_h = float(st.get("gpu_hours") or 0.0)
+        if sacct is not None and job in sacct:
+            gpu_h = sacct[job]
+        total += gpu_h
+        step = f"{st.get('step', 0)}/{st.get('max_steps') if st.get('max_steps') is not None else '?'}" if st else "-"
+        error = (st.get("error") or "").strip().splitlines()[0] if st.get("error") and r.state != "finished" else ""
+        detail = error or r.note or " ".join(r.overrides)
+        rows.append((r.run_id, r.state + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
+                     f"{gpu_h:.3f}", job, detail))
+    widths = [max(len(row[k]) for row in rows) for k in range(6)]
+    for row in rows:
+        out("  ".join(f"{c:<{w}}" for c, w in zip(row[:6], widths)) + "  " + row[6])
+    counts = P.counts(runs)
+    source = "sacct" if sacct else "run records"
+    out(f"sweep {name}: {len(runs)} run(s): {_counts_text(counts)}; {total:.3f} GPU-hours ({source})"
+        + ("; * = job gone while the record said running (resubmit resumes it)" if any(r.note for r in runs) else ""))
+    return 0
+
+
+def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
+    """`abcx sweep cancel NAME [--results-dir DIR]`: stop its jobs; unfinished runs become cancelled."""
+    data = M.load_or_rebuild(results_dir, name)
+    runs = _runs(name, results_dir, strict=False)
+    backend = data.get("backend") or "local"
+    if backend == "slurm":
+        from abcx.launch import slurm
+
+        ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in runs
+               if r.state in LIVE and (r.status.get("job_id") or r.entry.get("job_id"))]
+        slurm.cancel(ids)
+        deadline = time.time() + 60
+        while ids and time.time() < deadline:  # SLURM kills after KillWait; wait so no trainer writes after us
+            states = slurm.queue_states()
+            if not any(states.get(i) in slurm.ALIVE for i in ids):
+                break
+            time.sleep(0.5)
+    else:
+        from abcx.launch import local
+
+        local.cancel(data)
+    from abcx.launch.local import mark_cancelled
+
+    changed = sum(mark_cancelled(r.path) for r in runs if r.state in LIVE + ("new",) and r.status)
+    M.update(results_dir, name, lambda m: m.setdefault("cancels", []).append(now_iso()))
+    out(f"sweep {name}: cancelled {changed} run(s); finished runs are kept")
+    return 0
+
+
+def sweep_epsilons(overrides: list[str] | tuple[str, ...] = (), **kwargs) -> int:
+    """`abcx sweep epsilons [OVERRIDES]`: the ABC-GRPO epsilon grid (sweeps/epsilons.yaml)."""
+    return sweep_run("epsilons", overrides, **kwargs)
+
+
+def sweep_list(out: Callable[[str], None] = _out) -> int:
+    """`abcx sweep list`: the sweep files under sweeps/."""
+    for name in S.available():
+        try:
+            desc = S.load_sweep(name).description.strip().splitlines()[0]
+        except (UserError, IndexError):
+            desc = ""
+        out(f"{name:<16} {desc}")
+    return 0
+
+
+if __name__ == "__main__":  # a convenience for debugging without the CLI
+    sys.exit(sweep_status(sys.argv[1]))

@@ -1,0 +1,108 @@
+"""The sweep manifest: `<results_dir>/sweeps/<name>/manifest.json`, written atomically.
+
+It lists the sweep's points, run ids, backend, job ids and submission times. It is a convenience, not
+the truth: each run's own record carries the sweep name (meta.json `sweep`, `sweep_point`) and its
+job (status.json `job_id`, `backend`, `submitted`), so a lost manifest is rebuilt from the run folders.
+Writers (the CLI, the local supervisor, cancel) take an exclusive lock on `manifest.lock` around each
+read-modify-write.
+"""
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from abcx.errors import UserError
+from abcx.record import atomic_write_json, now_iso, read_json
+
+
+def sweep_dir(results_dir: str | Path, name: str) -> Path:
+    return (Path(results_dir).expanduser() / "sweeps" / name).resolve()
+
+
+def manifest_path(results_dir: str | Path, name: str) -> Path:
+    return sweep_dir(results_dir, name) / "manifest.json"
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load(results_dir: str | Path, name: str) -> dict | None:
+    return read_json(manifest_path(results_dir, name))
+
+
+def update(results_dir: str | Path, name: str, change: Callable[[dict], Any]) -> dict:
+    """Read (or start) the manifest, let `change` edit it in place, write it back atomically."""
+    path = manifest_path(results_dir, name)
+    with _locked(path.parent):
+        data = read_json(path) or new(name, results_dir)
+        change(data)
+        data["updated"] = now_iso()
+        atomic_write_json(path, data)
+        return data
+
+
+def new(name: str, results_dir: str | Path) -> dict:
+    return {"name": name, "results_dir": str(Path(results_dir).expanduser().resolve()), "created": now_iso(),
+            "runs": [], "submissions": []}
+
+
+def run_entry(data: dict, run_id: str) -> dict | None:
+    return next((r for r in data.get("runs", []) if r["run_id"] == run_id), None)
+
+
+def upsert_run(data: dict, run_id: str, **fields: Any) -> dict:
+    entry = run_entry(data, run_id)
+    if entry is None:
+        entry = {"run_id": run_id}
+        data.setdefault("runs", []).append(entry)
+    entry.update(fields)
+    return entry
+
+
+def rebuild(results_dir: str | Path, name: str) -> dict | None:
+    """A manifest recovered from the run records that name this sweep (None if there are none)."""
+    from abcx.record import runs_dir
+
+    runs = []
+    root = runs_dir(Path(results_dir).expanduser())
+    for meta_path in sorted(root.glob("*/meta.json")):
+        meta = read_json(meta_path, default={}) or {}
+        if meta.get("sweep") != name:
+            continue
+        status = read_json(meta_path.parent / "status.json", default={}) or {}
+        runs.append({
+            "run_id": meta_path.parent.name, "overrides": meta.get("sweep_point", []),
+            "index": meta.get("sweep_index", len(runs)), "backend": status.get("backend"),
+            "job_id": status.get("job_id"), "submitted": status.get("submitted"),
+        })
+    if not runs:
+        return None
+    runs.sort(key=lambda r: (r["index"], r["run_id"]))
+    data = new(name, results_dir)
+    data.update(runs=runs, rebuilt=now_iso(), backend=next((r["backend"] for r in runs if r["backend"]), None))
+    path = manifest_path(results_dir, name)
+    with _locked(path.parent):
+        atomic_write_json(path, data)
+    return data
+
+
+def load_or_rebuild(results_dir: str | Path, name: str) -> dict:
+    data = load(results_dir, name)
+    if data is None:
+        data = rebuild(results_dir, name)
+    if data is None:
+        raise UserError(
+            f"no sweep named {name!r} under {Path(results_dir)}: no {manifest_path(results_dir, name)} and no run "
+            f"record names it (submit it with `abcx sweep run {name}`, or pass --results-dir)"
+        )
+    return data

@@ -1,0 +1,173 @@
+"""The embedded default testbed: a tiny Qwen3 with a character tokenizer, warm-started on `arith`.
+
+Built locally and deterministically (nothing is downloaded), cached under `$ABCX_CACHE` or
+`~/.cache/abcx/` in a folder named by a hash of the recipe, so changing the recipe rebuilds and
+every run that uses the same recipe shares one build. Importing this package does not import torch.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from abcx.testbed.model import ModelShape
+from abcx.testbed.warmstart import WarmStart
+
+log = logging.getLogger("abcx.testbed")
+
+# Bump when the build code changes in a way the recipe fields do not capture.
+BUILD_VERSION = 2
+MARKER = "testbed.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    shape: ModelShape = field(default_factory=ModelShape)
+    warm: WarmStart = field(default_factory=WarmStart)
+    init_seed: int = 0
+
+    def as_dict(self) -> dict:
+        from abcx.testbed.tokenizer import CHARACTERS, CHAT_TEMPLATE, SPECIAL_TOKENS
+
+        return {
+            "build_version": BUILD_VERSION,
+            "shape": self.shape.as_dict(),
+            "warm": self.warm.as_dict(),
+            "init_seed": self.init_seed,
+            # The tokenizer is part of the recipe: a vocabulary change must not reuse old weights.
+            "tokenizer": {"special": list(SPECIAL_TOKENS), "characters": CHARACTERS, "chat_template": CHAT_TEMPLATE},
+        }
+
+    def digest(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def folder_name(self) -> str:
+        return f"tiny-qwen3-{self.digest()}"
+
+
+DEFAULT_RECIPE = Recipe()
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("ABCX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "abcx"
+
+
+def ensure_tiny_model(cache_dir: str | Path | None = None, force: bool = False) -> Path:
+    """Folder holding the default tiny model and its tokenizer (loadable with the Auto classes).
+
+    Builds it on first use (about a minute on 2 CPU cores); later calls return at once. Safe when
+    several processes call it together: one builds, the others wait for it and reuse its result.
+    """
+    return ensure_testbed(DEFAULT_RECIPE, cache_dir=cache_dir, force=force)
+
+
+def ensure_testbed(recipe: Recipe, cache_dir: str | Path | None = None, force: bool = False) -> Path:
+    """As `ensure_tiny_model`, for any recipe (tests use a quick one)."""
+    parent = cache_root(cache_dir) / "testbed"
+    final = parent / recipe.folder_name()
+    if not force and (final / MARKER).is_file():
+        return final
+    parent.mkdir(parents=True, exist_ok=True)
+    with open(parent / f"{final.name}.lock", "a+") as lock:
+        # The lock serialises builders; a process that dies releases it with its file descriptors.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not force and (final / MARKER).is_file():
+                return final
+            # Only the lock holder builds, so any temp folder left here is from a killed build.
+            for stale in parent.glob(f"{final.name}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=parent))
+            try:
+                log.info("building tiny model %s into %s", final.name, final)
+                build_testbed(tmp, recipe)
+                if final.exists():  # force=True, or a folder without its marker
+                    old = parent / f"{final.name}.tmp-old-{os.getpid()}"
+                    os.rename(final, old)
+                    shutil.rmtree(old, ignore_errors=True)
+                # rename is atomic: readers see no folder or a complete one, never a half-written one.
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return final
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build_testbed(folder: str | Path, recipe: Recipe = DEFAULT_RECIPE) -> dict:
+    """Build tokenizer + warm-started model into `folder` (no locking, no caching); returns testbed.json."""
+    import torch
+
+    # One thread: bit-identical results whatever the core count, and no OpenMP spin-waiting when
+    # sweep jobs share the cores (measured: 2 threads under load ran 15x slower than 1).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(Path(folder), recipe)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(folder: Path, recipe: Recipe) -> dict:
+    import torch
+    import transformers
+
+    from abcx.tasks.arith import problems
+    from abcx.testbed.model import init_model
+    from abcx.testbed.tokenizer import save_tokenizer
+    from abcx.testbed.warmstart import accuracy, pass_at_k, sft
+
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    w = recipe.warm
+    tok = save_tokenizer(folder)
+    model = init_model(tok, recipe.shape, recipe.init_seed)
+    # The measured problems are exactly the default arith eval split (same seed, same eval pool).
+    train, evals = problems(n_train=w.n_sft, n_eval=w.n_measure, digits=w.digits, ops=w.ops,
+                            mul_digits=w.mul_digits, seed=w.task_seed, negatives=w.negatives)
+    init_greedy = accuracy(model, tok, evals, max_new_tokens=w.max_new_tokens)
+    stats = sft(model, tok, train, w, log=log.debug)
+    measured = {
+        "n": len(evals),
+        "init_greedy": init_greedy,
+        "greedy": accuracy(model, tok, evals, max_new_tokens=w.max_new_tokens),
+        "sampled_t1": accuracy(model, tok, evals, do_sample=True, samples=8, max_new_tokens=w.max_new_tokens),
+        "pass@16_t1": pass_at_k(model, tok, evals, 16, max_new_tokens=w.max_new_tokens),
+    }
+    model.save_pretrained(str(folder))
+    info = {
+        "name": recipe.folder_name(),
+        "recipe_hash": recipe.digest(),
+        "recipe": recipe.as_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tok),
+        "eval_accuracy": measured,
+        "sft": stats,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "built": {"host": socket.gethostname(), "pid": os.getpid(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "seconds": time.perf_counter() - started, "torch_threads": torch.get_num_threads()},
+    }
+    # Written last: its presence marks a complete build.
+    (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_testbed_info(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / MARKER).read_text())
+
+
+__all__ = ["DEFAULT_RECIPE", "Recipe", "build_testbed", "cache_root", "ensure_testbed", "ensure_tiny_model",
+           "read_testbed_info"]

@@ -1,0 +1,134 @@
+"""Warm start: a short supervised fine-tune on arith so the tiny policy is partly competent.
+
+GRPO learns nothing from a policy that is never right (every group has zero reward variance) or
+always right; a brief SFT, stopped early on purpose, leaves it in between. Plain torch loop: fewer
+moving parts than HF Trainer and bit-reproducible on one machine.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    # Task shape; must match the arith defaults so RL starts on the distribution the SFT saw.
+    digits: int = 2
+    ops: str = "+-"
+    mul_digits: int = 1
+    negatives: bool = False
+    task_seed: int = 0
+    n_sft: int = 12_000
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+    seed: int = 0
+    # Accuracy measured after the build and written to testbed.json.
+    n_measure: int = 200
+    max_new_tokens: int = 8
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def encode_examples(tokenizer, rows: list[tuple[str, str]]):
+    """(input_ids, labels, attention_mask), right-padded; loss only on the answer and the <eos>."""
+    import torch
+
+    seqs, labels = [], []
+    for prompt, answer in rows:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        seqs.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, l) in enumerate(zip(seqs, labels)):
+        ids[i, : len(s)] = torch.tensor(s)
+        lab[i, : len(l)] = torch.tensor(l)
+        mask[i, : len(s)] = 1
+    return ids, lab, mask
+
+
+def sft(model, tokenizer, rows: list[tuple[str, str]], recipe: WarmStart, log=None) -> dict[str, Any]:
+    """Train `model` in place; returns {"loss": last loss, "seconds": wall time}."""
+    import torch
+
+    ids, lab, mask = encode_examples(tokenizer, rows)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                            betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    start, loss_value, order, cursor = time.perf_counter(), float("nan"), torch.randperm(len(rows), generator=gen), 0
+    for step in range(recipe.steps):
+        if cursor + recipe.batch_size > len(rows):
+            order, cursor = torch.randperm(len(rows), generator=gen), 0
+        idx = order[cursor : cursor + recipe.batch_size]
+        cursor += recipe.batch_size
+        # Trim the batch to its longest row: most rows are shorter than the widest in the set.
+        width = int(mask[idx].sum(1).max())
+        out = model(input_ids=ids[idx, :width], attention_mask=mask[idx, :width], labels=lab[idx, :width])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_value = float(out.loss.detach())
+        if log is not None and (step % 100 == 0 or step == recipe.steps - 1):
+            log(f"sft step {step}/{recipe.steps} loss {loss_value:.4f}")
+    model.eval()
+    return {"loss": loss_value, "seconds": time.perf_counter() - start}
+
+
+def completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8, do_sample: bool = False,
+                num_return_sequences: int = 1, seed: int = 0, batch_size: int = 256) -> list[str]:
+    """Decoded completions (special tokens dropped), `num_return_sequences` per prompt, in order."""
+    import torch
+
+    out: list[str] = []
+    torch.manual_seed(seed)
+    sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 **sampling)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def accuracy(model, tokenizer, rows: list[tuple[str, str]], *, do_sample: bool = False, samples: int = 1,
+             max_new_tokens: int = 8, seed: int = 0) -> float:
+    """Fraction of correct completions over `rows` (× `samples` per problem when sampling)."""
+    from abcx.tasks.arith import is_correct
+
+    texts = completions(model, tokenizer, [p for p, _ in rows], max_new_tokens=max_new_tokens,
+                        do_sample=do_sample, num_return_sequences=samples, seed=seed)
+    answers = [a for _, a in rows for _ in range(samples)]
+    return sum(is_correct(t, a) for t, a in zip(texts, answers)) / max(1, len(texts))
+
+
+def pass_at_k(model, tokenizer, rows: list[tuple[str, str]], k: int, *, max_new_tokens: int = 8,
+              seed: int = 0) -> float:
+    """Fraction of problems with at least one correct answer among k samples at temperature 1."""
+    from abcx.tasks.arith import is_correct
+
+    texts = completions(model, tokenizer, [p for p, _ in rows], max_new_tokens=max_new_tokens,
+                        do_sample=True, num_return_sequences=k, seed=seed)
+    solved = [any(is_correct(t, a) for t in texts[i * k : (i + 1) * k]) for i, (_, a) in enumerate(rows)]
+    return sum(solved) / max(1, len(rows))

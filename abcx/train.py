@@ -1,0 +1,232 @@
+"""One training run: config -> model, task, AbcxGRPOTrainer -> run record.
+
+`train(cfg)` is what `abcx train` calls in-process and what every launcher's job calls. It resumes a
+run that has a checkpoint (after a crash, a requeue or a preemption) and leaves a finished one alone.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from abcx import config as C
+from abcx.errors import UserError
+from abcx.record import RunRecord, runs_dir
+
+
+def record_for(cfg: Any) -> RunRecord:
+    return RunRecord(runs_dir(cfg.results_dir) / C.run_id(cfg))
+
+
+def model_path(cfg: Any) -> str:
+    if cfg.model.name == "tiny" and not cfg.model.path:
+        from abcx.testbed import ensure_tiny_model
+
+        return str(ensure_tiny_model())
+    if not cfg.model.path:
+        raise UserError(f"model.path is required for model {cfg.model.name!r} (a hub id or a local folder)")
+    return cfg.model.path
+
+
+def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
+    """The GRPOConfig for a run: abcx's train group, the method's ratio level, and train.extra."""
+    import dataclasses
+
+    import torch
+    from trl import GRPOConfig
+
+    t = cfg.train
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    extra = dict(t.extra)
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise UserError(f"train.extra.{unknown[0]} is not a GRPOConfig field (trl GRPOConfig lists the valid ones)")
+    on_gpu = torch.cuda.is_available()
+    kwargs = dict(
+        output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed, max_steps=t.max_steps,
+        num_train_epochs=t.num_train_epochs, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_train_batch_size, num_generations=t.num_generations,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, steps_per_generation=t.steps_per_generation,
+        num_iterations=t.num_iterations, max_completion_length=t.max_completion_length, temperature=t.temperature,
+        top_p=t.top_p, top_k=t.top_k, beta=t.beta, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
+        importance_sampling_level=cfg.method.importance_sampling_level,
+        # TRL's own clip parameters are unused by abcx's loss; set them to the method's for its logs.
+        epsilon=cfg.method.eps_low if cfg.method.eps_low is not None else cfg.method.eps4,
+        epsilon_high=cfg.method.eps_high if cfg.method.eps_high is not None else cfg.method.eps1,
+        logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        bf16=bool(t.bf16 and on_gpu), use_cpu=not on_gpu, gradient_checkpointing=t.gradient_checkpointing,
+        use_vllm=t.use_vllm, vllm_mode=t.vllm_mode, vllm_gpu_memory_utilization=t.vllm_gpu_memory_utilization,
+        vllm_importance_sampling_correction=t.vllm_importance_sampling_correction,
+        report_to=report_to, run_name=C.run_id(cfg), disable_tqdm=True,
+        model_init_kwargs={"dtype": cfg.model.dtype, **({"attn_implementation": cfg.model.attn_implementation}
+                                                        if cfg.model.attn_implementation else {})},
+    )
+    kwargs.update(extra)
+    if kwargs["epsilon"] is None or kwargs["epsilon"] == float("inf"):
+        kwargs["epsilon"] = 0.2
+    if kwargs["epsilon_high"] is None or kwargs["epsilon_high"] == float("inf"):
+        kwargs["epsilon_high"] = kwargs["epsilon"]
+    return GRPOConfig(**kwargs)
+
+
+def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
+    """W&B through TRL's own integration. The run id is abcx's, so a resumed run continues the same
+    W&B run. Returns report_to."""
+    if cfg.logger.mode == "disabled" or cfg.logger.name == "none":
+        os.environ["WANDB_MODE"] = "disabled"
+        return []
+    os.environ.update({
+        "WANDB_MODE": cfg.logger.mode, "WANDB_PROJECT": cfg.logger.project, "WANDB_DIR": str(record.path),
+        "WANDB_RUN_ID": record.run_id, "WANDB_RESUME": "allow", "WANDB_RUN_GROUP": group,
+        "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+    })
+    if cfg.logger.entity:
+        os.environ["WANDB_ENTITY"] = cfg.logger.entity
+    if cfg.tags:
+        os.environ["WANDB_TAGS"] = ",".join(cfg.tags)
+    return ["wandb"]
+
+
+@contextmanager
+def exclusive(record: RunRecord):
+    """One process trains a run at a time: a second `abcx train` of the same config is refused."""
+    record.path.mkdir(parents=True, exist_ok=True)
+    with open(record.path / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run {record.run_id} is being trained by another process ({record.path})") from None
+        yield
+
+
+def summarise(rows: list[dict], last_n: int = 5) -> dict:
+    """First/last means of the main metrics and the run's quadrant profile. TRL logs reward only on
+    steps that generate (every steps_per_generation), the loss-side metrics on every step."""
+
+    def mean_of(key: str, part: list[dict]) -> float | None:
+        values = [r[key] for r in part if isinstance(r.get(key), (int, float))]
+        return sum(values) / len(values) if values else None
+
+    steps = [r for r in rows if "entropy" in r]
+    summary: dict = {"steps": steps[-1]["step"] if steps else 0, "last_n": last_n}
+    for key in ("reward", "entropy", "completion_length", "clip/clipped", "ratio/max", "ratio/min"):
+        having = [r for r in steps if key in r]
+        summary[f"first/{key}"] = mean_of(key, having[:last_n])
+        summary[f"last/{key}"] = mean_of(key, having[-last_n:])
+    quads = {q: mean_of(f"clip/{q}", steps) or 0.0 for q in ("q1", "q2", "q3", "q4")}
+    total = sum(quads.values())
+    summary.update({f"mean/clip/{q}": v for q, v in quads.items()})
+    summary["mean/clip/clipped"] = mean_of("clip/clipped", steps)
+    summary.update({f"share/{q}": (v / total if total else None) for q, v in quads.items()})
+    return summary
+
+
+def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRecord:
+    record = record_for(cfg)
+    if record.state() == "finished":
+        print(f"[{record.run_id}] already finished: {record.path} (nothing to do)")
+        return record
+    with exclusive(record):
+        return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
+
+
+def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
+    from abcx.loss import bounds_for
+
+    data = C.to_dict(cfg)
+    group = cfg.group or f"{cfg.model.name}-{cfg.task.name}"
+    off_policy = C.is_off_policy(cfg.train)
+    if not off_policy:
+        print(f"warning: {C.ON_POLICY_WARNING}", file=sys.stderr)
+    gpus = int(os.environ.get("ABCX_GPUS_PER_JOB", "0")) or _visible_gpus()
+    record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
+                 extra_meta={"group": group, "off_policy": off_policy})
+    try:
+        trainer = _build_trainer(cfg, record, group, bounds_for(cfg.method.name, cfg.method), quiet=quiet)
+        checkpoint = record.latest_checkpoint()
+        if checkpoint is not None:
+            step = int(checkpoint.name.split("-")[-1])
+            record.truncate_metrics_after(step)
+            from abcx.evaluation.record import truncate_evals_after
+
+            truncate_evals_after(record, step)
+            print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.save_model(str(record.path / "final"))
+        _finish(cfg, record, trainer)
+    except KeyboardInterrupt:
+        record.fail("interrupted", state="cancelled")
+        raise
+    except BaseException as err:
+        record.fail(f"{type(err).__name__}: {err}", state="failed")
+        (record.path / "error.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        _close_wandb()
+    return record
+
+
+def _visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - accounting must never break a run
+        return 0
+
+
+def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool):
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+
+    from abcx.callbacks import ProgressCallback, RecordCallback
+    from abcx.tasks import build_task
+    from abcx.trainer import AbcxGRPOTrainer
+
+    path = model_path(cfg)
+    task = build_task(cfg.task.name, **cfg.task.options)
+    report_to = wandb_env(cfg, record, group)
+    args = grpo_args(cfg, record.checkpoints, report_to=report_to)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    callbacks = [RecordCallback(record, cfg.train.nan_policy)]
+    if not quiet:
+        callbacks.append(ProgressCallback(record.run_id))
+    trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
+                              reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds)
+    trainer.remove_callback(PrinterCallback)
+    if cfg.eval.every_steps or cfg.eval.at_end:
+        from abcx.evaluation.callback import PeriodicEvalCallback
+
+        trainer.add_callback(PeriodicEvalCallback(cfg, record, tokenizer))
+    import json
+
+    meta = record.meta()
+    meta["trl_args"] = json.loads(args.to_json_string())
+    meta["model_path"] = path
+    from abcx.record import atomic_write_json, scrub
+
+    atomic_write_json(record.path / "meta.json", scrub(meta))
+    return trainer
+
+
+def _finish(cfg: Any, record: RunRecord, trainer) -> None:
+    summary = summarise(record.metrics())
+    for cb in trainer.callback_handler.callbacks:
+        if hasattr(cb, "end_of_training"):
+            summary.update({f"trainer/{k}": v for k, v in cb.end_of_training.items()})
+    record.finish(summary)
+
+
+def _close_wandb() -> None:
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

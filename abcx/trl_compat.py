@@ -1,0 +1,77 @@
+"""Every piece of TRL that abcx relies on beyond its public API, in one place.
+
+abcx extends `trl.GRPOTrainer` rather than forking it, but TRL has no hook for a new clip rule: the
+ratio and the clip live inside the private `_compute_loss`. `AbcxGRPOTrainer` therefore overrides
+`_compute_loss` and rebuilds it from TRL's own private helpers and attributes listed here. A TRL upgrade
+that renames or reshapes any of them must fail loudly (tests/test_trl_compat.py runs `check()`), not
+train silently with a different loss; the gradient-equivalence tests then prove the rebuilt path still
+equals TRL's own.
+"""
+from __future__ import annotations
+
+import inspect
+
+TESTED_TRL = (">=1.16", "<1.17")
+
+# Methods of GRPOTrainer called or overridden, with the parameters abcx passes.
+METHODS: dict[str, tuple[str, ...]] = {
+    "_compute_loss": ("model", "inputs"),
+    "_get_per_token_logps_and_entropies": (
+        "model", "input_ids", "attention_mask", "logits_to_keep", "compute_entropy", "compute_aux_loss",
+    ),
+    "get_high_entropy_mask": ("entropies", "mask", "threshold"),
+    "get_off_policy_mask": (
+        "advantages", "per_token_logps", "sampling_per_token_logps", "mask", "off_policy_threshold",
+    ),
+    "log": ("logs", "start_time"),
+}
+
+# Attributes set by GRPOTrainer.__init__ that the loss reads.
+ATTRIBUTES = (
+    "loss_type", "beta", "importance_sampling_level", "top_entropy_quantile", "off_policy_mask_threshold",
+    "use_vllm", "vllm_importance_sampling_correction", "aux_loss_enabled", "max_completion_length",
+    "num_iterations", "_metrics", "_entropy_bonus_enabled",
+)
+
+# Keys of the batch dict built by `_generate_and_score_completions` that the loss reads.
+INPUT_KEYS = (
+    "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch",
+    "old_per_token_logps", "ref_per_token_logps", "importance_sampling_ratio", "sampling_per_token_logps",
+    "tool_mask",
+)
+
+# Multimodal batch keys passed through to the log-prob helper unchanged, as TRL does.
+PASSTHROUGH_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
+
+
+class TRLIncompatible(RuntimeError):
+    """The installed TRL no longer has what abcx's trainer is built on."""
+
+
+def check() -> None:
+    """Raise TRLIncompatible naming every missing method, parameter or source marker."""
+    import trl
+    from trl import GRPOTrainer
+
+    problems: list[str] = []
+    for name, params in METHODS.items():
+        fn = getattr(GRPOTrainer, name, None)
+        if fn is None:
+            problems.append(f"GRPOTrainer.{name} is gone")
+            continue
+        have = set(inspect.signature(fn).parameters)
+        problems += [f"GRPOTrainer.{name} lost parameter {p!r}" for p in params if p not in have]
+    init_src = inspect.getsource(GRPOTrainer.__init__)
+    problems += [f"GRPOTrainer.__init__ no longer sets self.{a}" for a in ATTRIBUTES if f"self.{a}" not in init_src]
+    loss_src = inspect.getsource(GRPOTrainer._compute_loss)
+    problems += [f"_compute_loss no longer reads inputs[{k!r}]" for k in ("advantages", "num_items_in_batch")
+                 if f'"{k}"' not in loss_src]
+    gen_src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    problems += [f"batch no longer carries {k!r}" for k in INPUT_KEYS if k not in gen_src and k not in loss_src]
+    if problems:
+        raise TRLIncompatible(
+            f"trl {trl.__version__} is outside what abcx was built on ({', '.join(TESTED_TRL)}): " + "; ".join(problems)
+        )

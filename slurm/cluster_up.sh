@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# Start a real single-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) for tests.
+#
+#   eval "$(slurm/cluster_up.sh [STATE_DIR])"     # default STATE_DIR: /tmp/abcx-slurm
+#
+# Needs root on Debian (apt-get) and no systemd: every daemon is started directly and records its
+# PID under STATE_DIR/run, which slurm/cluster_down.sh uses to stop exactly what was started here.
+# stdout carries only `export ...` lines (for eval); everything else goes to stderr.
+# Running it again while the cluster from the same STATE_DIR answers reuses that cluster.
+#
+# Environment knobs:
+#   ABCX_SLURM_PORT_BASE  first of 4 TCP ports on loopback (slurmctld, slurmd, slurmdbd, mariadb); 16817
+#   ABCX_SLURM_ACCOUNTING 0 to skip slurmdbd/MariaDB (no sacct); default 1
+#   ABCX_SLURM_TIMEOUT    seconds to wait for the node to become idle; default 90
+set -euo pipefail
+
+# fd 3 is the real stdout (for the export lines); all other output goes to stderr.
+exec 3>&1 1>&2
+
+STATE_DIR="${1:-/tmp/abcx-slurm}"
+mkdir -p "$STATE_DIR"
+STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+PORT_BASE="${ABCX_SLURM_PORT_BASE:-16817}"
+WANT_ACCOUNTING="${ABCX_SLURM_ACCOUNTING:-1}"
+TIMEOUT="${ABCX_SLURM_TIMEOUT:-90}"
+CLUSTER_NAME=abcx
+# Exit codes: 0 up, 1 the cluster failed to start, 3 SLURM cannot be installed or run here
+# (not root, no apt-get, packages unavailable) -- callers may treat 3 as "skip".
+
+CONF="$STATE_DIR/etc/slurm.conf"
+DBD_CONF="$STATE_DIR/etc/slurmdbd.conf"
+RUN="$STATE_DIR/run"
+LOG="$STATE_DIR/log"
+MUNGE_SOCKET="$RUN/munge.socket"
+CTLD_PORT=$PORT_BASE
+SLURMD_PORT=$((PORT_BASE + 1))
+DBD_PORT=$((PORT_BASE + 2))
+DB_PORT=$((PORT_BASE + 3))
+
+log() { echo "[cluster_up] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+cannot() { log "CANNOT RUN SLURM HERE: $*"; exit 3; }
+
+emit_exports() {  # emit_exports ACCOUNTING(0|1) REUSED(0|1)
+    local acct=$1 reused=$2
+    {
+        echo "export ABCX_SLURM_REUSED=$reused"
+        echo "export SLURM_CONF=$CONF"
+        echo "export ABCX_SLURM_STATE_DIR=$STATE_DIR"
+        echo "export ABCX_SLURM_ACCOUNTING=$acct"
+    } >&3
+}
+
+# A cluster counts as up when slurmctld answers and the node is usable (not down/drained).
+cluster_answers() {
+    [[ -f "$CONF" ]] || return 1
+    local state f
+    # slurmctld reports a dead slurmd only after SlurmdTimeout: check our own daemons first.
+    for f in "$RUN"/*.pid; do pid_alive "$f" || return 1; done
+    SLURM_CONF="$CONF" timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' || return 1
+    state="$(SLURM_CONF="$CONF" timeout 10 sinfo -h -N -o '%T' 2>/dev/null | head -1)"
+    [[ "$state" =~ ^(idle|mixed|allocated|completing)$ ]]
+}
+
+# Two callers starting the same STATE_DIR at once (parallel test workers) must not race.
+# (A non-root caller may only reuse a root-started cluster, so it cannot and need not lock.)
+if touch "$STATE_DIR/.lock" 2>/dev/null; then
+    exec 8>"$STATE_DIR/.lock"
+    flock -w 300 8 || die "another cluster_up.sh holds $STATE_DIR/.lock"
+fi
+
+# A killed daemon stays a zombie until PID 1 reaps it (slowly in some containers): that is dead.
+alive() { local st; st="$(ps -o stat= -p "$1" 2>/dev/null)" && [[ -n "$st" && "$st" != Z* ]]; }
+# An unreadable pid file (mariadbd writes its own 0660) cannot be checked by a non-root caller: skip it.
+pid_alive() { [[ -f "$1" ]] && { [[ -r "$1" ]] || return 0; alive "$(cat "$1")"; }; }
+
+# ---------------------------------------------------------------- reuse
+if cluster_answers; then
+    acct=0
+    grep -q '^AccountingStorageType=accounting_storage/slurmdbd' "$CONF" && acct=1
+    log "cluster from $STATE_DIR is already up; reusing it"
+    emit_exports "$acct" 1
+    exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || cannot "must run as root (daemons run as root; packages come from apt-get)"
+
+# ---------------------------------------------------------------- packages
+PKGS=(slurmctld slurmd slurm-client munge)
+[[ "$WANT_ACCOUNTING" == 1 ]] && PKGS+=(slurmdbd mariadb-server)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null || cannot "apt-get not found; cannot install ${missing[*]}"
+    log "installing ${missing[*]}"
+    t0=$SECONDS
+    # Debian's maintainer scripts try to start services; without systemd that is only noise.
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; then
+        log "install failed; running apt-get update and retrying"
+        apt-get update -q >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+            || cannot "apt-get install ${missing[*]} failed"
+    fi
+    log "installed in $((SECONDS - t0)) s"
+fi
+log "$(slurmctld -V)"
+
+# ---------------------------------------------------------------- clean up a half-started cluster
+# Something from this STATE_DIR may still run (e.g. slurmctld up but slurmd dead): stop it, keep state.
+if compgen -G "$RUN/*.pid" >/dev/null; then
+    log "stale daemons from a previous start in $STATE_DIR; stopping them first"
+    "$(dirname "$0")/cluster_down.sh" "$STATE_DIR" || true
+fi
+
+mkdir -p "$STATE_DIR/etc" "$RUN" "$LOG" "$STATE_DIR/ctld" "$STATE_DIR/spool" "$STATE_DIR/munge"
+chmod 700 "$STATE_DIR/munge"
+# munged refuses a socket directory others can write to, and non-root clients must reach the socket.
+chmod 755 "$STATE_DIR" "$RUN"
+
+for port in $CTLD_PORT $SLURMD_PORT $DBD_PORT $DB_PORT; do
+    if (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port on 127.0.0.1 is taken (another cluster?); set ABCX_SLURM_PORT_BASE"
+    fi
+done
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    local limit=$1 what=$2; shift 2
+    local t0=$SECONDS
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS - t0 < limit)) || return 1
+        sleep 0.5
+    done
+    log "$what after $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------- munge
+KEY="$STATE_DIR/munge/munge.key"
+if [[ ! -s "$KEY" ]]; then
+    dd if=/dev/urandom of="$KEY" bs=1024 count=1 status=none
+fi
+chmod 400 "$KEY"
+rm -f "$MUNGE_SOCKET"
+# --force: munged objects to running as root and to /tmp-like parents; this is a throwaway test cluster.
+munged --force --num-threads=10 --key-file="$KEY" --socket="$MUNGE_SOCKET" --pid-file="$RUN/munged.pid" \
+    --log-file="$LOG/munged.log" --seed-file="$STATE_DIR/munge/munged.seed" \
+    </dev/null >>"$LOG/munged.out" 2>&1 3>&- 8>&-
+wait_for 15 "munged up" munge --socket="$MUNGE_SOCKET" -n \
+    || die "munged did not start: $(tail -5 "$LOG/munged.log" "$LOG/munged.out" 2>&1)"
+
+# ---------------------------------------------------------------- accounting (MariaDB + slurmdbd)
+DB_DIR="$STATE_DIR/mysql"
+DB_SOCK="$RUN/mysqld.sock"
+DB_PASS=abcx-test-only
+
+start_accounting() {
+    if [[ ! -d "$DB_DIR/mysql" ]]; then
+        log "initialising MariaDB in $DB_DIR"
+        mariadb-install-db --user=root --datadir="$DB_DIR" --auth-root-authentication-method=socket \
+            --skip-test-db </dev/null >>"$LOG/mariadb-install.log" 2>&1 3>&- 8>&- || return 1
+    fi
+    # mariadbd does not daemonise itself; setsid detaches it from the caller's session.
+    setsid mariadbd --no-defaults --user=root --datadir="$DB_DIR" --socket="$DB_SOCK" \
+        --pid-file="$RUN/mariadbd.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
+        --log-error="$LOG/mariadb.log" --skip-name-resolve --innodb-buffer-pool-size=64M \
+        </dev/null >>"$LOG/mariadb.out" 2>&1 3>&- 8>&- &
+    local db_pid=$!
+    # Give up at once if mariadbd dies, rather than waiting out the timeout.
+    wait_for 60 "MariaDB started (or exited)" bash -c "mariadb --no-defaults --socket='$DB_SOCK' -u root -e 'select 1' \
+        || { kill -0 $db_pid || exit 0; exit 1; }" || return 1
+    alive "$db_pid" || { log "mariadbd exited: $(tail -n 5 "$LOG/mariadb.out" "$LOG/mariadb.log" 2>&1)"; return 1; }
+    mariadb --no-defaults --socket="$DB_SOCK" -u root <<SQL || return 1
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+FLUSH PRIVILEGES;
+SQL
+    cat >"$DBD_CONF" <<EOF
+# Generated by slurm/cluster_up.sh
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+LogFile=$LOG/slurmdbd.log
+PidFile=$RUN/slurmdbd.pid
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+    chmod 600 "$DBD_CONF"
+    # slurmdbd has no -f: it reads slurmdbd.conf next to $SLURM_CONF.
+    SLURM_CONF="$CONF" slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 3>&- 8>&- || return 1
+    # slurmdbd creates its tables on first start, which takes a few seconds.
+    wait_for 60 "slurmdbd up" bash -c "exec 9<>/dev/tcp/127.0.0.1/$DBD_PORT" || return 1
+}
+
+stop_accounting() {
+    local f
+    for f in "$RUN/slurmdbd.pid" "$RUN/mariadbd.pid"; do
+        if pid_alive "$f"; then kill "$(cat "$f")" 2>/dev/null || true; fi
+        rm -f "$f"
+    done
+}
+
+ACCOUNTING=0
+if [[ "$WANT_ACCOUNTING" == 1 ]]; then
+    if command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null && start_accounting; then
+        ACCOUNTING=1
+    else
+        log "WARNING: MariaDB/slurmdbd did not start; continuing WITHOUT accounting (sacct will not work)."
+        log "$(tail -n 15 "$LOG"/mariadb.log "$LOG"/mariadb.out "$LOG"/slurmdbd.log "$LOG"/slurmdbd.out 2>/dev/null || true)"
+        stop_accounting
+    fi
+else
+    log "accounting disabled by ABCX_SLURM_ACCOUNTING=$WANT_ACCOUNTING"
+fi
+
+# ---------------------------------------------------------------- slurm.conf
+NODE="$(hostname -s)"
+CPUS="$(nproc)"
+MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
+# slurmd drains a node whose RealMemory exceeds what it measures; leave headroom.
+REAL_MEM=$(( MEM_MB * 9 / 10 ))
+
+if ((ACCOUNTING)); then
+    ACCT_LINES="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=$DBD_PORT
+# For slurmdbd connections Slurm takes the munge socket from here, not from AuthInfo.
+AccountingStoragePass=$MUNGE_SOCKET
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=10"
+else
+    ACCT_LINES="AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none"
+fi
+
+cat >"$CONF" <<EOF
+# Generated by slurm/cluster_up.sh for Slurm $(slurmctld -V | awk '{print $2}'): single-node test cluster.
+ClusterName=$CLUSTER_NAME
+SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+# cred_expire also delays a requeued job's restart (default 120 s); keep requeue tests short.
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=5
+CredType=cred/munge
+
+StateSaveLocation=$STATE_DIR/ctld
+SlurmdSpoolDir=$STATE_DIR/spool/%n
+SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmdPidFile=$RUN/slurmd.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+
+# No cgroups in this container: track processes by parent PID, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerType=sched/backfill
+# Main loop every second (default 60): a requeued job otherwise waits up to a minute to restart.
+SchedulerParameters=bf_interval=1,sched_interval=1
+ReturnToService=2
+MpiDefault=none
+MailProg=/bin/true
+
+# Requeue (scontrol requeue, submitit's self-requeue after checkpoint) must be allowed for batch jobs.
+JobRequeue=1
+# Preemption by partition priority requeues the victim; a higher-tier partition "preempt" exists to test it.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+# Short waits keep tests fast: SIGTERM->SIGKILL gap, and how long finished jobs stay in squeue.
+KillWait=5
+MinJobAge=600
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=60
+MessageTimeout=10
+
+$ACCT_LINES
+JobCompType=jobcomp/none
+
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=preempt Nodes=$NODE Default=NO MaxTime=INFINITE State=UP PriorityTier=2
+EOF
+
+# ---------------------------------------------------------------- slurmctld + slurmd
+export SLURM_CONF="$CONF"
+slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 3>&- 8>&- \
+    || die "slurmctld failed to start: $(tail -20 "$LOG/slurmctld.log" "$LOG/slurmctld.out" 2>&1)"
+wait_for 30 "slurmctld answers" bash -c "scontrol ping | grep -q 'is UP'" \
+    || die "slurmctld does not answer: $(tail -20 "$LOG/slurmctld.log" 2>&1)"
+slurmd -N "$NODE" </dev/null >>"$LOG/slurmd.out" 2>&1 3>&- 8>&- \
+    || die "slurmd failed to start: $(tail -20 "$LOG/slurmd.log" "$LOG/slurmd.out" 2>&1)"
+
+if ! wait_for "$TIMEOUT" "node $NODE idle" bash -c "sinfo -h -N -o '%T' | grep -qx idle"; then
+    log "node did not become idle within $TIMEOUT s; sinfo says:"
+    sinfo -N -l >&2 || true
+    for f in slurmctld slurmd munged slurmdbd; do
+        [[ -f "$LOG/$f.log" ]] && { log "--- tail of $f.log"; tail -n 20 "$LOG/$f.log" >&2; }
+    done
+    die "cluster in $STATE_DIR not ready (stop it with slurm/cluster_down.sh $STATE_DIR)"
+fi
+
+if ((ACCOUNTING)); then
+    # slurmctld registers the cluster with slurmdbd by itself; make sure it did, so sacct finds jobs.
+    if ! wait_for 20 "cluster registered in accounting" bash -c "sacctmgr -n -P list cluster format=cluster | grep -qx $CLUSTER_NAME"; then
+        sacctmgr -i add cluster "$CLUSTER_NAME" >&2 || log "WARNING: could not register cluster in slurmdbd"
+    fi
+fi
+
+log "cluster up: SLURM_CONF=$CONF accounting=$ACCOUNTING"
+emit_exports "$ACCOUNTING" 0

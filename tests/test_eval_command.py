@@ -1,0 +1,56 @@
+"""Evaluation on the testbed: the training-time callback writes Avg@k / Pass@k curves into the run
+record, and `abcx eval` scores a finished run (and each checkpoint) with confidence intervals."""
+import subprocess
+import sys
+
+import pytest
+
+from abcx.config import compose
+from abcx.errors import UserError
+from abcx.evaluation.command import resolve_target
+from abcx.evaluation.record import evals
+from abcx.train import train
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory, tiny_model_path):
+    results = tmp_path_factory.mktemp("results")
+    cfg = compose(["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
+                   "train.save_steps=2", "eval.every_steps=2", "eval.n=8", "eval.max_problems=20", "logger=none",
+                   f"results_dir={results}"])
+    return train(cfg, quiet=True)
+
+
+def test_periodic_evaluation_records_a_curve_over_steps(evaluated_run):
+    rows = evals(evaluated_run)
+    assert [r["step"] for r in rows] == [2, 4]  # every 2 steps; the final step is not evaluated twice
+    for row in rows:
+        assert row["n"] == 8 and row["problems"] == 20 and row["benchmark"] == "arith"
+        assert set(row["metrics"]) == {"avg@8", "pass@1", "pass@2", "pass@4", "pass@8"}
+        m = row["metrics"]
+        assert m["pass@1"] == pytest.approx(m["avg@8"])
+        assert m["pass@1"] <= m["pass@2"] <= m["pass@4"] <= m["pass@8"] <= 1
+        lo, hi = row["ci"]["pass@8"]
+        assert lo <= m["pass@8"] <= hi
+        assert sum(c for _, c in row["per_problem"]) / (8 * 20) == pytest.approx(m["avg@8"])
+        assert row["sampling"]["temperature"] == 0.6 and row["sampling"]["top_k"] == 20
+
+
+def test_abcx_eval_scores_every_checkpoint_of_a_run(evaluated_run):
+    out = subprocess.run(
+        [sys.executable, "-m", "abcx.cli", "eval", str(evaluated_run.path), "--all-checkpoints", "eval.n=4",
+         "eval.max_problems=10", f"results_dir={evaluated_run.path.parent.parent}"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [r for r in evals(evaluated_run) if r["n"] == 4]
+    assert [r["step"] for r in rows] == [2, 4, 4]  # checkpoint-2, checkpoint-4, final
+    assert "pass@4" in out.stdout and "95% CI" in out.stdout
+
+
+def test_eval_refuses_k_larger_than_n_and_unknown_targets(tmp_path):
+    from abcx.evaluation.metrics import summarise
+
+    with pytest.raises(UserError, match="k=16"):
+        summarise([(8, 3)], ks=[16])
+    with pytest.raises(UserError, match="no such run"):
+        resolve_target(str(tmp_path / "nope"), str(tmp_path))

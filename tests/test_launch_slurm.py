@@ -1,0 +1,111 @@
+"""The SLURM backend against a real single-node cluster (slurm/cluster_up.sh): job arrays, cancel,
+a failing job's error in `sweep status`, and a requeued job that resumes from its checkpoint."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from abcx.launch import slurm
+from abcx.record import RunRecord, read_json, read_jsonl
+from abcx.sweep import command, manifest
+from tests.slurm_harness import slurm_cluster  # noqa: F401
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+SLURM = ["launcher=slurm", "launcher.profile=local"]
+
+
+def call(fn, *args, **kwargs) -> tuple[int, str]:
+    out: list[str] = []
+    code = fn(*args, out=out.append, **kwargs)
+    return code, "\n".join(out)
+
+
+def runs_of(results: Path) -> list[RunRecord]:
+    return [RunRecord(results / "runs" / e["run_id"]) for e in manifest.load(results, "smoke")["runs"]]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"not within {timeout} s: {what}")
+
+
+def test_profile_resources_follow_profile_then_model_size_then_launcher():
+    profile = {"partition": "gpu", "time_min": 100, "gpus_per_node": 8, "mem_gb": 10,
+               "resources_by_model": {"1.7b": {"gpus_per_node": 4, "time_min": 200}}}
+    from abcx.config import compose
+
+    cfg = compose(["model=qwen3_1.7b_base", "launcher=slurm"])
+    res = slurm.resources(profile, cfg)
+    assert (res["gpus_per_node"], res["time_min"], res["partition"]) == (4, 200, "gpu")
+    res = slurm.resources(profile, compose(["model=qwen3_1.7b_base", "launcher=slurm", "launcher.gpus_per_job=2"]))
+    params = slurm.executor_parameters(res, job_name="abcx-x", num_processes=1)
+    assert params["gpus_per_node"] == 2 and params["mem"] == "10240MB" and params["time"] == 200
+    with pytest.raises(Exception, match="launcher.profile=nope"):
+        slurm.load_profile("nope")
+
+
+def test_two_point_sweep_runs_as_one_job_array_and_writes_run_records(slurm_cluster, tmp_path, tiny_model_path):
+    results = tmp_path / "results"
+    code, out = call(command.sweep_run, "smoke", [*SLURM, f"results_dir={results}"], wait=True)
+    assert code == 0, out
+    records = runs_of(results)
+    job_ids = [r.status()["job_id"] for r in records]
+    assert len({j.split("_")[0] for j in job_ids}) == 1 and sorted(j.split("_")[1] for j in job_ids) == ["0", "1"]
+    for record in records:
+        status = record.status()
+        assert status["state"] == "finished" and status["step"] == 4 and status["backend"] == "slurm"
+    assert "2 finished" in out
+    code, out = call(command.sweep_run, "smoke", [*SLURM, f"results_dir={results}"])
+    assert "nothing to submit (2 finished)" in out
+
+
+def test_failing_job_error_is_shown_by_sweep_status(slurm_cluster, tmp_path, tiny_model_path):
+    results = tmp_path / "results"
+    bad = "+train.extra.not_a_grpo_field=1"  # passes validation (train.extra is free-form), fails in the job
+    code, _out = call(command.sweep_run, "smoke", [*SLURM, f"results_dir={results}", "method=grpo", bad], wait=True)
+    assert code == 1
+    code, out = call(command.sweep_status, "smoke", results_dir=str(results))
+    assert "failed" in out and "train.extra.not_a_grpo_field is not a GRPOConfig field" in out
+    assert "1 failed" in out
+
+
+def test_cancel_stops_queued_and_running_jobs(slurm_cluster, tmp_path, tiny_model_path):
+    results = tmp_path / "results"
+    code, out = call(command.sweep_run, "smoke", [*SLURM, f"results_dir={results}", "train.max_steps=500"])
+    assert code == 0, out
+    wait_until(lambda: any(r.state() == "running" for r in runs_of(results)), 180, "a trainer running")
+    job_ids = [r.status()["job_id"] for r in runs_of(results)]
+    code, out = call(command.sweep_cancel, "smoke", results_dir=str(results))
+    assert code == 0
+    assert [r.state() for r in runs_of(results)] == ["cancelled", "cancelled"]
+    live = slurm.queue_states()
+    assert not any(live.get(j) in slurm.ALIVE for j in job_ids)
+
+
+def test_requeued_job_resumes_from_its_checkpoint_without_lost_or_duplicated_rows(slurm_cluster, tmp_path,
+                                                                                 tiny_model_path):
+    results = tmp_path / "results"
+    steps = 16
+    cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", "train.save_steps=3"]
+    code, out = call(command.sweep_run, "smoke", cli)
+    assert code == 0, out
+    (record,) = runs_of(results)
+    wait_until(lambda: record.state() == "running" and record.latest_checkpoint() is not None
+               and record.status().get("step", 0) >= 4, 240, "a checkpoint of the running job")
+    job_id = record.status()["job_id"]
+    assert record.state() == "running" and record.status()["step"] < steps
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=30)
+    wait_until(lambda: record.state() == "finished", 300, "the requeued run to finish")
+    rows = [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r]
+    assert rows == list(range(1, steps + 1))
+    assert record.meta()["attempts"] >= 2 and record.status()["job_id"] == job_id
+    log = "\n".join(p.read_text() for p in (results / "sweeps" / "smoke" / "jobs").glob(f"{job_id}/*.err"))
+    assert "resuming from checkpoint-" in log

@@ -1,0 +1,118 @@
+"""Report summaries on small data whose answers can be worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from abcx.errors import UserError
+from abcx.report import stats
+from abcx.report import table as T
+from abcx.report.sources.discover import read_sources
+from abcx.report.synth import write_record
+
+STEPS = np.array([1, 2, 3, 4])
+
+
+def run(root, run_id, method, seed, reward, entropy, state="finished", config=None, evals=None, length=None,
+        quads=(0.1, 0.0, 0.1, 0.2)):
+    metrics = {"reward": reward, "entropy": entropy,
+               "completion_length": length if length is not None else [10, 20, 30, 40]}
+    for i, q in enumerate(quads, start=1):
+        metrics[f"clip/q{i}"] = [q] * 4
+    write_record(str(root), run_id, method=method, seed=seed, steps=STEPS, metrics=metrics, state=state,
+                 config=config, evals=evals)
+
+
+def ev(avg, pas):
+    return [{"step": 4, "benchmark": "aime", "n": 8, "sampling": {}, "metrics": {"avg@8": avg, "pass@8": pas}, "ci": {}}]
+
+
+@pytest.fixture
+def four_runs(tmp_path):
+    run(tmp_path, "grpo-x-s0", "grpo", 0, [.1, .2, .3, .4], [1.0, .8, .6, .4], evals=ev(.40, .60))
+    run(tmp_path, "grpo-x-s1", "grpo", 1, [.1, .2, .3, .6], [1.0, .8, .6, .6], evals=ev(.50, .70))
+    run(tmp_path, "abc-x-s0", "abc", 0, [.1, .2, .3, .7], [1.0, 1.0, 1.1, 1.1], evals=ev(.50, .80))
+    run(tmp_path, "abc-x-s1", "abc", 1, [.1, .2, .3, .9], [1.0, 1.0, 9.0, 9.0], state="failed", evals=ev(.99, .99))
+    return read_sources([str(tmp_path)])
+
+
+def test_per_run_summary_final_reward_last_n_means_ratio_and_quadrant_shares(four_runs):
+    pr = T.run_summary(four_runs, last_n=2, baseline="grpo").set_index("run_id")
+    assert pr.loc["grpo-x-s0", "reward_final"] == pytest.approx(0.4)
+    assert pr.loc["grpo-x-s0", "entropy_last"] == pytest.approx(0.5)  # mean(0.6, 0.4)
+    assert pr.loc["grpo-x-s1", "entropy_last"] == pytest.approx(0.6)
+    assert pr.loc["grpo-x-s0", "completion_length"] == pytest.approx(35)
+    # abc entropy 1.1 over the finished grpo runs' mean 0.55 (the failed run's 9.0 plays no part)
+    assert pr.loc["abc-x-s0", "entropy_ratio"] == pytest.approx(2.0)
+    shares = pr.loc["grpo-x-s0", ["q1_share", "q2_share", "q3_share", "q4_share"]].tolist()
+    assert shares == pytest.approx([0.25, 0.0, 0.25, 0.5])  # Q4 share = q4/(q1+q2+q3+q4)
+
+
+def test_group_means_use_finished_runs_only_and_count_the_rest(four_runs):
+    pr = T.run_summary(four_runs, last_n=2)
+    g = T.group_summary(pr, ["method"]).set_index("method")
+    assert g.loc["grpo", "reward_final_mean"] == pytest.approx(0.5)
+    # two seeds 0.4, 0.6: sd 0.1414, se 0.1, t(0.975, 1) = 12.706
+    assert g.loc["grpo", "reward_final_ci"] == pytest.approx(1.2706)
+    assert (g.loc["abc", "n"], g.loc["abc", "n_other"], g.loc["abc", "other_states"]) == (1, 1, "1 failed")
+    assert g.loc["abc", "reward_final_mean"] == pytest.approx(0.7)
+    assert math.isnan(g.loc["abc", "reward_final_ci"])
+
+
+def test_table3_reports_mean_ci_and_gain_marked_not_significant_inside_the_noise(four_runs):
+    t3, notes = T.table3(four_runs, baseline="grpo")
+    rows = t3.set_index("method")
+    assert rows.loc["grpo", "Avg@8_mean"] == pytest.approx(45.0)  # percent
+    assert rows.loc["abc", "n"] == 1  # the failed seed is left out ...
+    assert any("leaves out 1 unfinished" in n for n in notes)  # ... and said so
+    gain = rows.loc["Gain abc vs grpo"]
+    assert gain["Avg@8_mean"] == pytest.approx(5.0)
+    assert gain["Avg@8_sig"] == "one seed"
+
+
+def test_gain_is_significant_only_when_outside_the_ci_of_the_difference(tmp_path):
+    for s, (a, b) in enumerate([(.80, .40), (.81, .41), (.82, .42)]):
+        run(tmp_path, f"abc-y-s{s}", "abc", s, [.1] * 4, [1] * 4, evals=ev(a, .5 + s / 100))
+        run(tmp_path, f"grpo-y-s{s}", "grpo", s, [.1] * 4, [1] * 4, evals=ev(b, .5 + (2 - s) / 100 + 0.001))
+    t3, _ = T.table3(read_sources([str(tmp_path)]))
+    gain = t3.set_index("method").loc["Gain abc vs grpo"]
+    assert gain["Avg@8_mean"] == pytest.approx(40.0) and gain["Avg@8_sig"] == "sig"
+    assert abs(gain["Pass@8_mean"]) < 0.2 and gain["Pass@8_sig"] == "n.s."
+
+
+def test_epsilon_pivot_is_the_mean_over_seeds_per_cell(tmp_path):
+    for e3 in (0.1, 0.2):
+        for e4 in (0.1, 0.3):
+            for seed in (0, 1):
+                final = e3 + e4 + seed / 10
+                run(tmp_path, f"abc-{e3}-{e4}-s{seed}", "abc", seed, [0, 0, 0, final], [1] * 4,
+                    config={"method": {"eps3": e3, "eps4": e4}})
+    rs = read_sources([str(tmp_path)])
+    pr = T.run_summary(rs)
+    pv = T.pivot(pr, rs, "method.eps3", "cfg.method.eps4")
+    assert pv.loc[0.2, 0.3] == pytest.approx(0.2 + 0.3 + 0.05)
+    assert pv.shape == (2, 2)
+    entropy = T.pivot(pr, rs, "method.eps3", "method.eps4", metric="entropy")  # a logged metric, last-N mean
+    assert entropy.loc[0.1, 0.1] == pytest.approx(1.0)
+    with pytest.raises(UserError, match="'method.eps9' is not a run field"):
+        T.pivot(pr, rs, "method.eps9", "method.eps4")
+    with pytest.raises(UserError, match="pivot metric 'nope'"):
+        T.pivot(pr, rs, "method.eps3", "method.eps4", metric="nope")
+
+
+def test_default_group_keys_are_differing_config_fields_without_seeds_ids_or_method_restatements(tmp_path):
+    for m, eps in (("grpo", 0.28), ("abc", 0.2)):
+        for e3 in ((0.2,) if m == "grpo" else (0.2, 0.3)):
+            for seed in (0, 1):
+                run(tmp_path, f"{m}-{e3}-s{seed}", m, seed, [0] * 4, [1] * 4,
+                    config={"method": {"eps1": eps, "eps3": e3}, "output_dir": f"/out/{m}{e3}{seed}"})
+    keys = T.default_group_keys(read_sources([str(tmp_path)]).runs)
+    assert keys == ["method", "cfg.method.eps3"]
+
+
+def test_t_quantiles_and_mean_ci():
+    assert stats.t975(1) == 12.706 and stats.t975(30) == 2.042
+    assert stats.t975(1000) == pytest.approx(1.9623, abs=1e-3)
+    mean, hw, n = stats.mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and hw == pytest.approx(4.303 * 1 / math.sqrt(3))
+    assert math.isnan(stats.mean_ci([5.0])[1])

@@ -1,0 +1,133 @@
+"""With the `grpo` preset, abcx's rebuilt loss path equals TRL GRPOTrainer's own `_compute_loss`
+(loss value and every parameter gradient, to 1e-6) for each loss type and ratio level, and with TRL's
+KL, vLLM importance-sampling and off-policy-mask features switched on."""
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from abcx import loss as L  # noqa: E402
+from abcx.trainer import AbcxGRPOTrainer  # noqa: E402
+from abcx.trl_compat import check  # noqa: E402
+
+
+def test_installed_trl_still_has_every_private_piece_abcx_relies_on():
+    check()
+
+
+def make_trainer(tmp_path, loss_type, level, bounds, **overrides):
+    from datasets import Dataset
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from abcx.testbed.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    ))
+    args = GRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[], loss_type=loss_type,
+        importance_sampling_level=level, epsilon=0.2, epsilon_high=0.28, per_device_train_batch_size=8,
+        num_generations=8, max_completion_length=10, **overrides,
+    )
+    data = Dataset.from_dict({"prompt": ["1+1="] * 8})
+    trainer = AbcxGRPOTrainer(model=model, args=args, processing_class=tok, train_dataset=data,
+                              reward_funcs=[lambda completions, **_: [0.0] * len(completions)], bounds=bounds)
+    trainer.current_gradient_accumulation_steps = 2
+    return trainer
+
+
+def make_inputs(trainer, seed=0, b=8, p=4, t=10):
+    g = torch.Generator().manual_seed(seed)
+    vocab = trainer.model.config.vocab_size
+    completion_mask = torch.ones(b, t, dtype=torch.long)
+    for i in range(b):
+        completion_mask[i, int(torch.randint(3, t + 1, (1,), generator=g)):] = 0
+    inputs = {
+        "prompt_ids": torch.randint(4, vocab, (b, p), generator=g),
+        "prompt_mask": torch.ones(b, p, dtype=torch.long),
+        "completion_ids": torch.randint(4, vocab, (b, t), generator=g),
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(b, generator=g),
+        "num_items_in_batch": completion_mask.sum() * 3,
+    }
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], completion_mask], 1), t)
+    # Old log-probs spread widely enough that every quadrant has tokens beyond its bound.
+    inputs["old_per_token_logps"] = logps + torch.randn(b, t, generator=g) * 0.4
+    inputs["ref_per_token_logps"] = logps + torch.randn(b, t, generator=g) * 0.1
+    inputs["sampling_per_token_logps"] = logps + torch.randn(b, t, generator=g) * 0.1
+    inputs["importance_sampling_ratio"] = torch.exp(torch.randn(b, t, generator=g) * 0.1)
+    return inputs
+
+
+def loss_and_grads(fn, trainer, inputs):
+    trainer.model.zero_grad()
+    loss = fn(trainer, trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
+def assert_same(trainer, inputs):
+    ref_loss, ref_grads = loss_and_grads(GRPOTrainer._compute_loss, trainer, inputs)
+    our_loss, our_grads = loss_and_grads(AbcxGRPOTrainer._compute_loss, trainer, inputs)
+    assert abs(ref_loss.item() - our_loss.item()) <= 1e-6 * max(1.0, abs(ref_loss.item()))
+    assert len(ref_grads) == len(our_grads) > 0
+    for a, b in zip(ref_grads, our_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    return ref_loss
+
+
+GRPO_BOUNDS = L.bounds_for("grpo", {"eps_low": 0.2, "eps_high": 0.28})
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_grpo_preset_matches_trl_loss_and_gradients(tmp_path, loss_type, level):
+    trainer = make_trainer(tmp_path, loss_type, level, GRPO_BOUNDS)
+    for seed in range(3):
+        loss = assert_same(trainer, make_inputs(trainer, seed))
+        assert math.isfinite(loss.item()) and loss.item() != 0.0
+
+
+def test_grpo_preset_matches_trl_with_kl_vllm_is_and_off_policy_mask(tmp_path):
+    trainer = make_trainer(tmp_path, "dapo", "token", GRPO_BOUNDS, off_policy_mask_threshold=0.05)
+    trainer.beta = 0.04
+    trainer.use_vllm = True
+    trainer.vllm_importance_sampling_correction = True
+    assert_same(trainer, make_inputs(trainer, 7))
+
+
+def test_two_sided_preset_matches_trls_delta_option(tmp_path):
+    bounds = L.bounds_for("two_sided", {"eps_low": 0.2, "eps_high": 0.28, "delta": 1.5})
+    trainer = make_trainer(tmp_path, "bnpo", "token", bounds, delta=1.5)
+    assert_same(trainer, make_inputs(trainer, 3))
+
+
+def test_abc_differs_from_trl_grpo_when_ratios_leave_the_band(tmp_path):
+    trainer = make_trainer(tmp_path, "bnpo", "token", L.Bounds(0.2, 0.2, 0.2, 0.2))
+    trainer.epsilon_high = 0.2
+    inputs = make_inputs(trainer, 1)
+    ref, _ = loss_and_grads(GRPOTrainer._compute_loss, trainer, inputs)
+    ours, _ = loss_and_grads(AbcxGRPOTrainer._compute_loss, trainer, inputs)
+    assert abs(ref.item() - ours.item()) > 1e-4
+
+
+def test_quadrant_metrics_are_logged_as_fractions(tmp_path):
+    trainer = make_trainer(tmp_path, "dapo", "token", L.Bounds(0.2, 0.2, 0.2, 0.2))
+    trainer.model.train()
+    AbcxGRPOTrainer._compute_loss(trainer, trainer.model, make_inputs(trainer, 2))
+    logs = {}
+    trainer.log(logs)
+    quads = [logs[f"clip/q{i}"] for i in range(1, 5)]
+    assert all(0 < q < 1 for q in quads)
+    assert logs["clip/clipped"] == pytest.approx(sum(quads))
+    assert logs["ratio/min"] < 0.8 < 1.2 < logs["ratio/max"]
