@@ -189,7 +189,9 @@ def check_overrides(overrides: list[str]) -> None:
             raise UserError(f"{o.input_line!r} is a sweep; use `abcx sweep` for several values")
         if key in GROUPS:
             value = o.value()
-            if value is not None and str(value) not in group_options(key):
+            if o.is_delete():
+                raise UserError(f"{o.input_line!r} removes the {key} group; choose one of: {', '.join(group_options(key))}")
+            if not isinstance(value, str) or value not in group_options(key):
                 raise UserError(f"{key}={value} is not a config; valid {key} choices: {', '.join(group_options(key))}")
             continue
         if (o.is_add() or o.is_force_add()) and not _schema_allows(key.split(".")):
@@ -219,6 +221,9 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=overrides)
+        from omegaconf import OmegaConf
+
+        OmegaConf.resolve(cfg)  # interpolations fail here, as a config error, not later inside a job
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(_explain_hydra_error(err)) from None
     finally:

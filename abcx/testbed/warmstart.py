@@ -21,7 +21,7 @@ class WarmStart:
     negatives: bool = False
     task_seed: int = 0
     n_sft: int = 12_000
-    steps: int = 1000
+    steps: int = 1300
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 30
