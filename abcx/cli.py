@@ -31,6 +31,67 @@ def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
     print_summary(record)
 
 
+DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (point, run id, state) and exit.")
+WAIT = typer.Option(False, "--wait", help="Block until every job has ended.")
+YES = typer.Option(False, "--yes", help="Allow grids of more than 500 points.")
+RESULTS = typer.Option("results", "--results-dir", help="Where the runs and the sweep manifests live.")
+
+
+@sweep_app.command("epsilons")
+def sweep_epsilons(overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = DRY_RUN, wait: bool = WAIT,
+                   yes: bool = YES) -> None:
+    """The epsilon grid of sweeps/epsilons.yaml; command-line axes (method.eps3=0.2,inf seed=0,1) extend it."""
+    from abcx.sweep.command import sweep_run
+
+    raise typer.Exit(sweep_run("epsilons", overrides or [], dry_run=dry_run, wait=wait, yes=yes))
+
+
+@sweep_app.command("run")
+def sweep_run(name: str = typer.Argument(..., help="A sweeps/<name>.yaml or a path to a sweep file."),
+              overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = DRY_RUN, wait: bool = WAIT,
+              yes: bool = YES) -> None:
+    """Submit every point of a sweep that is not finished or running (local or SLURM backend)."""
+    from abcx.sweep.command import sweep_run as run
+
+    raise typer.Exit(run(name, overrides or [], dry_run=dry_run, wait=wait, yes=yes))
+
+
+@sweep_app.command("status")
+def sweep_status(name: str, results_dir: str = RESULTS) -> None:
+    """Per run: state, step, elapsed, GPU-hours, job id, error; and totals."""
+    from abcx.sweep.command import sweep_status as status
+
+    raise typer.Exit(status(name, results_dir=results_dir))
+
+
+@sweep_app.command("cancel")
+def sweep_cancel(name: str, results_dir: str = RESULTS) -> None:
+    """Cancel a sweep's queued and running jobs; finished runs are kept."""
+    from abcx.sweep.command import sweep_cancel as cancel
+
+    raise typer.Exit(cancel(name, results_dir=results_dir))
+
+
+@sweep_app.command("list")
+def sweep_list() -> None:
+    """The sweep files under sweeps/."""
+    from abcx.sweep.command import sweep_list as listing
+
+    raise typer.Exit(listing())
+
+
+@app.command("status")
+def status(name: str = typer.Argument(..., help="A sweep name."), results_dir: str = RESULTS) -> None:
+    """Status of submitted work (same as `abcx sweep status`)."""
+    sweep_status(name, results_dir)
+
+
+@app.command("cancel")
+def cancel(name: str = typer.Argument(..., help="A sweep name."), results_dir: str = RESULTS) -> None:
+    """Cancel submitted work (same as `abcx sweep cancel`)."""
+    sweep_cancel(name, results_dir)
+
+
 @app.command("eval")
 def eval_(
     target: str = typer.Argument(..., help="A run folder or run id, a checkpoint folder, or a model path / hub id."),

@@ -180,6 +180,16 @@ def _visible_gpus() -> int:
         return 0
 
 
+def _set_threads(cfg: Any) -> None:
+    """The tiny model is overhead-bound: one torch thread per run is faster than two fighting over two
+    cores, and lets parallel sweep jobs share a laptop. ABCX_TORCH_THREADS overrides."""
+    import torch
+
+    wanted = os.environ.get("ABCX_TORCH_THREADS") or ("1" if cfg.model.name == "tiny" else None)
+    if wanted:
+        torch.set_num_threads(int(wanted))
+
+
 def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool):
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
@@ -188,6 +198,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     from abcx.tasks import build_task
     from abcx.trainer import AbcxGRPOTrainer
 
+    _set_threads(cfg)
     path = model_path(cfg)
     task = build_task(cfg.task.name, **cfg.task.options)
     report_to = wandb_env(cfg, record, group)

@@ -12,6 +12,7 @@ Targets (issue): step time <= 1.03x, peak RSS <= 1.02x of TRL's.
 
     PYTHONPATH=. .venv/bin/python bench/bench_trainer_step.py [--pairs 3] [--steps 40] [--quick]
 
+Set ABCX_CACHE to reuse an existing tiny-model build (otherwise it is built once, ~2 min).
 Prints a summary, then one line `RESULT {json}` (read by run_all.py).
 """
 from __future__ import annotations
@@ -78,7 +79,7 @@ def worker(kind: str, steps: int, warmup: int, threads: int) -> dict:
 
 def run_worker(kind: str, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled",
-           "ABCX_CACHE": os.environ.get("ABCX_CACHE", "/tmp/abcx-cache"), "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -104,7 +105,6 @@ def main(argv=None) -> int:
 
     from abcx.testbed import ensure_tiny_model
 
-    os.environ.setdefault("ABCX_CACHE", "/tmp/abcx-cache")
     ensure_tiny_model()  # built (or found) once here, not inside a timed worker
     pairs, loads = [], []
     for i in range(args.pairs):

@@ -149,6 +149,10 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     keys = ([T.resolve_field(rs.runs, k) for k in group_by] if group_by else T.default_group_keys(rs.runs))
     per_run = T.run_summary(rs, last_n=last_n, baseline=baseline, group_keys=keys)
     notes = list(rs.notes)
+    from abcx.report.sampling_check import sampling_conflicts
+
+    if "path" in rs.runs:
+        notes.extend(sampling_conflicts(rs.runs.loc[rs.runs["source"] == "abcx", "path"].dropna()))
     states = per_run["state"].value_counts()
     n_fin = int(states.get("finished", 0))
     if n_fin < len(per_run):

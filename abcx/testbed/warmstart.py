@@ -99,6 +99,7 @@ def completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 8
     """Decoded completions (special tokens dropped), `num_return_sequences` per prompt, in order."""
     import torch
 
+    # Batched generation needs left padding; the testbed tokenizer is saved with padding_side="left".
     out: list[str] = []
     torch.manual_seed(seed)
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
