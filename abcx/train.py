@@ -6,6 +6,7 @@ run that has a checkpoint (after a crash, a requeue or a preemption) and leaves 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import traceback
@@ -15,7 +16,7 @@ from typing import Any
 
 from abcx import config as C
 from abcx.errors import UserError
-from abcx.record import RunRecord, runs_dir
+from abcx.record import RunRecord, atomic_write_json, runs_dir, scrub
 
 
 def record_for(cfg: Any) -> RunRecord:
@@ -131,13 +132,23 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRec
     if record.state() == "finished":
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do)")
         return record
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under `accelerate launch` every rank trains; only rank 0 owns the record (and its lock).
+        _build_trainer(cfg, record, cfg.group or f"{cfg.model.name}-{cfg.task.name}",
+                       _bounds(cfg), quiet=True, primary=False).train(
+            resume_from_checkpoint=str(record.latest_checkpoint()) if record.latest_checkpoint() else None)
+        return record
     with exclusive(record):
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
 
 
-def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
+def _bounds(cfg: Any):
     from abcx.loss import bounds_for
 
+    return bounds_for(cfg.method.name, cfg.method)
+
+
+def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
     data = C.to_dict(cfg)
     group = cfg.group or f"{cfg.model.name}-{cfg.task.name}"
     off_policy = C.is_off_policy(cfg.train)
@@ -147,7 +158,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                  extra_meta={"group": group, "off_policy": off_policy})
     try:
-        trainer = _build_trainer(cfg, record, group, bounds_for(cfg.method.name, cfg.method), quiet=quiet)
+        trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet)
         checkpoint = record.latest_checkpoint()
         if checkpoint is not None:
             step = int(checkpoint.name.split("-")[-1])
@@ -190,7 +201,7 @@ def _set_threads(cfg: Any) -> None:
         torch.set_num_threads(int(wanted))
 
 
-def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool):
+def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool, primary: bool = True):
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
 
@@ -216,14 +227,11 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         from abcx.evaluation.callback import PeriodicEvalCallback
 
         trainer.add_callback(PeriodicEvalCallback(cfg, record, tokenizer))
-    import json
-
-    meta = record.meta()
-    meta["trl_args"] = json.loads(args.to_json_string())
-    meta["model_path"] = path
-    from abcx.record import atomic_write_json, scrub
-
-    atomic_write_json(record.path / "meta.json", scrub(meta))
+    if primary:
+        meta = record.meta()
+        meta["trl_args"] = json.loads(args.to_json_string())
+        meta["model_path"] = path
+        atomic_write_json(record.path / "meta.json", scrub(meta))
     return trainer
 
 
