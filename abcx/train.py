@@ -150,7 +150,8 @@ def _bounds(cfg: Any):
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
     data = C.to_dict(cfg)
-    group = cfg.group or f"{cfg.model.name}-{cfg.task.name}"
+    # Runs of one sweep share a W&B group, so a comparison's runs sit together.
+    group = cfg.group or record.meta().get("sweep") or f"{cfg.model.name}-{cfg.task.name}"
     off_policy = C.is_off_policy(cfg.train)
     if not off_policy:
         print(f"warning: {C.ON_POLICY_WARNING}", file=sys.stderr)

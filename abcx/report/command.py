@@ -31,7 +31,7 @@ def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -
     if sweep:
         in_sweep = runs["group"].astype(str) == sweep
         if "sweep" in runs.columns:
-            in_sweep |= runs["sweep"].astype(str) == sweep
+            in_sweep |= runs["sweep"].astype(str).str.split(",").apply(lambda names: sweep in names)
         keep &= in_sweep
     for tag in tags:
         keep &= runs["tags"].astype(str).map(lambda t, tag=tag: tag in t.split(","))

@@ -98,6 +98,8 @@ def _mark_submitted(run: P.PlannedRun, sweep: str, backend: str, submitted: str)
     meta_path = run.path / "meta.json"
     meta = read_json(meta_path, default={}) or {}
     meta.update(sweep=sweep, sweep_point=list(run.overrides), sweep_index=run.index)
+    # One config is one run, whichever sweeps list it (the epsilon grid contains study's ABC point).
+    meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
     meta.setdefault("run_id", run.run_id)
     atomic_write_json(meta_path, meta)
     RunRecord(run.path).set_status("pending", job_id=None, backend=backend, submitted=submitted, sweep=sweep,

@@ -97,7 +97,7 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
         "method": str(meta.get("method") or method_cfg.get("name") or cfg.get("method") or ""),
         "seed": meta.get("seed", cfg.get("seed")),
         "group": str(meta.get("group") or ""),
-        "sweep": str(meta.get("sweep") or ""),
+        "sweep": ",".join(meta.get("sweeps") or ([meta["sweep"]] if meta.get("sweep") else [])),
         "tags": ",".join(map(str, meta.get("tags") or [])),
         "name": str(meta.get("run_id") or ""),
         "step": status.get("step"),
