@@ -2,6 +2,8 @@
 any model path / hub id, and record the results."""
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,8 @@ def print_rows(rows: list[dict], where: Path, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    # Piped output (logs, CI) gets a wide console: rich would otherwise cut every column to fit 80.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"evaluation ({where})")
     for col in ("benchmark", "step", "problems", "metric", "value", "95% CI"):
         table.add_column(col)

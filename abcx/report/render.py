@@ -5,6 +5,8 @@ columns) and `display` (strings like "0.512 ± 0.021", for people: rich/markdown
 """
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 import io
 import json
@@ -121,7 +123,8 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    console = console or Console()
+    # Piped output (logs, CI) gets a wide console: rich would otherwise cut every column to fit 80.
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     for t in tables:
         rt = RichTable(title=t.title, title_justify="left", show_lines=False)
         for i, c in enumerate(t.display.columns):

@@ -15,7 +15,7 @@ from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
 from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many
 
-STATUS_STATES = {"running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
+STATUS_STATES = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
 DEFAULT_STALE_AFTER_S = 3600.0
 
 
@@ -71,7 +71,10 @@ def _parse_time(value) -> dt.datetime | None:
 def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, dict | None]:
     meta = _load_json(os.path.join(path, "meta.json"), required=True)
     status = _load_json(os.path.join(path, "status.json"), required=True)
-    cfg = _load_config(os.path.join(path, "config.yaml"))
+    config_file = os.path.join(path, "config.yaml")
+    # A submitted run that has not started yet has no config.yaml: list it as pending, never drop it.
+    pending = status.get("state") == "pending" and not os.path.exists(config_file)
+    cfg = {} if pending else _load_config(config_file)
     summary = _load_json(os.path.join(path, "summary.json"), required=False)
     raw_state = status.get("state")
     if raw_state not in STATUS_STATES:
