@@ -64,6 +64,7 @@ def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
         use_vllm=t.use_vllm, vllm_mode=t.vllm_mode, vllm_gpu_memory_utilization=t.vllm_gpu_memory_utilization,
         vllm_importance_sampling_correction=t.vllm_importance_sampling_correction,
         report_to=report_to, run_name=C.run_id(cfg), disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the record (and train.nan_policy), not be averaged away
         model_init_kwargs={"dtype": cfg.model.dtype, **({"attn_implementation": cfg.model.attn_implementation}
                                                         if cfg.model.attn_implementation else {})},
     )

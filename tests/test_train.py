@@ -123,3 +123,28 @@ def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(
     resumed_at = int(result.stderr.split("resuming from checkpoint-")[1].split()[0])
     # rows up to the checkpoint are the ones written before the kill, untouched
     assert rows[:resumed_at] == killed_rows[:resumed_at]
+
+
+
+class _State:
+    global_step, max_steps, is_world_process_zero = 3, 10, True
+
+
+def test_non_finite_gradients_stop_the_run_or_skip_the_step_as_configured(tmp_path):
+    import torch
+
+    from abcx.callbacks import NonFiniteError, RecordCallback
+
+    model = torch.nn.Linear(2, 2)
+    model.weight.grad = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    model.bias.grad = torch.ones(2)
+    record = RunRecord(tmp_path / "run")
+    record.path.mkdir()
+    with pytest.raises(NonFiniteError, match="non-finite gradient at step 4"):
+        RecordCallback(record, "fail").on_pre_optimizer_step(None, _State(), None, model=model)
+    RecordCallback(record, "skip").on_pre_optimizer_step(None, _State(), None, model=model)
+    assert torch.all(model.weight.grad == 0) and torch.all(model.bias.grad == 0)
+    assert record.metrics()[-1] == {**record.metrics()[-1], "step": 4, "skipped_nonfinite_step": 1.0}
+    with pytest.raises(NonFiniteError, match="non-finite loss"):
+        RecordCallback(record, "fail").on_log(None, _State(), None, logs={"loss": float("nan")})
+    assert record.metrics()[-1]["loss"] == "nan"  # the bad row is kept, as a string JSON can hold
