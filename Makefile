@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean-cluster
+.PHONY: install demo test bench study clean-cluster
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,14 @@ demo: install
 # stopped by the tests) and real tiny-model training.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The testbed study of results/testbed/: methods x 3 seeds, the epsilon grid, then the reports.
+study: install
+	$(BIN)/abcx sweep run study --wait
+	$(BIN)/abcx sweep run epsilons --wait
+	$(BIN)/abcx report results --sweep study --format markdown --out results/testbed/study.md --plots results/testbed/plots
+	$(BIN)/abcx report results --sweep epsilons --format markdown --out results/testbed/epsilons.md \
+		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last
 
 bench: install
 	$(BIN)/python bench/run_all.py

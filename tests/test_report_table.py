@@ -77,6 +77,7 @@ def test_gain_is_significant_only_when_outside_the_ci_of_the_difference(tmp_path
     t3, _ = T.table3(read_sources([str(tmp_path)]))
     gain = t3.set_index("method").loc["Gain abc vs grpo"]
     assert gain["Avg@8_mean"] == pytest.approx(40.0) and gain["Avg@8_sig"] == "sig"
+    assert gain["Avg@8_rel"] == pytest.approx(40.0 / 41.0)  # the Gain row is relative to the baseline
     assert abs(gain["Pass@8_mean"]) < 0.2 and gain["Pass@8_sig"] == "n.s."
 
 

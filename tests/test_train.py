@@ -94,7 +94,7 @@ def test_bad_override_is_a_one_line_error_and_writes_nothing(tmp_path):
 
 def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(tmp_path, tiny_model_path):
     args = ["train", "train.max_steps=10", "train.save_steps=3", "train.per_device_train_batch_size=16",
-            "train.steps_per_generation=2", "eval.at_end=false", "logger=none", f"results_dir={tmp_path}"]
+            "train.steps_per_generation=2", "eval.at_end=false", f"results_dir={tmp_path}"]
     proc = subprocess.Popen([sys.executable, "-m", "abcx.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -123,6 +123,9 @@ def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(
     resumed_at = int(result.stderr.split("resuming from checkpoint-")[1].split()[0])
     # rows up to the checkpoint are the ones written before the kill, untouched
     assert rows[:resumed_at] == killed_rows[:resumed_at]
+    # both attempts logged into the same W&B run (its id is the run id)
+    wandb_files = sorted(record.path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_files) == 2 and {f.name for f in wandb_files} == {f"run-{record.run_id}.wandb"}
 
 
 

@@ -131,3 +131,38 @@ def test_quadrant_metrics_are_logged_as_fractions(tmp_path):
     assert all(0 < q < 1 for q in quads)
     assert logs["clip/clipped"] == pytest.approx(sum(quads))
     assert logs["ratio/min"] < 0.8 < 1.2 < logs["ratio/max"]
+
+
+def test_trls_fused_lm_head_log_probs_equal_full_logits_in_value_and_gradient(tmp_path):
+    """The memory-lean log-prob path the trainer uses (TRL's fused LM head: no [tokens x vocab] logits
+    kept) gives the same per-token log-probs, entropies and parameter gradients as full logits."""
+    trainer = make_trainer(tmp_path, "dapo", "token", GRPO_BOUNDS)
+    inputs = make_inputs(trainer, 5)
+    model, t = trainer.model, inputs["completion_ids"].size(1)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    # TRL scores completion tokens only (padding reads 0): compare where the completion mask is 1.
+    weights = torch.randn(ids.size(0), t, generator=torch.Generator().manual_seed(0)) * inputs["completion_mask"]
+
+    def grads_of(fn):
+        model.zero_grad()
+        logps, entropy = fn()
+        ((logps + entropy) * weights).sum().backward()
+        return logps.detach(), entropy.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    def fused():
+        logps, entropy, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, t, compute_entropy=True)
+        return logps, entropy
+
+    def full():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -t - 1:-1].float()
+        logp_all = torch.log_softmax(logits, -1)
+        logps = logp_all.gather(-1, ids[:, -t:].unsqueeze(-1)).squeeze(-1)
+        return logps, -(logp_all.exp() * logp_all).sum(-1)
+
+    a, b = grads_of(fused), grads_of(full)
+    on = inputs["completion_mask"].bool()
+    assert torch.allclose(a[0][on], b[0][on], atol=1e-5) and torch.allclose(a[1][on], b[1][on], atol=1e-5)
+    assert len(a[2]) == len(b[2]) > 0
+    for ga, gb in zip(a[2], b[2]):
+        assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4)

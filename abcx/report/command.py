@@ -104,7 +104,10 @@ def _table3_display(t3) -> Any:
             mean, hw = r[f"{c}_mean"], r[f"{c}_ci"]
             if r["kind"] == "gain":
                 sig = r.get(f"{c}_sig", "")
-                cell = "–" if mean != mean else f"{mean:+.1f}{pct}" + {"n.s.": " (n.s.)", "one seed": " (1 seed)"}.get(sig, "")
+                rel = r.get(f"{c}_rel", float("nan"))
+                head = f"{rel:+.1%}" if rel == rel else ""
+                cell = "–" if mean != mean else (f"{head} ({mean:+.1f} pp)" if pct else f"{head} ({mean:+.3f})") \
+                    + {"n.s.": " (n.s.)", "one seed": " (1 seed)"}.get(sig, "")
             else:
                 cell = fmt_ci(mean, hw, 1 if pct else 3) if mean == mean else "–"
             cells.append(cell)

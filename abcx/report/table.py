@@ -208,6 +208,9 @@ def table3(rs: RunSet, baseline: str = "grpo"):
                 a, b = gm.loc[gm["col"] == c, "value"].tolist(), base.loc[base["col"] == c, "value"].tolist()
                 gain, hw = diff_ci(a, b) if a and b else (math.nan, math.nan)
                 row[f"{c}_mean"], row[f"{c}_ci"] = gain, hw
+                # The paper's Gain row: relative change against the baseline's mean.
+                base_mean = sum(b) / len(b) if b else math.nan
+                row[f"{c}_rel"] = gain / base_mean if base_mean else math.nan
                 row[f"{c}_sig"] = ("n/a" if math.isnan(gain) else "one seed" if math.isnan(hw)
                                    else "n.s." if abs(gain) <= hw else "sig")
             rows.append(row)
@@ -215,8 +218,8 @@ def table3(rs: RunSet, baseline: str = "grpo"):
     table.attrs["columns"] = cols
     table.attrs["percent"] = percent
     if percent:
-        notes.append("Table 3 values in %; Gain = difference in percentage points, "
-                     "(n.s.) = within the 95% CI of the difference (Welch t)")
+        notes.append("Table 3 values in %; Gain = relative change vs the baseline (difference in percentage "
+                     "points in brackets); (n.s.) = the difference lies within its 95% CI (Welch t): noise, not a win")
     return table, notes
 
 
