@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned by constraints-cpu.txt: on a CPU machine pip takes the local CPU wheel instead of GBs of CUDA.
 	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev]'
 	touch $(BIN)/abcx
@@ -31,7 +30,8 @@ study: install
 	$(BIN)/abcx sweep run epsilons --wait
 	$(BIN)/abcx report results --sweep study --format markdown --out results/testbed/study.md --plots results/testbed/plots
 	$(BIN)/abcx report results --sweep epsilons --format markdown --out results/testbed/epsilons.md \
-		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last
+		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last \
+		--pivot method.eps3,method.eps4,eval/arith/pass@16 --pivot method.eps3,method.eps4,q4_share
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -114,7 +114,7 @@ def report(
     group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Config fields to group runs by (repeatable)."),
     baseline: str = typer.Option("grpo", help="Method that gains are measured against."),
     last_n: int = typer.Option(10, "--last-n", help="Average the training-dynamics metrics over the last N steps."),
-    pivot: Optional[str] = typer.Option(None, help="ROW,COL[,METRIC], e.g. method.eps3,method.eps4,entropy_last."),
+    pivot: Optional[List[str]] = typer.Option(None, help="ROW,COL[,METRIC], e.g. method.eps3,method.eps4,entropy_last (repeatable)."),
     wandb_project: Optional[str] = typer.Option(None, "--wandb-project", help="entity/project of online W&B runs."),
     sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep."),
     group: Optional[str] = typer.Option(None, help="Only runs of this W&B group."),
@@ -123,7 +123,7 @@ def report(
     """Turn runs into comparison tables (Table 3 layout, training dynamics, epsilon pivots) and plots."""
     from abcx.report.command import run_report
 
-    pivot_fields = tuple(p.strip() for p in pivot.split(",")) if pivot else None
+    pivot_fields = [tuple(f.strip() for f in p.split(",")) for p in pivot] if pivot else None
     run_report(sources or ["results"], wandb_project=wandb_project, sweep=sweep, group=group, tags=tags or [],
                group_by=group_by or None, baseline=baseline, last_n=last_n, fmt=fmt, plots_dir=plots, out=out,
                pivot=pivot_fields)

@@ -117,6 +117,22 @@ def _table3_display(t3) -> Any:
     return display
 
 
+def _labelled_by_keys(rs: RunSet, keys: list[str]) -> RunSet:
+    """Table 3 groups runs by `method`; when the grouping keys include more (an epsilon grid), the
+    label carries them too, so each grid point gets its own row."""
+    extra = [k for k in keys if k != "method" and k in rs.runs.columns]
+    if not extra:
+        return rs
+    runs = rs.runs.copy()
+
+    def label(row) -> str:
+        parts = [f"{k.split('.')[-1]}={row[k]}" for k in extra if row[k] == row[k] and row[k] is not None]
+        return " ".join([str(row["method"]), *parts])
+
+    runs["method"] = runs.apply(label, axis=1)
+    return dataclasses.replace(rs, runs=runs)
+
+
 def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
                group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
                baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
@@ -133,8 +149,10 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
         raise UserError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
     if last_n < 1:
         raise UserError(f"--last-n {last_n}: must be at least 1")
-    if pivot is not None and len(pivot) not in (2, 3):
-        raise UserError(f"--pivot {pivot!r}: expected ROW_FIELD COL_FIELD [METRIC]")
+    pivots = [pivot] if pivot and isinstance(pivot[0], str) else list(pivot or [])
+    for spec in pivots:
+        if len(spec) not in (2, 3):
+            raise UserError(f"--pivot {','.join(spec)}: expected ROW_FIELD,COL_FIELD[,METRIC]")
     if not sources and not wandb_project:
         raise UserError("no sources: give paths (results dir, run folders, globs, wandb dirs, "
                         "trainer_state.json) or --wandb-project")
@@ -172,19 +190,21 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     if n_fin:
         groups = T.group_summary(per_run, keys, metrics)
         tables.append(_groups_table(groups, keys, metrics, last_n))
-    t3, t3_notes = T.table3(rs, baseline)
+    t3, t3_notes = T.table3(_labelled_by_keys(rs, keys), baseline)
     notes.extend(t3_notes)
     if len(t3):
         tables.append(Table("table3", "Evaluation (Table 3 layout): mean ± 95% CI over seeds", t3,
                             _table3_display(t3)))
     pv = None
-    if pivot is not None:
-        row, col, *rest = pivot
-        pv = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
-        display = pv.map(fmt_num).reset_index()
-        display.columns = [f"{pv.index.name} \\ {pv.columns.name}", *map(str, pv.columns)]
-        tables.append(Table("pivot", f"{pv.attrs['metric']}: mean over seeds, {pv.index.name} × {pv.columns.name}",
-                            pv, display))
+    for i, spec in enumerate(pivots):
+        row, col, *rest = spec
+        pv_i = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
+        display = pv_i.map(fmt_num).reset_index()
+        display.columns = [f"{pv_i.index.name} \\ {pv_i.columns.name}", *map(str, pv_i.columns)]
+        tables.append(Table("pivot" if i == 0 else f"pivot{i + 1}",
+                            f"{pv_i.attrs['metric']}: mean over seeds, {pv_i.index.name} × {pv_i.columns.name}",
+                            pv_i, display))
+        pv = pv if pv is not None else pv_i  # the first pivot is drawn as the heatmap
 
     report = Report(rs, per_run, keys, tables, notes)
     if plots_dir:

@@ -233,7 +233,7 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
     row, col = resolve_field(rs.runs, row), resolve_field(rs.runs, col)
     df = per_run.merge(rs.runs[["run_id", *{row, col} - set(per_run.columns)]], on="run_id", how="left")
     if metric not in df.columns:
-        series = _last_n_mean(rs, metric, last_n)
+        series = _last_n_mean(rs, metric, 1 if metric.startswith("eval/") else last_n)
         if series is None:
             raise UserError(f"pivot metric {metric!r}: no such summary column or logged metric; "
                             f"valid: {', '.join(SUMMARY_METRICS)} or one of {', '.join(rs.metrics[:20])}")

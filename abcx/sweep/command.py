@@ -67,6 +67,9 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
         return 0
     submit = P.to_submit(planned)
     skipped = len(planned) - len(submit)
+    for run in planned:
+        if run not in submit and (run.path / "meta.json").exists():
+            _list_in_sweep(run, spec.name)  # a finished run shared with another sweep belongs to this one too
     if not submit:
         out(f"sweep {spec.name}: nothing to submit ({_counts_text(counts)})")
         return 0
@@ -91,6 +94,14 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
 
 def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in P.PLAN_STATES if counts.get(s)) or "no runs"
+
+
+def _list_in_sweep(run: P.PlannedRun, sweep: str) -> None:
+    meta_path = run.path / "meta.json"
+    meta = read_json(meta_path, default={}) or {}
+    if sweep not in meta.get("sweeps", []):
+        meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
+        atomic_write_json(meta_path, meta)
 
 
 def _mark_submitted(run: P.PlannedRun, sweep: str, backend: str, submitted: str) -> None:
