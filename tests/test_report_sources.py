@@ -318,3 +318,20 @@ def test_trainer_state_without_log_history_is_a_user_error(tmp_path):
     (tmp_path / "trainer_state.json").write_text('{"global_step": 3}')
     with pytest.raises(UserError, match="no 'log_history'"):
         read_sources([str(tmp_path / "trainer_state.json")])
+
+
+def test_a_finished_runs_columnar_copy_is_used_only_while_it_matches_the_json_lines(tmp_path):
+    from abcx.record import compact_metrics
+    from abcx.report.sources.jsonlines import compacted, read_many_compacted
+
+    path = record(tmp_path, "abc-c-s0", n=3, metrics={"reward": np.array([0.1, 0.2, 0.3])}, compact=False)
+    assert not os.path.exists(os.path.join(path, "metrics.arrow"))
+    lines = os.path.join(path, "metrics.jsonl")
+    assert compact_metrics(path) and compacted(lines) is not None
+    counts, cols = read_many_compacted([lines])
+    assert counts == [3] and cols["reward"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    with open(lines, "a") as fh:  # the record grew after the copy was made (e.g. a resumed run)
+        fh.write('{"step": 4, "reward": 0.4}\n')
+    assert compacted(lines) is None
+    counts, cols = read_many_compacted([lines])
+    assert counts == [4] and cols["reward"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])

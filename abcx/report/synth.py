@@ -33,7 +33,8 @@ def write_metrics(path: str, steps, columns: dict, torn_tail: bool = False) -> N
 def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict | None = None,
                  steps=(), metrics: dict | None = None, state: str = "finished", group: str = "",
                  evals: list[dict] | None = None, updated: dt.datetime | None = None,
-                 error: str | None = None, torn_tail: bool = False, summary: dict | None = None) -> str:
+                 error: str | None = None, torn_tail: bool = False, summary: dict | None = None,
+                 compact: bool = True) -> str:
     """One record folder `root/<run_id>/`; returns its path."""
     import yaml
 
@@ -54,6 +55,10 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
                    "gpu_hours": 0.0, "job_id": None}, fh)
     if metrics is not None:
         write_metrics(os.path.join(path, "metrics.jsonl"), steps, metrics, torn_tail=torn_tail)
+        if state == "finished" and compact:
+            from abcx.record import compact_metrics
+
+            compact_metrics(path)  # as RunRecord.finish does
     if summary is not None:
         with open(os.path.join(path, "summary.json"), "w") as fh:
             json.dump(summary, fh)

@@ -13,7 +13,7 @@ import os
 from abcx.errors import UserError
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
-from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many
+from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many, read_many_compacted
 
 STATUS_STATES = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
 DEFAULT_STALE_AFTER_S = 3600.0
@@ -149,7 +149,7 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
 
     metric_files = [os.path.join(p, "metrics.jsonl") for p in paths]
     present = [i for i, f in enumerate(metric_files) if os.path.exists(f)]
-    counts, cols = read_many([metric_files[i] for i in present])
+    counts, cols = read_many_compacted([metric_files[i] for i in present])
     codes = np.repeat(np.asarray(present, dtype="int64"), counts)
     if cols and "step" not in cols:
         raise UserError(f"{metric_files[present[0]]}: lines have no 'step' field")
