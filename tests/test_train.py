@@ -151,3 +151,23 @@ def test_non_finite_gradients_stop_the_run_or_skip_the_step_as_configured(tmp_pa
     with pytest.raises(NonFiniteError, match="non-finite loss"):
         RecordCallback(record, "fail").on_log(None, _State(), None, logs={"loss": float("nan")})
     assert record.metrics()[-1]["loss"] == "nan"  # the bad row is kept, as a string JSON can hold
+
+
+def test_report_reads_the_trainers_own_records_and_trainer_state(two_methods):
+    """`abcx report` over records the real trainer wrote, and over the trainer_state.json files of
+    the same runs' checkpoints (what a stock-TRL run leaves behind)."""
+    from abcx.report.command import run_report
+
+    results = str(two_methods["grpo"].path.parent.parent)
+    report = run_report([results], fmt="json", out=str(Path(results) / "report.json"))
+    runs = report.per_run.set_index("method")
+    assert set(runs.index) == {"grpo", "abc_grpo"} and set(runs["state"]) == {"finished"}
+    assert runs.loc["abc_grpo", "entropy_ratio"] > 0 and runs.loc["grpo", "entropy_ratio"] == 1.0
+    assert runs[["q1_share", "q2_share", "q3_share", "q4_share"]].sum(axis=1).round(6).eq(1.0).all()
+    assert (two_methods["abc_grpo"].path / "metrics.arrow").exists()  # finished runs are compacted
+
+    states = [str(r.path / "checkpoints" / "checkpoint-4" / "trainer_state.json") for r in two_methods.values()]
+    from_trl = run_report(states, fmt="json", out=str(Path(results) / "report-trl.json"))
+    history = from_trl.runset.metric("entropy")
+    assert len(history) == 8 and history["value"].notna().all()
+    assert "clip/q4" in from_trl.runset.metrics

@@ -36,6 +36,8 @@ def read_state(path: str, run_id: str | None = None):
     folder = os.path.dirname(os.path.abspath(path))
     if re.fullmatch(r"checkpoint-\d+", os.path.basename(folder)):
         folder = os.path.dirname(folder)
+    if os.path.basename(folder) == "checkpoints":  # abcx's layout: <run_id>/checkpoints/checkpoint-N/
+        folder = os.path.dirname(folder)
     rid = run_id or os.path.basename(folder)
     rows = []
     for entry in state["log_history"]:
@@ -56,9 +58,13 @@ def read_state(path: str, run_id: str | None = None):
 
 
 def read_states(paths: list[str]) -> RunSet:
-    runs, records = [], []
+    runs, records, seen = [], [], {}
     for p in paths:
         row, rows = read_state(p)
+        if row["run_id"] in seen:
+            raise UserError(f"two trainer_state.json files name run {row['run_id']!r}: {seen[row['run_id']]} and {p}; "
+                            "give one checkpoint per run")
+        seen[row["run_id"]] = p
         runs.append(row)
         records.extend((row["run_id"], s, m, v) for s, m, v in rows)
     return RunSet(make_runs(runs), wide_from_records(records))
