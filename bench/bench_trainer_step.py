@@ -49,7 +49,7 @@ def worker(kind: str, steps: int, warmup: int, threads: int) -> dict:
     from abcx.trainer import AbcxGRPOTrainer
 
     torch.set_num_threads(threads)
-    cfg = compose(["method=abc_grpo", "logger=none", f"train.max_steps={warmup + steps}", "seed=0"])
+    cfg = compose([f"method={os.environ.get('ABCX_BENCH_METHOD', 'abc_grpo')}", "logger=none", f"train.max_steps={warmup + steps}", "seed=0"])
     times: list[float] = []
     cpu: list[float] = []
 
@@ -101,8 +101,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=4, help="steps dropped first (one generation cycle)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="2 pairs x 20 steps")
+    ap.add_argument("--method", default="abc_grpo",
+                    help="abcx's method; grpo isolates abcx's overhead (same trajectory as TRL), abc_grpo is the issue's target")
     ap.add_argument("--worker", choices=["trl", "abcx"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    os.environ["ABCX_BENCH_METHOD"] = args.method  # read by the worker subprocesses
     if args.worker:
         print("WORKER " + json.dumps(worker(args.worker, args.steps, args.warmup, args.threads)))
         return 0
