@@ -40,7 +40,7 @@ class RecordCallback(TrainerCallback):
             self.end_of_training.update(row)
             return
         self.record.append_metrics({"step": state.global_step, "time": round(time.time(), 3), **row})
-        self.record.set_status("running", step=state.global_step, max_steps=state.max_steps)
+        self.record.set_status("running", step=state.global_step, max_steps=state.max_steps, durable=False)
         loss = row.get("loss")
         if self.nan_policy == "fail" and loss is not None and not math.isfinite(loss):
             raise NonFiniteError(f"non-finite loss ({loss}) at step {state.global_step}")

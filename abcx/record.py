@@ -28,14 +28,17 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Replace `path` atomically: readers see the old or the new file, never a part. `durable` adds an
+    fsync (survives a machine crash, not just a killed process); per-step progress skips it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_finite(data), f, indent=1, sort_keys=True, default=str)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -189,7 +192,7 @@ class RunRecord:
             started=previous.get("started", now_iso()),
         )
 
-    def set_status(self, state: str, **fields: Any) -> dict:
+    def set_status(self, state: str, *, durable: bool = True, **fields: Any) -> dict:
         assert state in STATES, state
         status = self.status()
         status.update(fields)
@@ -198,7 +201,7 @@ class RunRecord:
         if self._t0 is not None:
             status["elapsed_s"] = round(self._elapsed_before + time.time() - self._t0, 3)
             status["gpu_hours"] = round(status["elapsed_s"] * int(status.get("gpus") or 0) / 3600, 6)
-        atomic_write_json(self.path / "status.json", status)
+        atomic_write_json(self.path / "status.json", status, durable=durable)
         return status
 
     def append_metrics(self, row: dict) -> None:
