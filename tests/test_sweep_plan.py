@@ -222,3 +222,16 @@ def test_dry_run_of_a_1000_point_grid_takes_under_two_seconds(tmp_path):
     assert "1000 point(s), 1000 new" in summary
     # 2 s on an idle machine; other test workers share the CPU, so allow some slack here.
     assert float(seconds) < 2.0 * float(os.environ.get("ABCX_TIME_SLACK", "2"))
+
+
+def test_a_sweep_that_cannot_clip_says_its_methods_are_the_same_algorithm(tmp_path):
+    from abcx.sweep import command
+
+    lines: list[str] = []
+    code = command.sweep_run("smoke", ["train.steps_per_generation=1", f"results_dir={tmp_path}"], dry_run=True,
+                             out=lines.append)
+    assert code == 0 and any("2 of 2 point(s) are fully on-policy" in line and "same algorithm" in line
+                             for line in lines)
+    lines.clear()
+    command.sweep_run("smoke", [f"results_dir={tmp_path}"], dry_run=True, out=lines.append)
+    assert not any("on-policy" in line for line in lines)

@@ -55,6 +55,7 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
               wait: bool = False, yes: bool = False, out: Callable[[str], None] = _out) -> int:
     """`abcx sweep run NAME_OR_PATH [OVERRIDES] [--dry-run] [--wait] [--yes]`. Returns the exit code."""
     spec, planned = plan_sweep(name_or_path, overrides, yes=yes)
+    _warn_if_on_policy(planned, out)
     first = planned[0].cfg
     backend, results_dir = first.launcher.name, str(Path(first.results_dir).expanduser().resolve())
     data = M.load(results_dir, spec.name)
@@ -94,6 +95,15 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
 
 def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in P.PLAN_STATES if counts.get(s)) or "no runs"
+
+
+def _warn_if_on_policy(planned: list[P.PlannedRun], out: Callable[[str], None]) -> None:
+    """A comparison of clipping rules where some point never clips is a comparison of nothing."""
+    from abcx.config import ON_POLICY_WARNING, is_off_policy
+
+    on_policy = [r for r in planned if not is_off_policy(r.cfg.train)]
+    if on_policy:
+        out(f"warning: {len(on_policy)} of {len(planned)} point(s) are fully on-policy: {ON_POLICY_WARNING}")
 
 
 def _list_in_sweep(run: P.PlannedRun, sweep: str) -> None:
