@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from abcx.launch import slurm
-from abcx.record import RunRecord, read_json, read_jsonl
+from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
-from tests.slurm_harness import slurm_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM = ["launcher=slurm", "launcher.profile=local"]

@@ -125,7 +125,12 @@ def test_bad_epsilons_are_one_line_errors_naming_the_field(field, value, lower, 
 
 
 def test_absent_bounds_are_inf_and_upper_bounds_may_exceed_one():
-    L.Bounds(eps1=2.0, eps2=INF, eps3=INF, eps4=0.2)
+    b = L.Bounds(eps1=2.0, eps2=INF, eps3=INF, eps4=0.2)
+    ratio = torch.tensor([[0.01, 2.5, 9.0], [0.01, 2.5, 9.0]])
+    adv = torch.tensor([[1.0], [-1.0]])
+    clipped = L.clipped_ratio(ratio, adv, b)
+    assert clipped[0].tolist() == pytest.approx([0.01, 2.5, 3.0])  # A>0: no lower bound, upper 1+2.0
+    assert clipped[1].tolist() == pytest.approx([0.8, 2.5, 9.0])  # A<=0: lower 1-0.2, no upper bound
 
 
 def test_unknown_method_lists_the_valid_ones():

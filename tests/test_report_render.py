@@ -11,7 +11,7 @@ from rich.console import Console
 from abcx.errors import UserError
 from abcx.report import render as R
 from abcx.report.command import run_report
-from abcx.report.synth import synth_sweep, write_record
+from abcx.report.synth import synth_sweep
 
 
 def tables():

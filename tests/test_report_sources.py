@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from abcx.errors import UserError
-from abcx.report.sources import abcx_records, wandb_online
+from abcx.report.sources import wandb_online
 from abcx.report.sources.discover import discover, read_sources
 from abcx.report.sources.wandb_log import iter_records
 from abcx.report.synth import write_record

@@ -13,7 +13,7 @@ import pytest
 import submitit
 import yaml
 
-from tests.slurm_harness import REPO_ROOT, job_result, slurm_cluster  # noqa: F401  (slurm_cluster: fixture)
+from tests.slurm_harness import REPO_ROOT, job_result
 
 PROFILES = REPO_ROOT / "slurm" / "profiles"
 PROFILE_KEYS = {

@@ -1,6 +1,5 @@
 """`abcx train` end to end on the tiny testbed with the real TRL trainer: run records, quadrant
 metrics, W&B offline files, the on-policy lint, and resuming a killed run."""
-import json
 import os
 import signal
 import subprocess

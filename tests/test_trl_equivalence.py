@@ -15,7 +15,21 @@ from abcx.trl_compat import check  # noqa: E402
 
 
 def test_installed_trl_still_has_every_private_piece_abcx_relies_on():
-    check()
+    check()  # raises TRLIncompatible naming each missing method, parameter or attribute
+
+
+def test_the_trl_guard_names_what_an_upgrade_removed():
+    import trl
+
+    from abcx.trl_compat import TRLIncompatible
+
+    saved = trl.GRPOTrainer.__dict__["get_off_policy_mask"]  # the staticmethod object itself
+    del trl.GRPOTrainer.get_off_policy_mask
+    try:
+        with pytest.raises(TRLIncompatible, match="GRPOTrainer.get_off_policy_mask is gone"):
+            check()
+    finally:
+        trl.GRPOTrainer.get_off_policy_mask = saved
 
 
 def make_trainer(tmp_path, loss_type, level, bounds, **overrides):

@@ -13,7 +13,7 @@ import os
 from abcx.errors import UserError
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
-from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many, read_many_compacted
+from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many_compacted
 
 STATUS_STATES = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
 DEFAULT_STALE_AFTER_S = 3600.0
