@@ -22,6 +22,8 @@ CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.
 
 # Fields that say where or how a run is recorded, not what is trained: left out of the run id.
 VOLATILE = ("results_dir", "logger", "launcher", "group", "tags", "name")
+# How, not what: the log-prob paths give the same gradients (to fp rounding), so a run keeps its id.
+VOLATILE_TRAIN = ("logprob_path",)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TrainConf:
     vllm_gpu_memory_utilization: float = 0.4
     vllm_importance_sampling_correction: bool = True
     nan_policy: str = "fail"  # fail | skip
+    logprob_path: str = "auto"  # auto | fused | chunked | full: where log-probs come from (abcx.logprobs)
     extra: Dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed through
 
 
@@ -292,6 +295,10 @@ def validate(cfg: Any) -> None:
         raise UserError(f"train.loss_type={t.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
     if t.nan_policy not in ("fail", "skip"):
         raise UserError(f"train.nan_policy={t.nan_policy!r}; valid: fail, skip")
+    from abcx.logprobs import PATHS
+
+    if t.logprob_path not in PATHS:
+        raise UserError(f"train.logprob_path={t.logprob_path!r}; valid: {', '.join(PATHS)}")
     if cfg.task.name not in REGISTRY:
         raise UserError(f"task.name={cfg.task.name!r} is unknown; valid: {', '.join(sorted(REGISTRY))}")
     if cfg.logger.mode not in ("offline", "online", "disabled"):
@@ -317,6 +324,8 @@ def config_hash(cfg: Any) -> str:
     data = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
     for key in VOLATILE:
         data.pop(key, None)
+    if isinstance(data.get("train"), dict):
+        data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
     canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canon.encode()).hexdigest()
 

@@ -223,7 +223,8 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     if not quiet:
         callbacks.append(ProgressCallback(record.run_id))
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
-                              reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds)
+                              reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds,
+                              logprob_path=cfg.train.logprob_path)
     trainer.remove_callback(PrinterCallback)
     if cfg.eval.every_steps or cfg.eval.at_end:
         from abcx.evaluation.callback import PeriodicEvalCallback
@@ -233,6 +234,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         meta = record.meta()
         meta["trl_args"] = json.loads(args.to_json_string())
         meta["model_path"] = path
+        meta["logprob_path"] = trainer.logprob_path  # what `auto` resolved to on this machine
         atomic_write_json(record.path / "meta.json", scrub(meta))
     return trainer
 

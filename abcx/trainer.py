@@ -11,21 +11,28 @@ the loss and the parameter gradients equal TRL's own `_compute_loss`.
 from __future__ import annotations
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 
+from abcx import logprobs
 from abcx import loss as L
 from abcx.errors import UserError
 from abcx.trl_compat import PASSTHROUGH_KEYS
 
 
 class AbcxGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, bounds: L.Bounds, **kwargs):
+    def __init__(self, *args, bounds: L.Bounds, logprob_path: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         if self.loss_type not in L.LOSS_TYPES:
             raise UserError(f"train.loss_type={self.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
         if self._entropy_bonus_enabled:
             raise UserError("train.entropy_coef is not supported by abcx's loss; leave it at 0")
         self.bounds = bounds
+        # TRL patched the policy (and reference) with its fused head; abcx.logprobs re-routes that call.
+        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
+        self.logprob_path = logprobs.install(policy, logprob_path, self.temperature)
+        if self.ref_model is not None:
+            logprobs.install(self.ref_model, logprob_path, self.temperature)
         # Quadrant counts stay on the device between log steps: no host sync per micro-batch.
         self._quadrant_counts: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
 

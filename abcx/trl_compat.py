@@ -47,6 +47,16 @@ PASSTHROUGH_KEYS = (
 )
 
 
+# The fused-head call abcx.logprobs re-routes: __init__ patches the policy with add_fused_lm_head, the
+# log-prob helper calls `model(..., labels=..., fused_lm_head=True)` and reads these output fields.
+FUSED_HEAD = {
+    "init_marker": "add_fused_lm_head(",
+    "call_marker": "fused_lm_head=True",
+    "output_fields": ("log_probs", "entropy"),
+    "triton_probe": "trl.kernels.chunked_logprob._use_triton",
+}
+
+
 class TRLIncompatible(RuntimeError):
     """The installed TRL no longer has what abcx's trainer is built on."""
 
@@ -71,7 +81,27 @@ def check() -> None:
                  if f'"{k}"' not in loss_src]
     gen_src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     problems += [f"batch no longer carries {k!r}" for k in INPUT_KEYS if k not in gen_src and k not in loss_src]
+    problems += _fused_head_problems(init_src)
     if problems:
         raise TRLIncompatible(
             f"trl {trl.__version__} is outside what abcx was built on ({', '.join(TESTED_TRL)}): " + "; ".join(problems)
         )
+
+
+def _fused_head_problems(init_src: str) -> list[str]:
+    import importlib
+
+    from trl import GRPOTrainer
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    problems = []
+    if FUSED_HEAD["init_marker"] not in init_src:
+        problems.append("GRPOTrainer.__init__ no longer adds the fused LM head")
+    if FUSED_HEAD["call_marker"] not in inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies):
+        problems.append("_get_per_token_logps_and_entropies no longer calls the model with fused_lm_head=True")
+    fields = FusedCausalLMOutput.__dataclass_fields__
+    problems += [f"FusedCausalLMOutput lost {f!r}" for f in FUSED_HEAD["output_fields"] if f not in fields]
+    module, _, name = FUSED_HEAD["triton_probe"].rpartition(".")
+    if not hasattr(importlib.import_module(module), name):
+        problems.append(f"{FUSED_HEAD['triton_probe']} is gone")
+    return problems

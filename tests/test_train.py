@@ -37,6 +37,7 @@ def test_a_run_writes_a_complete_self_contained_record(two_methods):
     assert meta["config_hash"] and meta["versions"]["trl"].startswith("1.16")
     assert meta["trl_args"]["steps_per_generation"] == 2 and meta["trl_args"]["loss_type"] == "dapo"
     assert meta["off_policy"] is True
+    assert meta["logprob_path"] == "chunked"  # train.logprob_path=auto on a CPU: abcx's chunked head
     steps = [row["step"] for row in record.metrics()]
     assert steps == [1, 2, 3, 4]
     assert record.latest_checkpoint() is not None and (record.path / "final" / "config.json").exists()

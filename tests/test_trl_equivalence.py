@@ -32,7 +32,7 @@ def test_the_trl_guard_names_what_an_upgrade_removed():
         trl.GRPOTrainer.get_off_policy_mask = saved
 
 
-def make_trainer(tmp_path, loss_type, level, bounds, **overrides):
+def make_trainer(tmp_path, loss_type, level, bounds, logprob_path="auto", **overrides):
     from datasets import Dataset
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -52,7 +52,8 @@ def make_trainer(tmp_path, loss_type, level, bounds, **overrides):
     )
     data = Dataset.from_dict({"prompt": ["1+1="] * 8})
     trainer = AbcxGRPOTrainer(model=model, args=args, processing_class=tok, train_dataset=data,
-                              reward_funcs=[lambda completions, **_: [0.0] * len(completions)], bounds=bounds)
+                              reward_funcs=[lambda completions, **_: [0.0] * len(completions)], bounds=bounds,
+                              logprob_path=logprob_path)
     trainer.current_gradient_accumulation_steps = 2
     return trainer
 
@@ -147,10 +148,13 @@ def test_quadrant_metrics_are_logged_as_fractions(tmp_path):
     assert logs["ratio/min"] < 0.8 < 1.2 < logs["ratio/max"]
 
 
-def test_trls_fused_lm_head_log_probs_equal_full_logits_in_value_and_gradient(tmp_path):
-    """The memory-lean log-prob path the trainer uses (TRL's fused LM head: no [tokens x vocab] logits
-    kept) gives the same per-token log-probs, entropies and parameter gradients as full logits."""
-    trainer = make_trainer(tmp_path, "dapo", "token", GRPO_BOUNDS)
+@pytest.mark.parametrize("path", ["fused", "chunked", "full"])
+def test_every_log_prob_path_equals_full_logits_in_value_and_gradient_inside_the_trainer(tmp_path, path):
+    """Each `train.logprob_path` the trainer can use (TRL's fused LM head, abcx's chunked head, full
+    logits) gives the same per-token log-probs, entropies and parameter gradients as full logits
+    computed by hand from the model's own forward."""
+    trainer = make_trainer(tmp_path, "dapo", "token", GRPO_BOUNDS, logprob_path=path)
+    assert trainer.logprob_path == path
     inputs = make_inputs(trainer, 5)
     model, t = trainer.model, inputs["completion_ids"].size(1)
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
