@@ -16,6 +16,11 @@ MALLOC_MMAP_THRESHOLD_=65536: every tensor above 64 KiB is its own mmap, returne
 Time: median over alternating calls (TRL, abcx, abcx, TRL, ...) after one warm-up call of each.
 Targets (issue): time <= 1.05x, peak memory <= 1.0x of TRL's.
 
+Log-prob head (`--logprob-path`): TRL's call always runs through TRL's fused LM head (what stock
+GRPOTrainer does); abcx's runs through the head `train.logprob_path` gives it. `auto` (the default, what
+users get: abcx's chunked head on CPU) measures the whole abcx path against the whole TRL path;
+`fused` puts both on TRL's head, so only the loss code differs (abcx's clip rule + quadrant counts).
+
     PYTHONPATH=. .venv/bin/python bench/bench_loss.py [--reps 8] [--completion 256] [--vocab 16384] [--quick]
 
 Prints a summary, then one line `RESULT {json}` (read by run_all.py).
@@ -58,6 +63,7 @@ def build(opts, out_dir: str):
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from trl import GRPOConfig
 
+    from abcx import logprobs
     from abcx import loss as L
     from abcx.testbed.tokenizer import build_tokenizer
     from abcx.trainer import AbcxGRPOTrainer
@@ -78,7 +84,10 @@ def build(opts, out_dir: str):
     trainer = AbcxGRPOTrainer(model=model, args=args, processing_class=tok,
                               train_dataset=Dataset.from_dict({"prompt": ["1+1="] * opts.seqs}),
                               reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                              bounds=L.Bounds(0.2, 0.2, 0.2, 0.2))
+                              bounds=L.Bounds(0.2, 0.2, 0.2, 0.2), logprob_path="fused")
+    heads = {"trl": trainer.model.forward}  # TRL's fused head, as stock GRPOTrainer leaves it
+    logprobs.install(trainer.model, opts.logprob_path)
+    heads["abcx"] = trainer.model.forward
     trainer.current_gradient_accumulation_steps = 1
     trainer.model.train()
 
@@ -100,7 +109,7 @@ def build(opts, out_dir: str):
             trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
             torch.cat([inputs["prompt_mask"], mask], 1), t)
     inputs["old_per_token_logps"] = logps + torch.randn(b, t, generator=g) * 0.3  # r spread over every quadrant
-    return trainer, inputs
+    return trainer, inputs, heads
 
 
 def worker(opts) -> dict:
@@ -113,9 +122,10 @@ def worker(opts) -> dict:
     fns = {"trl": GRPOTrainer._compute_loss, "abcx": AbcxGRPOTrainer._compute_loss}
     samples = {k: {"s": [], "peak_mb": []} for k in fns}
     with tempfile.TemporaryDirectory() as out:
-        trainer, inputs = build(opts, out)
+        trainer, inputs, heads = build(opts, out)
 
         def call(kind: str, record: bool) -> None:
+            trainer.model.forward = heads[kind]
             trainer.model.zero_grad(set_to_none=True)
             before = rss_kb("VmRSS")
             reset_peak()
@@ -147,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="5 reps, 128 completion tokens")
+    ap.add_argument("--logprob-path", default="auto", help="abcx's train.logprob_path (TRL always uses its fused head)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.quick:
@@ -166,7 +177,9 @@ def main(argv=None) -> int:
     t_trl, t_abc = statistics.median(s["trl"]["s"]), statistics.median(s["abcx"]["s"])
     m_trl, m_abc = statistics.median(s["trl"]["peak_mb"]), statistics.median(s["abcx"]["peak_mb"])
     shape = (f"{opts.seqs} seqs x ({opts.prompt}+{opts.completion}) tokens, hidden {opts.hidden}, "
-             f"vocab {opts.vocab}, 2 layers, {opts.threads} thread(s)")
+             f"vocab {opts.vocab}, 2 layers, {opts.threads} thread(s); abcx head: train.logprob_path="
+             f"{opts.logprob_path}, TRL head: fused")
+    label = f" (abcx logprob_path={opts.logprob_path})"
     print(f"shapes: {shape}; {opts.reps} reps each, alternating; load average {load:.2f}")
     print(f"time fwd+bwd: TRL {t_trl * 1e3:.1f} ms, abcx {t_abc * 1e3:.1f} ms -> {t_abc / t_trl:.3f}x "
           f"(goal <= {GOAL_TIME}x); per-rep TRL {[round(x * 1e3) for x in s['trl']['s']]}, "
@@ -176,10 +189,10 @@ def main(argv=None) -> int:
           f"abcx {[round(x, 2) for x in s['abcx']['peak_mb']]}")
     common = {"load": round(load, 2), "note": shape + "; memory = VmHWM delta (MALLOC_MMAP_THRESHOLD_=64K)"}
     print("RESULT " + json.dumps([
-        {"target": "2a. Loss fwd+bwd time", "measured": f"{t_abc * 1e3:.1f} ms",
+        {"target": "2a. Loss fwd+bwd time" + label, "measured": f"{t_abc * 1e3:.1f} ms",
          "baseline": f"TRL _compute_loss {t_trl * 1e3:.1f} ms", "ratio": round(t_abc / t_trl, 3),
          "goal": f"<= {GOAL_TIME}x", "met": t_abc / t_trl <= GOAL_TIME, **common},
-        {"target": "2b. Loss fwd+bwd peak memory", "measured": f"{m_abc:.2f} MB",
+        {"target": "2b. Loss fwd+bwd peak memory" + label, "measured": f"{m_abc:.2f} MB",
          "baseline": f"TRL _compute_loss {m_trl:.2f} MB", "ratio": round(m_abc / m_trl, 4),
          "goal": f"<= {GOAL_MEM}x", "met": m_abc / m_trl <= GOAL_MEM + MEM_RESOLUTION, **common},
     ]))

@@ -37,6 +37,7 @@ class Script:
     full: list[str] = field(default_factory=list)
     parse: Callable[[str], list[dict]] | None = None  # None: the script prints RESULT lines
     optional: bool = False  # only with --with-testbed
+    variants: list[list[str]] = field(default_factory=lambda: [[]])  # one run per entry, args appended
 
 
 def _num(pattern: str, text: str) -> float:
@@ -78,8 +79,10 @@ SCRIPTS: dict[str, Script] = {
     "bench_cli_start": Script(),
     # Its quick mode (2 pairs x 20 steps) cannot resolve a 3% goal on a shared 2-core machine: the default
     # (4 pairs x 40 steps, ~2 min) runs even here.
-    "bench_trainer_step": Script(quick=[]),
-    "bench_loss": Script(),
+    # auto: what users get (abcx's chunked head on CPU); fused: TRL's head on both sides, so only abcx's
+    # loss code differs from TRL's.
+    "bench_trainer_step": Script(quick=[], variants=[["--logprob-path", "auto"], ["--logprob-path", "fused"]]),
+    "bench_loss": Script(variants=[["--logprob-path", "auto"], ["--logprob-path", "fused"]]),
     "bench_logprobs": Script(),
     "bench_sweep": Script(quick=["--subset", "20"], parse=parse_sweep),
     "bench_report": Script(quick=[], parse=parse_report),
@@ -197,24 +200,25 @@ def main(argv=None) -> int:
             continue
         if spec.optional and not opts.with_testbed:
             continue  # the cold testbed build takes minutes: only with --with-testbed
-        args = spec.full if opts.full else spec.quick
-        print(f"== {name} {' '.join(args)}", flush=True)
-        rc, text, seconds, load = run_script(path, args, opts.timeout)
-        logs.append((name, " ".join(args), rc, seconds, load, text))
-        try:
-            if rc != 0:
-                raise ValueError(f"exit status {rc}")
-            got = rows_from(name, spec, text)
-        except (ValueError, KeyError, json.JSONDecodeError) as err:
-            tail = " / ".join(text.strip().splitlines()[-3:])[-300:]
-            got = [{"target": name, "measured": "FAILED", "baseline": "-", "ratio": None, "goal": "-",
-                    "met": False, "note": f"{err}: {tail}"}]
-        for r in got:
-            r.setdefault("load", load)
-            r.pop("table", None)
-            print(f"   {r['target']}: {r['measured']} vs {r['baseline']} -> {fmt_ratio(r.get('ratio'))} "
-                  f"(goal {r['goal']}: {fmt_met(r.get('met'))})", flush=True)
-        rows += got
+        for variant in spec.variants:
+            args = (spec.full if opts.full else spec.quick) + variant
+            print(f"== {name} {' '.join(args)}", flush=True)
+            rc, text, seconds, load = run_script(path, args, opts.timeout)
+            logs.append((name, " ".join(args), rc, seconds, load, text))
+            try:
+                if rc != 0:
+                    raise ValueError(f"exit status {rc}")
+                got = rows_from(name, spec, text)
+            except (ValueError, KeyError, json.JSONDecodeError) as err:
+                tail = " / ".join(text.strip().splitlines()[-3:])[-300:]
+                got = [{"target": f"{name} {' '.join(args)}", "measured": "FAILED", "baseline": "-", "ratio": None,
+                        "goal": "-", "met": False, "note": f"{err}: {tail}"}]
+            for r in got:
+                r.setdefault("load", load)
+                r.pop("table", None)
+                print(f"   {r['target']}: {r['measured']} vs {r['baseline']} -> {fmt_ratio(r.get('ratio'))} "
+                      f"(goal {r['goal']}: {fmt_met(r.get('met'))})", flush=True)
+            rows += got
 
     text = render(rows, logs, info, "full" if opts.full else "quick")
     out = Path(opts.out)
