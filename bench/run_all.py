@@ -77,8 +77,8 @@ def parse_testbed(text: str) -> list[dict]:
 
 SCRIPTS: dict[str, Script] = {
     "bench_cli_start": Script(),
-    # Its quick mode (2 pairs x 20 steps) cannot resolve a 3% goal on a shared 2-core machine: the default
-    # (4 pairs x 40 steps, ~2 min) runs even here.
+    # Its default (3 interleaved rounds x 40 steps + 1 RSS pair, ~70 s) runs even in quick mode: the A/A
+    # control is steadier with more steps.
     # auto: what users get (abcx's chunked head on CPU); fused: TRL's head on both sides, so only abcx's
     # loss code differs from TRL's.
     "bench_trainer_step": Script(quick=[], variants=[["--logprob-path", "auto"], ["--logprob-path", "fused"]]),
