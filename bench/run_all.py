@@ -84,6 +84,7 @@ SCRIPTS: dict[str, Script] = {
     "bench_trainer_step": Script(quick=[], variants=[["--logprob-path", "auto"], ["--logprob-path", "fused"]]),
     "bench_loss": Script(variants=[["--logprob-path", "auto"], ["--logprob-path", "fused"]]),
     "bench_logprobs": Script(),
+    "bench_head_roofline": Script(),  # on a CPU: fraction of the same GEMMs alone; the roofline needs a GPU
     "bench_sweep": Script(quick=["--subset", "20"], parse=parse_sweep),
     "bench_report": Script(quick=[], parse=parse_report),
     "bench_testbed_build": Script(quick=["--grpo-steps", "10"], parse=parse_testbed, optional=True),

@@ -131,3 +131,21 @@ def test_an_unknown_path_is_refused_at_validation_and_the_path_does_not_change_t
     with pytest.raises(UserError, match=r"train.logprob_path='bogus'; valid: auto, fused, chunked, full"):
         compose(["train.logprob_path=bogus"])
     assert run_id(compose(["train.logprob_path=full"])) == run_id(compose([]))
+
+
+def test_in_bf16_the_chunked_head_is_at_least_as_accurate_as_bf16_full_logits():
+    """Against an fp64 reference: the chunked head accumulates the weight gradient in fp32 across chunks,
+    so it may not be worse than autograd through bf16 logits."""
+    hidden, weight, _, targets = leaves(n=300, h=32, v=500)
+    g = torch.randn(300, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def grads(fn, dtype):
+        h, w = hidden.detach().to(dtype).requires_grad_(), weight.detach().to(dtype).requires_grad_()
+        lp, _ = fn(h, w, None, targets, 1.0)
+        return [x.double() for x in torch.autograd.grad((lp.double() * g).sum(), (h, w))]
+
+    exact = grads(reference, torch.float64)
+    chunked = grads(lambda *a: logprobs.ChunkedLogProbs.apply(*a, 64), torch.bfloat16)
+    full = grads(lambda *a: logprobs._full_logprobs(*a, 0), torch.bfloat16)
+    for c, f, e in zip(chunked, full, exact):
+        assert (c - e).abs().max() <= (f - e).abs().max() * 1.05
