@@ -29,19 +29,13 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 GOAL_FRACTION, GOAL_EXTRA_GB = 0.45, 1.0
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0}
 PATHS = ("gemm", "fused", "chunked", "full")
-
-
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def run_path(path: str, hidden, weight, targets, grad_out):
@@ -84,8 +78,7 @@ def measure(path: str, opts) -> dict:
             before = torch.cuda.memory_allocated()
         else:
             before = rss_kb("VmRSS") * 1024
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
+            reset_peak()
         t0 = time.perf_counter()
         grads = run_path(path, hidden, weight, targets, grad_out)
         sync()

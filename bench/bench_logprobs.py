@@ -31,24 +31,13 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH, HIDDEN = 2, 128
 # (vocab, sequence length): the vocab curve at 1,024 tokens, then the length curve at vocab 151,936.
 FULL = [(8192, 1024), (32768, 1024), (65536, 1024), (151936, 1024), (151936, 256), (151936, 512), (151936, 2048)]
 QUICK = [(8192, 512), (32768, 512), (151936, 256), (151936, 512)]
-
-
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
 
 
 KINDS = ("plain", "fused", "chunked")

@@ -37,24 +37,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 GOAL_TIME, GOAL_MEM = 1.05, 1.0
 # Peak RSS moves by a few pages between identical calls (page granularity, allocator metadata): a ratio
 # within 0.05% of the goal counts as met, and the report shows the ratio to 4 decimals.
 MEM_RESOLUTION = 5e-4
-
-
-def rss_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # resets VmHWM to the current VmRSS (Linux >= 4.0)
 
 
 def build(opts, out_dir: str):

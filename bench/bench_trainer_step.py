@@ -4,8 +4,9 @@ stock TRL GRPOTrainer, on the tiny testbed model with the same GRPOConfig, batch
 Step time, interleaved in one process. Three trainers are built in one process: TRL, abcx and a second
 TRL (the A/A control). Each runs its own `train()` in its own thread, but a baton lets one thread run at a
 time and hands over at every step, so steps alternate TRL, abcx, TRL', TRL, ... under the same load,
-cache and memory state; which trainer goes first rotates from round to round. At each hand-over the torch/python/numpy random state of the trainer is saved and
-the next one's restored, so each generates exactly what it would alone. A step is timed from
+cache and memory state; which trainer goes first rotates from round to round. At each hand-over the
+torch/python/numpy random state of the trainer is saved and the next one's restored, so each generates
+exactly what it would alone. A step is timed from
 on_step_begin to on_step_end in thread CPU time (one torch thread), and the ratio is the median over
 steps of abcx's step / TRL's step with the same index, pooled over `--rounds` processes. The control's
 ratio (TRL' / TRL) is the noise floor, printed beside it.
