@@ -34,7 +34,9 @@ def chunk_tokens_for(vocab: int) -> int:
 def resolve(path: str, device) -> str:
     """`auto` -> the concrete path for a model on `device`."""
     if path not in PATHS:
-        raise ValueError(f"train.logprob_path={path!r} is not valid; valid: {', '.join(PATHS)}")
+        from abcx.errors import UserError
+
+        raise UserError(f"train.logprob_path={path!r}; valid: {', '.join(PATHS)}")
     if path != "auto":
         return path
     from trl.kernels.chunked_logprob import _use_triton
@@ -115,10 +117,24 @@ def _full_logprobs(hidden, weight, bias, targets, inv_t: float, chunk_tokens: in
 
 
 def _tile(hidden, weight, bias, inv_t: float):
+    """inv_t * (hidden @ W.T + b) for a chunk, in the accumulation dtype; W and b already in the compute dtype."""
     import torch
 
-    z = torch.nn.functional.linear(hidden, weight, bias).to(_acc_dtype(hidden))
+    z = torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).to(_acc_dtype(hidden))
     return z.mul_(inv_t) if inv_t != 1.0 else z
+
+
+def _compute_dtype(hidden):
+    """The GEMM dtype: autocast's where it is on (fp32 master weights under bf16 autocast), else the input's.
+    Recorded in the forward because the backward runs outside autocast."""
+    import torch
+
+    kind = hidden.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else hidden.dtype
+
+
+def _cast(weight, bias, dtype):
+    return weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
 def _acc_dtype(t):
@@ -162,7 +178,9 @@ def _make_function():  # defined on first use so that importing abcx.logprobs ne
 
         @staticmethod
         def forward(ctx, hidden, weight, bias, targets, inv_t, chunk_tokens):
-            logps, entropy, log_z = _chunked_forward(hidden, weight, bias, targets, inv_t, chunk_tokens)
+            ctx.compute_dtype = _compute_dtype(hidden)
+            w, b = _cast(weight, bias, ctx.compute_dtype)
+            logps, entropy, log_z = _chunked_forward(hidden, w, b, targets, inv_t, chunk_tokens)
             ctx.save_for_backward(hidden, weight, bias, targets, log_z, entropy)
             ctx.inv_t, ctx.chunk_tokens = inv_t, chunk_tokens
             # The trainer only reads entropies (metrics, top-entropy mask): skip that gradient term then
@@ -179,10 +197,11 @@ def _make_function():  # defined on first use so that importing abcx.logprobs ne
             acc = _acc_dtype(hidden)
             grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
             grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+            w, b = _cast(weight, bias, ctx.compute_dtype)
             n = hidden.shape[0]
             for s in range(0, n, ctx.chunk_tokens):
                 e = min(s + ctx.chunk_tokens, n)
-                log_p = _tile(hidden[s:e], weight, bias, ctx.inv_t).sub_(log_z[s:e].unsqueeze(-1))
+                log_p = _tile(hidden[s:e], w, b, ctx.inv_t).sub_(log_z[s:e].unsqueeze(-1))
                 p = log_p.exp()
                 # grad_z = -p * (g_logp + g_H * (log_p + H)), then + g_logp at the target; built in log_p's buffer
                 grad_z = log_p
@@ -199,7 +218,7 @@ def _make_function():  # defined on first use so that importing abcx.logprobs ne
                 if ctx.inv_t != 1.0:
                     grad_z.mul_(ctx.inv_t)
                 if need_h:
-                    grad_h[s:e] = (grad_z.to(weight.dtype) @ weight).to(hidden.dtype)
+                    grad_h[s:e] = (grad_z.to(w.dtype) @ w).to(hidden.dtype)
                 if need_w:
                     grad_w.addmm_(grad_z.t(), hidden[s:e].to(acc))
                 if need_b:

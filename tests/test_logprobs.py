@@ -149,3 +149,23 @@ def test_in_bf16_the_chunked_head_is_at_least_as_accurate_as_bf16_full_logits():
     full = grads(lambda *a: logprobs._full_logprobs(*a, 0), torch.bfloat16)
     for c, f, e in zip(chunked, full, exact):
         assert (c - e).abs().max() <= (f - e).abs().max() * 1.05
+
+
+def test_fp32_master_weights_under_bf16_autocast_train_like_full_logits_under_the_same_autocast():
+    """Mixed precision: the forward runs under autocast, the recomputing backward outside it; the
+    chunked head must use the same bf16 GEMMs in both and give fp32 gradients for fp32 weights."""
+    hidden, weight, _, targets = leaves(n=64, h=32, v=300)
+    g = torch.randn(64, generator=torch.Generator().manual_seed(5))
+
+    def grads(fn):
+        # the backbone's output under autocast is bf16; the head's master weight stays fp32
+        h, w = hidden.detach().bfloat16().requires_grad_(), weight.detach().float().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp, _ = fn(h, w, None, targets, 1.0)
+        return torch.autograd.grad((lp.float() * g).sum(), (h, w))
+
+    chunked = grads(lambda *a: logprobs.ChunkedLogProbs.apply(*a, 16))
+    full = grads(lambda *a: logprobs._full_logprobs(*a, 0))
+    for c, f in zip(chunked, full):
+        assert c.dtype == f.dtype  # bf16 for the bf16 hidden states, fp32 for the fp32 weight
+        torch.testing.assert_close(c.float(), f.float(), rtol=0.05, atol=0.02)
