@@ -77,6 +77,8 @@ def install(model, path: str, temperature: float = 1.0, chunk_tokens: int | None
         if path == "auto":
             return "fused"
         raise UserError(f"train.logprob_path={path}: {reason}; use train.logprob_path=fused (or auto)")
+    from trl.trainer.utils import FusedCausalLMOutput
+
     trl_forward = model.forward  # TRL's wrapper: without fused_lm_head it runs the model's own forward
     chunk_tokens = chunk_tokens or chunk_tokens_for(model.get_output_embeddings().weight.shape[0])
     scorer = ChunkedLogProbs.apply if concrete == "chunked" else _full_logprobs
@@ -87,8 +89,6 @@ def install(model, path: str, temperature: float = 1.0, chunk_tokens: int | None
         if kwargs.get("shift_labels") is not None:
             raise UserError(f"train.logprob_path={concrete} does not support pre-shifted labels "
                             "(context parallelism); use train.logprob_path=fused")
-        from trl.trainer.utils import FusedCausalLMOutput
-
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         labels = labels[:, 1:]
