@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+from _memory import reset_peak, rss_kb, run_measured  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_FRACTION, GOAL_EXTRA_GB = 0.45, 1.0
@@ -135,13 +133,9 @@ def main(argv=None) -> int:
         if gpu:
             rows[path] = measure(path, opts)
         else:  # one process per path: resident-set peaks do not mix
-            env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": "65536"}
-            args = ["--device", "cpu", "--tokens", str(opts.tokens), "--hidden", str(opts.hidden), "--vocab",
-                    str(opts.vocab), "--dtype", opts.dtype, "--reps", str(opts.reps), "--worker", path]
-            out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
-            if out.returncode != 0:
-                raise SystemExit(f"{path} failed:\n{out.stderr[-3000:]}")
-            rows[path] = json.loads([x for x in out.stdout.splitlines() if x.startswith("WORKER ")][-1][7:])
+            rows[path] = run_measured(__file__, [
+                "--device", "cpu", "--tokens", str(opts.tokens), "--hidden", str(opts.hidden), "--vocab",
+                str(opts.vocab), "--dtype", opts.dtype, "--reps", str(opts.reps), "--worker", path])
     flops = 6 * opts.tokens * opts.hidden * opts.vocab
     peak = device_peak_tflops(opts)
     where = torch.cuda.get_device_name() if gpu else "CPU, 1 thread"

@@ -26,12 +26,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+from _memory import reset_peak, rss_kb, run_measured  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, HIDDEN = 2, 128
@@ -132,13 +131,8 @@ def main(argv=None) -> int:
         print("WORKER " + json.dumps(worker(points, opts.reps, opts.threads)))
         return 0
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": "65536"}
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, __file__, "--worker", *(sys.argv[1:] if argv is None else argv)],
-                         env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"worker failed:\n{out.stderr[-3000:]}")
-    rows = json.loads([x for x in out.stdout.splitlines() if x.startswith("WORKER ")][-1][len("WORKER "):])
+    rows = run_measured(__file__, ["--worker", *(sys.argv[1:] if argv is None else argv)])
     load = max(load, os.getloadavg()[0])
 
     print(f"batch {BATCH}, hidden {HIDDEN}, 1 layer, {opts.threads} thread(s), {opts.reps} reps; load average {load:.2f}")

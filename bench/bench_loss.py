@@ -31,13 +31,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _memory import reset_peak, rss_kb  # bench/ is on sys.path when a script runs
+from _memory import reset_peak, rss_kb, run_measured  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_TIME, GOAL_MEM = 1.05, 1.0
@@ -155,13 +154,8 @@ def main(argv=None) -> int:
         print("WORKER " + json.dumps(worker(opts)))
         return 0
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": "65536", "WANDB_MODE": "disabled"}
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, __file__, "--worker", *(sys.argv[1:] if argv is None else argv)],
-                         env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"worker failed:\n{out.stderr[-3000:]}")
-    s = json.loads([x for x in out.stdout.splitlines() if x.startswith("WORKER ")][-1][len("WORKER "):])
+    s = run_measured(__file__, ["--worker", *(sys.argv[1:] if argv is None else argv)])
     load = max(load, os.getloadavg()[0])
     t_trl, t_abc = statistics.median(s["trl"]["s"]), statistics.median(s["abcx"]["s"])
     m_trl, m_abc = statistics.median(s["trl"]["peak_mb"]), statistics.median(s["abcx"]["peak_mb"])
