@@ -295,10 +295,9 @@ def validate(cfg: Any) -> None:
         raise UserError(f"train.loss_type={t.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
     if t.nan_policy not in ("fail", "skip"):
         raise UserError(f"train.nan_policy={t.nan_policy!r}; valid: fail, skip")
-    from abcx.logprobs import PATHS
+    from abcx.logprobs import check_path
 
-    if t.logprob_path not in PATHS:
-        raise UserError(f"train.logprob_path={t.logprob_path!r}; valid: {', '.join(PATHS)}")
+    check_path(t.logprob_path)
     if cfg.task.name not in REGISTRY:
         raise UserError(f"task.name={cfg.task.name!r} is unknown; valid: {', '.join(sorted(REGISTRY))}")
     if cfg.logger.mode not in ("offline", "online", "disabled"):

@@ -31,12 +31,17 @@ def chunk_tokens_for(vocab: int) -> int:
     return max(16, TILE_BYTES // (4 * vocab))
 
 
-def resolve(path: str, device) -> str:
-    """`auto` -> the concrete path for a model on `device`."""
+def check_path(path: str) -> None:
+    """Config validation and direct API use share this one error."""
     if path not in PATHS:
         from abcx.errors import UserError
 
         raise UserError(f"train.logprob_path={path!r}; valid: {', '.join(PATHS)}")
+
+
+def resolve(path: str, device) -> str:
+    """`auto` -> the concrete path for a model on `device`."""
+    check_path(path)
     if path != "auto":
         return path
     from trl.kernels.chunked_logprob import _use_triton
