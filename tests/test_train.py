@@ -93,7 +93,9 @@ def test_bad_override_is_a_one_line_error_and_writes_nothing(tmp_path):
 
 
 def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(tmp_path, tiny_model_path):
-    args = ["train", "train.max_steps=10", "train.save_steps=3", "train.per_device_train_batch_size=16",
+    # Killed at step >= 5 of 40: the margin keeps the kill mid-run however fast the steps are.
+    steps = 40
+    args = ["train", f"train.max_steps={steps}", "train.save_steps=3", "train.per_device_train_batch_size=16",
             "train.steps_per_generation=2", "eval.at_end=false", f"results_dir={tmp_path}"]
     proc = subprocess.Popen([sys.executable, "-m", "abcx.cli", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -110,7 +112,7 @@ def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(
     assert metrics is not None, "the run never reached step 5"
     record = RunRecord(metrics.parent)
     status = record.status()
-    assert status["state"] == "running" and status["step"] < 10, status  # never marked finished
+    assert status["state"] == "running" and status["step"] < steps, status  # never marked finished
     killed_rows = list(read_jsonl(metrics))
     assert [r["step"] for r in killed_rows] == list(range(1, len(killed_rows) + 1))
 
@@ -118,7 +120,7 @@ def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming from checkpoint-" in result.stderr
     rows = record.metrics()
-    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert record.status()["state"] == "finished" and record.meta()["attempts"] == 2
     resumed_at = int(result.stderr.split("resuming from checkpoint-")[1].split()[0])
     # rows up to the checkpoint are the ones written before the kill, untouched
