@@ -8,11 +8,14 @@ import typer
 
 from abcx.errors import UserError
 
+# Plain click help (rich_markup_mode=None): rich's help renderer imports rich.markdown and friends and
+# took `abcx --help` from ~0.15 s to ~0.35 s on a 2-core machine (bench/bench_cli_start.py).
+PLAIN = dict(no_args_is_help=True, rich_markup_mode=None, context_settings={"max_content_width": 100})
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    **PLAIN, add_completion=False, pretty_exceptions_enable=False,
     help="Run GRPO vs ABC-GRPO clipping ablations: train, sweep, evaluate, report.",
 )
-sweep_app = typer.Typer(no_args_is_help=True, help="Grids of runs: plan, submit, follow, cancel.")
+sweep_app = typer.Typer(**PLAIN, help="Grids of runs: plan, submit, follow, cancel.")
 app.add_typer(sweep_app, name="sweep")
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=grpo train.max_steps=20 method.eps3=inf")
@@ -20,7 +23,10 @@ OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=grpo train.m
 
 @app.command()
 def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
-    """Train one run in this process (default: ABC-GRPO on the tiny testbed)."""
+    """Train one run in this process.
+
+    The default is ABC-GRPO on the tiny testbed (local model, W&B offline).
+    """
     from abcx.config import compose
     from abcx.train import train as run
 
@@ -40,7 +46,10 @@ RESULTS = typer.Option("results", "--results-dir", help="Where the runs and the 
 @sweep_app.command("epsilons")
 def sweep_epsilons(overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = DRY_RUN, wait: bool = WAIT,
                    yes: bool = YES) -> None:
-    """The epsilon grid of sweeps/epsilons.yaml; command-line axes (method.eps3=0.2,inf seed=0,1) extend it."""
+    """The epsilon grid of sweeps/epsilons.yaml.
+
+    Command-line axes (method.eps3=0.2,inf seed=0,1) extend it.
+    """
     from abcx.sweep.command import sweep_run
 
     raise typer.Exit(sweep_run("epsilons", overrides or [], dry_run=dry_run, wait=wait, yes=yes))
@@ -50,7 +59,10 @@ def sweep_epsilons(overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = D
 def sweep_run(name: str = typer.Argument(..., help="A sweeps/<name>.yaml or a path to a sweep file."),
               overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = DRY_RUN, wait: bool = WAIT,
               yes: bool = YES) -> None:
-    """Submit every point of a sweep that is not finished or running (local or SLURM backend)."""
+    """Submit a sweep's unfinished points.
+
+    Every point that is not finished or running goes to the local or SLURM backend.
+    """
     from abcx.sweep.command import sweep_run as run
 
     raise typer.Exit(run(name, overrides or [], dry_run=dry_run, wait=wait, yes=yes))
@@ -58,7 +70,10 @@ def sweep_run(name: str = typer.Argument(..., help="A sweeps/<name>.yaml or a pa
 
 @sweep_app.command("status")
 def sweep_status(name: str, results_dir: str = RESULTS) -> None:
-    """Per run: state, step, elapsed, GPU-hours, job id, error; and totals."""
+    """Per-run state and totals.
+
+    Per run: state, step, elapsed, GPU-hours, job id, error; then totals.
+    """
     from abcx.sweep.command import sweep_status as status
 
     raise typer.Exit(status(name, results_dir=results_dir))
@@ -66,7 +81,10 @@ def sweep_status(name: str, results_dir: str = RESULTS) -> None:
 
 @sweep_app.command("cancel")
 def sweep_cancel(name: str, results_dir: str = RESULTS) -> None:
-    """Cancel a sweep's queued and running jobs; finished runs are kept."""
+    """Cancel a sweep's queued and running jobs.
+
+    Finished runs are kept.
+    """
     from abcx.sweep.command import sweep_cancel as cancel
 
     raise typer.Exit(cancel(name, results_dir=results_dir))
@@ -99,7 +117,10 @@ def eval_(
     all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Evaluate every checkpoint of the run."),
     backend: str = typer.Option("auto", help="auto (vLLM when installed and a GPU is present), hf, vllm."),
 ) -> None:
-    """Sample n completions per problem and report Avg@k, unbiased Pass@k and bootstrap CIs."""
+    """Evaluate a run, checkpoint or model.
+
+    Samples n completions per problem; reports Avg@k, unbiased Pass@k and bootstrap CIs.
+    """
     from abcx.evaluation.command import run_eval
 
     run_eval(target, overrides or [], all_checkpoints=all_checkpoints, backend=backend)
@@ -120,7 +141,10 @@ def report(
     group: Optional[str] = typer.Option(None, help="Only runs of this W&B group."),
     tags: Optional[List[str]] = typer.Option(None, "--tag", help="Only runs with this tag (repeatable)."),
 ) -> None:
-    """Turn runs into comparison tables (Table 3 layout, training dynamics, epsilon pivots) and plots."""
+    """Comparison tables and plots from runs.
+
+    Table 3 layout, training dynamics, epsilon pivots, PNG panels.
+    """
     from abcx.report.command import run_report
 
     pivot_fields = [tuple(f.strip() for f in p.split(",")) for p in pivot] if pivot else None
