@@ -93,8 +93,8 @@ def test_requeued_job_resumes_from_its_checkpoint_without_lost_or_duplicated_row
                                                                                  tiny_model_path):
     results = tmp_path / "results"
     # The requeue kills only after KillWait (5 s; submitit ignores SIGTERM): it must land mid-training, so
-    # the run is made long enough (~0.2 s/step at batch 64 on one thread) to outlast it.
-    steps = 150
+    # the run is made long enough (0.06-0.2 s/step at batch 64 on one thread, by machine and head) to outlast it.
+    steps = 300
     cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", "train.save_steps=3",
            "train.per_device_train_batch_size=64"]
     code, out = call(command.sweep_run, "smoke", cli)

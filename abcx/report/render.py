@@ -123,8 +123,9 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    # Piped output (logs, CI) gets a wide console: rich would otherwise cut every column to fit 80.
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    # Piped output (logs, CI, `make demo`) is never cut to a width: each table keeps its natural width
+    # (rich would otherwise shrink every column to fit 80 and drop cells behind an ellipsis).
+    console = console or Console(width=None if sys.stdout.isatty() else 10_000)
     for t in tables:
         rt = RichTable(title=t.title, title_justify="left", show_lines=False)
         for i, c in enumerate(t.display.columns):
