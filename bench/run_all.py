@@ -165,9 +165,15 @@ def render(rows: list[dict], logs: list[tuple[str, str, int, float, float, str]]
         load = r.get("load")
         out.append(f"| {r['target']} | {r['measured']} | {r['baseline']} | {fmt_ratio(r.get('ratio'))} | "
                    f"{r['goal']} | {fmt_met(r.get('met'))} | {'-' if load is None else f'{load:.2f}'} |")
+    ordered = sorted(rows, key=lambda r: _target_key(r["target"]))
+    # Missed and unmeasured targets are listed on their own, with the figure and the script's reason.
+    open_rows = [r for r in ordered if r.get("met") is not True]
+    out += ["", "Missed or not measured here:", ""]
+    out += [f"- {r['target']}: {'missed' if r.get('met') is False else 'not measured'} "
+            f"({r['measured']}; goal {r['goal']}){': ' + r['note'] if r.get('note') else ''}" for r in open_rows]
+    out += [] if open_rows else ["- none"]
     out += ["", "Notes:", ""]
-    out += [f"- {r['target']}: {r['note']}" for r in sorted(rows, key=lambda r: _target_key(r["target"]))
-            if r.get("note")]
+    out += [f"- {r['target']}: {r['note']}" for r in ordered if r.get("note")]
     out += ["", "## Machine", "", "```"]
     out += [f"{k}: {v}" if "\n" not in v else f"{k}:\n{v}" for k, v in info.items()]
     out += ["```", "", "## Script output", ""]
