@@ -28,10 +28,10 @@ def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
     The default is ABC-GRPO on the tiny testbed (local model, W&B offline).
     """
     from abcx.config import compose
-    from abcx.train import train as run
+    from abcx.launch.job import train_here
 
     cfg = compose(overrides or [])
-    record = run(cfg)
+    record = train_here(cfg, overrides or [])
     from abcx.summary import print_summary
 
     print_summary(record)

@@ -304,6 +304,12 @@ def validate(cfg: Any) -> None:
         raise UserError(f"logger.mode={cfg.logger.mode!r}; valid: offline, online, disabled")
     if cfg.launcher.name not in ("local", "slurm"):
         raise UserError(f"launcher.name={cfg.launcher.name!r}; valid: local, slurm")
+    if cfg.launcher.num_processes < 1:
+        raise UserError(f"launcher.num_processes={cfg.launcher.num_processes} must be >= 1")
+    accelerate = cfg.launcher.accelerate_config
+    if accelerate is not None and not (CONF_DIR / "accelerate" / f"{accelerate}.yaml").is_file():
+        valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "accelerate").glob("*.yaml")))
+        raise UserError(f"launcher.accelerate_config={accelerate!r} is not in conf/accelerate/; valid: {valid}")
     e = cfg.eval
     for key in ("n", "max_new_tokens", "batch_size"):
         if e[key] < 1:
@@ -325,6 +331,11 @@ def config_hash(cfg: Any) -> str:
         data.pop(key, None)
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
+    # The launcher is volatile, but its process count multiplies the global batch: part of what is trained.
+    # Only counts above 1 enter the hash, so single-process run ids stay what they always were.
+    processes = ((cfg.get("launcher") if isinstance(cfg, dict) else cfg.launcher) or {}).get("num_processes", 1) or 1
+    if processes > 1:
+        data["world_size"] = processes
     canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canon.encode()).hexdigest()
 

@@ -235,6 +235,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         meta["trl_args"] = json.loads(args.to_json_string())
         meta["model_path"] = path
         meta["logprob_path"] = trainer.logprob_path  # what `auto` resolved to on this machine
+        meta["world_size"] = trainer.accelerator.num_processes  # the global batch is per-device x this
         atomic_write_json(record.path / "meta.json", scrub(meta))
     return trainer
 

@@ -111,3 +111,15 @@ def test_requeued_job_resumes_from_its_checkpoint_without_lost_or_duplicated_row
     assert record.meta()["attempts"] >= 2 and record.status()["job_id"] == job_id
     log = "\n".join(p.read_text() for p in (results / "sweeps" / "smoke" / "jobs").glob(f"{job_id}/*.err"))
     assert "resuming from checkpoint-" in log
+
+
+def test_a_two_process_point_runs_under_accelerate_inside_its_slurm_job(slurm_cluster, tmp_path, tiny_model_path):
+    results = tmp_path / "results"
+    cli = [*SLURM, f"results_dir={results}", "method=grpo", "launcher.num_processes=2",
+           "launcher.accelerate_config=cpu"]
+    code, out = call(command.sweep_run, "smoke", cli, wait=True)
+    assert code == 0, out
+    for record in runs_of(results):
+        assert record.state() == "finished" and record.meta()["world_size"] == 2
+        assert [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r] == [1, 2, 3, 4]
+        assert record.status()["job_id"].split("_")[0].isdigit()  # a SLURM array task, not a local pid

@@ -61,7 +61,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         record = RunRecord(self.run_path)
         try:
             if self.num_processes > 1:
-                self._run_distributed(job_id)
+                self.run_distributed(job_id)
             else:
                 run_point(self.overrides, self.results_dir, self.run_id, job_id)
         except BaseException as err:
@@ -72,11 +72,11 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise
         return {"run_id": self.run_id, "state": record.state(), "job_id": job_id}
 
-    def _run_distributed(self, job_id: str | None) -> None:
+    def run_distributed(self, job_id: str | None, cwd: str | Path = REPO_ROOT) -> None:
         env = dict(os.environ, ABCX_JOB_ID=job_id or "")
         cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
                                  self.accelerate_config)
-        proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT)
+        proc = subprocess.run(cmd, env=env, cwd=cwd)
         if proc.returncode:
             raise RuntimeError(f"accelerate launch exited {proc.returncode}: {shlex.join(cmd)}")
 
@@ -112,8 +112,8 @@ def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_
     Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs.
     Multi-node (profile `nodes` > 1): submitit starts one task per node (tasks_per_node=1); each task
     runs this command with its node rank from submitit's JobEnvironment, the first host as the
-    rendezvous address and `num_processes` counting all GPUs of all nodes. This path needs a
-    multi-GPU cluster and is not exercised by abcx's tests (the test machine has no GPU).
+    rendezvous address and `num_processes` counting all GPUs of all nodes. The tests run the
+    single-node path on CPU processes (conf/accelerate/cpu.yaml); multi-node needs a real cluster.
     """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
@@ -127,8 +127,44 @@ def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_
     if nodes > 1:
         cmd += ["--num_machines", str(nodes), "--machine_rank", str(rank), "--main_process_ip", hosts[0],
                 "--main_process_port", os.environ.get("ABCX_MAIN_PORT", "29500"), "--rdzv_backend", "static"]
+    else:  # a free port, so that parallel jobs on one machine do not all rendezvous on 29500
+        cmd += ["--main_process_port", os.environ.get("ABCX_MAIN_PORT") or str(_free_port())]
     cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
     return cmd
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launched_by_accelerate() -> bool:
+    """Whether this process already is one rank of a distributed launch (accelerate, torchrun)."""
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def train_here(cfg, overrides: list[str]):
+    """`abcx train`: the run in this process, or with launcher.num_processes > 1 under `accelerate launch`
+    (as a submitted job would run it), waiting for it. `cfg` is `overrides` composed. Returns the run record."""
+    from abcx import config as C
+    from abcx.errors import UserError
+    from abcx.train import record_for, train
+
+    if cfg.launcher.num_processes <= 1 or launched_by_accelerate():
+        return train(cfg)
+    overrides = [o for o in overrides if not o.lstrip("+").startswith("results_dir=")]
+    results_dir = str(Path(cfg.results_dir).resolve())
+    job = TrainJob(overrides, run_id=C.run_id(cfg), results_dir=results_dir,
+                   num_processes=cfg.launcher.num_processes, accelerate_config=cfg.launcher.accelerate_config)
+    record = record_for(cfg)
+    try:
+        job.run_distributed(None, cwd=os.getcwd())
+    except RuntimeError as err:
+        raise UserError(f"{err}; the run record: {record.path}") from None
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

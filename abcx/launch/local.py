@@ -149,7 +149,8 @@ def supervise(sweep_dir: Path) -> int:
 def _job_for(entry: dict, sweep: str, results_dir: str):
     from abcx.launch.job import TrainJob
 
-    return TrainJob(entry["overrides"], run_id=entry["run_id"], results_dir=results_dir, sweep=sweep)
+    return TrainJob(entry["overrides"], run_id=entry["run_id"], results_dir=results_dir, sweep=sweep,
+                    num_processes=entry.get("num_processes", 1), accelerate_config=entry.get("accelerate_config"))
 
 
 def _finished(job, entry: dict, results_dir: str, sweep: str) -> int:

@@ -141,7 +141,9 @@ def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wai
     from abcx.launch import local
 
     max_parallel = first.launcher.max_parallel or local.default_max_parallel()
-    local.write_queue(sweep_dir, [{"run_id": r.run_id, "overrides": list(r.overrides)} for r in submit],
+    jobs = [{"run_id": r.run_id, "overrides": list(r.overrides), "num_processes": r.cfg.launcher.num_processes,
+             "accelerate_config": r.cfg.launcher.accelerate_config} for r in submit]
+    local.write_queue(sweep_dir, jobs,
                       max_parallel=max_parallel, timeout_min=first.launcher.timeout_min,
                       gpus_per_job=first.launcher.gpus_per_job, sweep=spec.name, results_dir=results_dir)
     if wait:

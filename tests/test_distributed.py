@@ -1,0 +1,63 @@
+"""Several processes per run: `launcher.num_processes > 1` runs the trainer under `accelerate launch`
+(conf/accelerate/cpu.yaml: data parallel over gloo, so it runs here without a GPU), for `abcx train`
+and for the local backend. One record per run, written by rank 0 alone; the process count is part of
+the run's identity because it multiplies the global batch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from abcx.config import compose, run_id
+from abcx.record import RunRecord, read_jsonl
+from abcx.sweep import command, manifest
+
+pytestmark = pytest.mark.slow
+
+TWO = ["launcher.num_processes=2", "launcher.accelerate_config=cpu"]
+FAST = ["train.max_steps=4", "train.save_steps=2", "train.per_device_train_batch_size=16", "eval.at_end=false"]
+
+
+def assert_one_record_of_two_processes(record: RunRecord, steps: int) -> None:
+    assert record.status()["state"] == "finished", record.status()
+    assert [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r] == list(range(1, steps + 1))
+    meta = record.meta()
+    assert meta["world_size"] == 2 and meta["trl_args"]["per_device_train_batch_size"] == 16
+    assert meta["attempts"] == 1  # rank 1 never started the record a second time
+    first_row = next(iter(read_jsonl(record.metrics_path)))
+    assert all(f"clip/q{i}" in first_row for i in range(1, 5))  # quadrant counts reduced over both ranks
+
+
+def test_abcx_train_with_two_processes_writes_one_record_and_one_wandb_run(tmp_path, tiny_model_path):
+    args = [*TWO, *FAST, f"results_dir={tmp_path}"]
+    result = subprocess.run([sys.executable, "-m", "abcx.cli", "train", *args], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name == run_id(compose(args)) != run_id(compose(FAST + [f"results_dir={tmp_path}"]))
+    assert_one_record_of_two_processes(RunRecord(run), 4)
+    assert len(list(run.glob("wandb/offline-run-*/run-*.wandb"))) == 1  # W&B on rank 0 only
+    assert "finished at step 4" in result.stdout
+
+
+def test_local_sweep_runs_two_distributed_jobs_side_by_side(tmp_path, tiny_model_path):
+    """Both smoke points at once, two processes each: their rendezvous ports must not collide."""
+    results = tmp_path / "results"
+    code = command.sweep_run("smoke", [*TWO, "launcher.max_parallel=2", f"results_dir={results}"], wait=True,
+                             out=lambda line: None)
+    assert code == 0
+    runs = manifest.load(results, "smoke")["runs"]
+    assert len(runs) == 2
+    for entry in runs:
+        assert_one_record_of_two_processes(RunRecord(results / "runs" / entry["run_id"]), 4)
+    first, second = sorted(runs, key=lambda e: e["started"])
+    assert second["started"] < first["ended"]  # they overlapped
+
+
+def test_an_unknown_accelerate_config_is_a_one_line_error_before_anything_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "abcx.cli", "train", "launcher.accelerate_config=zero2",
+                             f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "launcher.accelerate_config='zero2'" in result.stderr and "cpu, ddp, zero3" in result.stderr
+    assert not (tmp_path / "runs").exists()
