@@ -4,8 +4,11 @@ and for the local backend. One record per run, written by rank 0 alone; the proc
 the run's identity because it multiplies the global batch."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +64,24 @@ def test_an_unknown_accelerate_config_is_a_one_line_error_before_anything_runs(t
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "launcher.accelerate_config='zero2'" in result.stderr and "cpu, ddp, zero3" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_across_two_ranks_the_loss_matches_trl_and_quadrant_metrics_are_global(tmp_path):
+    """Each rank scores its own micro-batch: the `grpo` preset equals TRL's loss and gradients on both
+    ranks (dapo's normaliser divides by the process count), and the logged quadrant fractions are the
+    same on both ranks because they count both ranks' tokens, not each rank's own."""
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(repo / "conf/accelerate/cpu.yaml"),
+           "--num_processes", "2", "--main_process_port", "0", str(repo / "tests/scripts/two_rank_loss.py"),
+           str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    result = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world"] == 2
+        assert abs(r["ref_loss"] - r["our_loss"]) <= 1e-6 * max(1.0, abs(r["ref_loss"])) and r["worst_grad_diff"] < 1e-6
+    assert ranks[0]["ref_loss"] != ranks[1]["ref_loss"]  # the ranks really had different inputs
+    assert ranks[0]["local"] != ranks[1]["local"]
+    assert ranks[0]["logged"] == ranks[1]["logged"] and ranks[0]["logged"]["clip/q4"] > 0
