@@ -327,13 +327,13 @@ def to_dict(cfg: Any) -> dict:
 def config_hash(cfg: Any) -> str:
     """sha256 of the config that determines what is trained, in canonical JSON."""
     data = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    # The launcher is volatile, but its process count multiplies the global batch: part of what is trained.
+    # Only counts above 1 enter the hash, so single-process run ids stay what they always were.
+    processes = (data.get("launcher") or {}).get("num_processes") or 1
     for key in VOLATILE:
         data.pop(key, None)
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
-    # The launcher is volatile, but its process count multiplies the global batch: part of what is trained.
-    # Only counts above 1 enter the hash, so single-process run ids stay what they always were.
-    processes = ((cfg.get("launcher") if isinstance(cfg, dict) else cfg.launcher) or {}).get("num_processes", 1) or 1
     if processes > 1:
         data["world_size"] = processes
     canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
