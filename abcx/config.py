@@ -182,12 +182,17 @@ def check_overrides(overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    for text in overrides:
+        _check_raw(text)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides=list(overrides))
     except HydraException as err:
         raise UserError(f"cannot parse override: {_one_line(err)}") from None
     for o in parsed:
         key = o.key_or_group
+        if o.is_delete() and key not in GROUPS and not _in_free_dict(key.split(".")):
+            raise UserError(f"{o.input_line!r} removes {key}, which every run needs; set a value instead "
+                            f"({key}=..., or {key}=null where the field allows none)")
         if o.is_sweep_override():
             raise UserError(f"{o.input_line!r} is a sweep; use `abcx sweep` for several values")
         if key in GROUPS:
@@ -202,6 +207,44 @@ def check_overrides(overrides: list[str]) -> None:
                 f"{o.input_line!r} adds {key!r}, which the config does not have; extra trainer options go "
                 f"under train.extra (e.g. +train.extra.{key.split('.')[-1]}=...)"
             )
+
+
+MAX_KEY = 200  # no config key is longer; a longer one is not a key (and would reach the file system)
+
+
+def _check_raw(text: str) -> None:
+    """Before Hydra parses an override (its errors quote the text): refuse an absurd key, and a
+    credential in the key or the value, without echoing it."""
+    from abcx import secrets
+
+    if not isinstance(text, str):
+        raise UserError(f"override {text!r} is not text")
+    key, _, value = text.partition("=")
+    key = key.lstrip("+~").split("@")[0].strip()
+    if len(key) > MAX_KEY:
+        raise UserError(f"an override's key is {len(key)} characters long; config keys are dotted field names "
+                        f"(at most {MAX_KEY} characters), e.g. train.max_steps=20")
+    if secrets.is_credential_field(key.rsplit(".", 1)[-1]):
+        raise secrets.refuse_field(key)
+    secrets.check_text(key or "override", value)
+    secrets.check_text(f"{key} (key)", key)
+
+
+def _in_free_dict(path: list[str]) -> bool:
+    """Whether a dotted key lies strictly inside one of the schema's free-form dicts (train.extra, task.options)."""
+    import typing
+
+    node: Any = AbcxConf
+    for i, part in enumerate(path):
+        if not is_dataclass(node):
+            return False
+        hint = typing.get_type_hints(node).get(part)
+        if hint is None:
+            return False
+        if typing.get_origin(hint) is dict:
+            return i < len(path) - 1
+        node = hint
+    return False
 
 
 def _one_line(err: BaseException) -> str:
@@ -226,13 +269,51 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Any:
             cfg = hydra_compose(config_name="config", overrides=overrides)
         from omegaconf import OmegaConf
 
-        OmegaConf.resolve(cfg)  # interpolations fail here, as a config error, not later inside a job
+        from abcx.secrets import check_config
+
+        check_config(OmegaConf.to_container(cfg, resolve=False))  # `${oc.env:HF_TOKEN}` in a config file
+        try:
+            OmegaConf.resolve(cfg)  # interpolations fail here, as a config error, not later inside a job
+        except OmegaConfBaseException as err:
+            raise UserError(_explain_interpolation(cfg, err)) from None
     except (HydraException, OmegaConfBaseException) as err:
         raise UserError(_explain_hydra_error(err)) from None
+    except OSError as err:  # e.g. a key Hydra took for a config file name
+        raise UserError(f"cannot compose the config: {_one_line(err)}") from None
     finally:
         GlobalHydra.instance().clear()
     validate(cfg)
     return cfg
+
+
+def _explain_interpolation(cfg: Any, err: BaseException) -> str:
+    """OmegaConf.resolve does not say which field failed: find it by resolving each interpolation."""
+    from omegaconf import OmegaConf
+
+    def first_line(e: BaseException) -> str:
+        return _one_line(ValueError((str(e).strip().splitlines() or [type(e).__name__])[0]))
+
+    def walk(node: Any, prefix: str) -> str | None:
+        items = node.items_ex(resolve=False) if OmegaConf.is_dict(node) else enumerate(node._iter_ex(resolve=False))
+        for key, _ in items:
+            path = f"{prefix}.{key}" if prefix and OmegaConf.is_dict(node) else f"{prefix}[{key}]" if prefix else str(key)
+            if OmegaConf.is_interpolation(node, key):
+                try:
+                    node[key]
+                except Exception as inner:  # noqa: BLE001 - the failing field, named
+                    return f"{path}: cannot resolve its interpolation: {first_line(inner)}"
+            else:
+                child = node._get_node(key)
+                if OmegaConf.is_config(child):
+                    found = walk(child, path)
+                    if found:
+                        return found
+        return None
+
+    try:
+        return walk(cfg, "") or f"cannot resolve an interpolation: {first_line(err)}"
+    except Exception:  # noqa: BLE001 - never worse than OmegaConf's own line
+        return f"cannot resolve an interpolation: {first_line(err)}"
 
 
 def _explain_hydra_error(err: BaseException) -> str:
@@ -273,13 +354,10 @@ def validate(cfg: Any) -> None:
     if m.importance_sampling_level not in ("token", "sequence"):
         raise UserError(f"method.importance_sampling_level={m.importance_sampling_level!r}; valid: token, sequence")
 
+    from abcx import domains
+
+    domains.check(cfg)  # every field's type, range and choices
     t = cfg.train
-    if t.max_steps < 1 and t.max_steps != -1:
-        raise UserError(f"train.max_steps={t.max_steps} must be >= 1, or -1 to train train.num_train_epochs epochs")
-    for key in ("per_device_train_batch_size", "num_generations", "gradient_accumulation_steps",
-                "steps_per_generation", "num_iterations", "max_completion_length", "logging_steps", "save_steps"):
-        if t[key] < 1:
-            raise UserError(f"train.{key}={t[key]} must be >= 1")
     if t.num_generations < 2:
         raise UserError(f"train.num_generations={t.num_generations} must be >= 2 (group-relative advantages)")
     generation_batch = t.per_device_train_batch_size * t.steps_per_generation
@@ -288,9 +366,6 @@ def validate(cfg: Any) -> None:
             f"train.per_device_train_batch_size*steps_per_generation={generation_batch} must be divisible by "
             f"train.num_generations={t.num_generations}"
         )
-    for key in ("learning_rate", "temperature", "beta"):
-        if not math.isfinite(t[key]) or t[key] < 0:
-            raise UserError(f"train.{key}={t[key]} must be a finite number >= 0")
     if t.loss_type not in L.LOSS_TYPES:
         raise UserError(f"train.loss_type={t.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
     if t.nan_policy not in ("fail", "skip"):
@@ -304,18 +379,29 @@ def validate(cfg: Any) -> None:
         raise UserError(f"logger.mode={cfg.logger.mode!r}; valid: offline, online, disabled")
     if cfg.launcher.name not in ("local", "slurm"):
         raise UserError(f"launcher.name={cfg.launcher.name!r}; valid: local, slurm")
-    if cfg.launcher.num_processes < 1:
-        raise UserError(f"launcher.num_processes={cfg.launcher.num_processes} must be >= 1")
     accelerate = cfg.launcher.accelerate_config
     if accelerate is not None and not (CONF_DIR / "accelerate" / f"{accelerate}.yaml").is_file():
         valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "accelerate").glob("*.yaml")))
         raise UserError(f"launcher.accelerate_config={accelerate!r} is not in conf/accelerate/; valid: {valid}")
-    e = cfg.eval
-    for key in ("n", "max_new_tokens", "batch_size"):
-        if e[key] < 1:
-            raise UserError(f"eval.{key}={e[key]} must be >= 1")
-    if e.every_steps < 0:
-        raise UserError(f"eval.every_steps={e.every_steps} must be >= 0 (0 = no periodic evaluation)")
+    from abcx import secrets, trl_args
+
+    secrets.check_config(_plain(cfg))
+    if not _inside_distributed_rank():  # ranks train what their launcher validated (and built) already
+        trl_args.check(cfg)
+
+
+def _plain(cfg: Any) -> Any:
+    if isinstance(cfg, dict):  # the sweep planner's plain-dict configs
+        return cfg
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _inside_distributed_rank() -> bool:
+    """Under `accelerate launch` a validation build of the GRPOConfig would set up the process group
+    before the trainer does (with CPU settings); the launching process checked the config already."""
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
 def to_dict(cfg: Any) -> dict:

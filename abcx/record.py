@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from abcx.secrets import scrub  # noqa: F401 - re-exported: credentials are refused in abcx.secrets
+
 STATES = ("pending", "running", "finished", "failed", "cancelled")
-# Checked by name, not by value, so that neither a saved config nor a log line can carry them.
-SECRET_MARKERS = ("token", "api_key", "apikey", "password", "secret")
 
 
 def now_iso() -> str:
@@ -64,18 +64,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def scrub(data: Any) -> Any:
-    """Drop every key that names a secret, at any depth."""
-    if isinstance(data, dict):
-        return {
-            k: scrub(v) for k, v in data.items()
-            if not any(marker in str(k).lower() for marker in SECRET_MARKERS) or v in (None, "", False)
-        }
-    if isinstance(data, list):
-        return [scrub(v) for v in data]
-    return data
 
 
 def read_json(path: Path, default: Any = None) -> Any:

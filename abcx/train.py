@@ -17,6 +17,7 @@ from typing import Any
 from abcx import config as C
 from abcx.errors import UserError
 from abcx.record import RunRecord, atomic_write_json, runs_dir, scrub
+from abcx.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
 
 def record_for(cfg: Any) -> RunRecord:
@@ -33,52 +34,11 @@ def model_path(cfg: Any) -> str:
     return cfg.model.path
 
 
-def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
-    """The GRPOConfig for a run: abcx's train group, the method's ratio level, and train.extra."""
-    import dataclasses
-
-    import torch
-    from trl import GRPOConfig
-
-    t = cfg.train
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    extra = dict(t.extra)
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        raise UserError(f"train.extra.{unknown[0]} is not a GRPOConfig field (trl GRPOConfig lists the valid ones)")
-    on_gpu = torch.cuda.is_available()
-    kwargs = dict(
-        output_dir=str(output_dir), seed=cfg.seed, data_seed=cfg.seed, max_steps=t.max_steps,
-        num_train_epochs=t.num_train_epochs, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_train_batch_size, num_generations=t.num_generations,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, steps_per_generation=t.steps_per_generation,
-        num_iterations=t.num_iterations, max_completion_length=t.max_completion_length, temperature=t.temperature,
-        top_p=t.top_p, top_k=t.top_k, beta=t.beta, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
-        importance_sampling_level=cfg.method.importance_sampling_level,
-        # TRL's own clip parameters are unused by abcx's loss; set them to the method's for its logs.
-        epsilon=cfg.method.eps_low if cfg.method.eps_low is not None else cfg.method.eps4,
-        epsilon_high=cfg.method.eps_high if cfg.method.eps_high is not None else cfg.method.eps1,
-        logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        bf16=bool(t.bf16 and on_gpu), use_cpu=not on_gpu, gradient_checkpointing=t.gradient_checkpointing,
-        use_vllm=t.use_vllm, vllm_mode=t.vllm_mode, vllm_gpu_memory_utilization=t.vllm_gpu_memory_utilization,
-        vllm_importance_sampling_correction=t.vllm_importance_sampling_correction,
-        report_to=report_to, run_name=C.run_id(cfg), disable_tqdm=True,
-        logging_nan_inf_filter=False,  # a NaN loss must reach the record (and train.nan_policy), not be averaged away
-        model_init_kwargs={"dtype": cfg.model.dtype, **({"attn_implementation": cfg.model.attn_implementation}
-                                                        if cfg.model.attn_implementation else {})},
-    )
-    kwargs.update(extra)
-    if kwargs["epsilon"] is None or kwargs["epsilon"] == float("inf"):
-        kwargs["epsilon"] = 0.2
-    if kwargs["epsilon_high"] is None or kwargs["epsilon_high"] == float("inf"):
-        kwargs["epsilon_high"] = kwargs["epsilon"]
-    return GRPOConfig(**kwargs)
-
-
 def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
     """W&B through TRL's own integration. The run id is abcx's, so a resumed run continues the same
     W&B run. Returns report_to."""
+    from abcx.secrets import WANDB_PRIVACY_ENV
+
     if cfg.logger.mode == "disabled" or cfg.logger.name == "none":
         os.environ["WANDB_MODE"] = "disabled"
         return []
@@ -86,6 +46,7 @@ def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
         "WANDB_MODE": cfg.logger.mode, "WANDB_PROJECT": cfg.logger.project, "WANDB_DIR": str(record.path),
         "WANDB_RUN_ID": record.run_id, "WANDB_RESUME": "allow", "WANDB_RUN_GROUP": group,
         "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+        **WANDB_PRIVACY_ENV,  # no command line, program, code or git state in the W&B run
     })
     if cfg.logger.entity:
         os.environ["WANDB_ENTITY"] = cfg.logger.entity

@@ -68,11 +68,12 @@ def test_two_point_sweep_runs_as_one_job_array_and_writes_run_records(slurm_clus
 
 def test_failing_job_error_is_shown_by_sweep_status(slurm_cluster, tmp_path, tiny_model_path):
     results = tmp_path / "results"
-    bad = "+train.extra.not_a_grpo_field=1"  # passes validation (train.extra is free-form), fails in the job
+    # Passes validation (a hub id or a folder on the cluster), fails in the job when the model is loaded.
+    bad = "model.path=/nonexistent/abcx-missing-model"
     code, _out = call(command.sweep_run, "smoke", [*SLURM, f"results_dir={results}", "method=grpo", bad], wait=True)
     assert code == 1
     code, out = call(command.sweep_status, "smoke", results_dir=str(results))
-    assert "failed" in out and "train.extra.not_a_grpo_field is not a GRPOConfig field" in out
+    assert "failed" in out and "abcx-missing-model" in out
     assert "1 failed" in out
 
 

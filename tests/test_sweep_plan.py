@@ -87,7 +87,7 @@ def test_shipped_sweeps_plan_the_documented_grids():
 @pytest.mark.parametrize("overrides", [
     ("method=grpo", "method.eps_high=0.28", "seed=3"),
     ("method.eps3=inf", "train.learning_rate=1", "+train.extra.gradient_checkpointing_kwargs={use_reentrant:false}"),
-    ("model=qwen3_1.7b_base", "train.max_steps=7", "+task.options.n=3", "logger=none", "method.eps4=0.3"),
+    ("model=qwen3_1.7b_base", "train.max_steps=7", "+task.options.n_eval=3", "logger=none", "method.eps4=0.3"),
     ("experiment=paper_qwen3_4b", "seed=2", "train.per_device_train_batch_size=8"),
 ])
 def test_the_fast_path_composes_exactly_what_compose_does(overrides):

@@ -40,7 +40,10 @@ class PlannedRun:
 
 
 def describe(overrides: Iterable[str]) -> str:
-    return "[" + " ".join(overrides) + "]"
+    from abcx.secrets import redact  # error lines quote the point; never a credential in it
+
+    text = redact(" ".join(overrides))
+    return "[" + (text if len(text) <= 300 else text[:297] + "...") + "]"
 
 
 class Node(dict):

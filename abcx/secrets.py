@@ -1,0 +1,179 @@
+"""Credentials never enter a config: they live in the environment or in the tools' own login.
+
+Everything abcx writes (config.yaml, meta.json, manifests, queue files, job pickles, the pickled
+GRPOConfig in every checkpoint, the W&B run) is derived from the config, so the one place to stop a
+credential is the config itself. Three shapes are refused, each with a line saying where the
+credential belongs instead, and without echoing the value (the error line itself reaches logs):
+
+- a field whose name is a credential (`hub_token`, `api_key`, ...), matched exactly, never by
+  substring (`eval.max_new_tokens` is not a credential);
+- `${oc.env:NAME}` where NAME is secret-named (WANDB_API_KEY, HF_TOKEN, *_TOKEN, *_KEY, *SECRET*,
+  *PASSWORD*): the resolved config would carry the value;
+- a value shaped like a well-known token (hf_..., sk-..., ghp_/gho_/github_pat_..., a 40-hex W&B
+  key), or one holding the value of a secret-named environment variable.
+
+`scrub` stays as a second line of defence for dictionaries that do not come from a config.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterator
+
+from abcx.errors import UserError
+
+# Exact (case-insensitive) names of fields that hold a credential, in abcx, TRL/transformers and the
+# libraries a train.extra or task option could reach.
+CREDENTIAL_FIELDS = frozenset({
+    "token", "hub_token", "hf_token", "push_to_hub_token", "use_auth_token", "auth_token", "access_token",
+    "api_key", "apikey", "wandb_api_key", "openai_api_key", "secret", "secret_key", "client_secret",
+    "password", "passwd", "private_key", "credentials",
+})
+
+WHERE_HF = "Hugging Face credentials belong in the environment (HF_TOKEN) or `huggingface-cli login`"
+WHERE_WANDB = "W&B credentials belong in the environment (WANDB_API_KEY) or `wandb login`"
+WHERE_ANY = ("credentials belong in the environment (e.g. HF_TOKEN, WANDB_API_KEY) or the tools' own login "
+             "(`huggingface-cli login`, `wandb login`)")
+
+# (what it looks like, pattern searched inside any string value, where it belongs)
+TOKEN_SHAPES = (
+    ("a Hugging Face token", re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,}"), WHERE_HF),
+    ("an API key (sk-...)", re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}"), WHERE_ANY),
+    ("a GitHub token", re.compile(r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+     "GitHub tokens belong in the environment or git's credential helper"),
+)
+# A W&B key is 40 (or more) hex digits, optionally after an on-prem prefix (`local-...`). Only a whole
+# value counts: hex runs inside paths are commit hashes (a hub snapshot folder), not keys.
+WANDB_KEY = re.compile(r"(?:[a-z]+-)?[0-9a-f]{40,}")
+# Fields that legitimately hold a 40-hex git commit (a hub revision).
+COMMIT_FIELDS = ("revision", "commit", "sha")
+
+SECRET_ENV = re.compile(r"(^|_)(TOKEN|KEY|APIKEY)$|TOKEN_|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_ENV_REF = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:\s*([^,}\s]+)")
+# Environment values worth looking for in a config: token-like (16+ characters, no path separators or
+# spaces). Shorter or path-like values of a *_KEY variable (SSL_KEY=/etc/ssl/x.pem) would refuse
+# innocent configs that mention the same path.
+_SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-.:+=]{16,}")
+
+
+def is_credential_field(name: Any) -> bool:
+    return str(name).lower() in CREDENTIAL_FIELDS
+
+
+def is_secret_env(name: str) -> bool:
+    return name in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") or bool(SECRET_ENV.search(name))
+
+
+def scrub(data: Any) -> Any:
+    """Drop every key that is exactly a credential field name, at any depth."""
+    if isinstance(data, dict):
+        return {k: scrub(v) for k, v in data.items() if not is_credential_field(k) or v in (None, "", False)}
+    if isinstance(data, list):
+        return [scrub(v) for v in data]
+    return data
+
+
+def _where_for_field(name: str) -> str:
+    low = name.lower()
+    if "wandb" in low:
+        return WHERE_WANDB
+    if "hub" in low or "hf" in low or low in ("token", "use_auth_token", "auth_token", "access_token"):
+        return WHERE_HF
+    return WHERE_ANY
+
+
+def refuse_field(path: str) -> UserError:
+    leaf = path.rsplit(".", 1)[-1]
+    return UserError(f"{path} holds a credential, and credentials never go into a config (it is saved with every "
+                     f"run); {_where_for_field(leaf)}")
+
+
+def shape_of(value: str, *, field: str = "") -> tuple[str, str] | None:
+    """(what the value looks like, where it belongs) when it is shaped like a credential, else None."""
+    for what, pattern, where in TOKEN_SHAPES:
+        if pattern.search(value):
+            return what, where
+    leaf = field.rsplit(".", 1)[-1].lower()
+    if WANDB_KEY.fullmatch(value.strip()) and not any(c in leaf for c in COMMIT_FIELDS):
+        return "a W&B API key", WHERE_WANDB
+    return None
+
+
+def redact(text: str) -> str:
+    """`text` with every token-shaped part, and every secret-named variable's value, replaced: for
+    messages that quote user input."""
+    for value in env_secrets():
+        text = text.replace(value, "<redacted>")
+    for _what, pattern, _where in TOKEN_SHAPES:
+        text = pattern.sub("<redacted>", text)
+    return re.sub(r"(?<![0-9a-f])[0-9a-f]{40,}(?![0-9a-f])", "<redacted>", text)
+
+
+def env_secrets(environ: Any = None) -> dict[str, str]:
+    """{value: variable} of the secret-named environment variables worth looking for."""
+    environ = os.environ if environ is None else environ
+    return {v: k for k, v in environ.items() if is_secret_env(k) and _SECRET_VALUE.fullmatch(v)}
+
+
+def check_text(field: str, text: str, secrets: dict[str, str] | None = None) -> None:
+    """Refuse a config string (or an override's value) that carries a credential or interpolates one."""
+    for name in _ENV_REF.findall(text):
+        if is_secret_env(name):
+            raise UserError(f"{field} interpolates the environment variable {name}, which holds a credential; the "
+                            f"resolved config is saved with every run, so it is refused: {_where_for_env(name)}")
+    found = shape_of(text, field=field)
+    if found:
+        raise UserError(f"{field} looks like {found[0]} (value not shown); credentials never go into a config: "
+                        f"{found[1]}")
+    for value, name in (secrets if secrets is not None else env_secrets()).items():
+        if value in text:
+            raise UserError(f"{field} contains the value of the environment variable {name} (a credential); leave it "
+                            f"in the environment, where the tools read it")
+
+
+def _where_for_env(name: str) -> str:
+    if name.startswith("WANDB"):
+        return WHERE_WANDB
+    if name.startswith(("HF_", "HUGGING")):
+        return WHERE_HF
+    return f"leave {name} in the environment and let the tool read it there"
+
+
+def check_config(data: Any) -> None:
+    """Walk a resolved config (dicts, lists, scalars) and refuse the first credential in it."""
+    secrets = env_secrets()
+    for path, key, value in _leaves(data, ""):
+        if key is not None and is_credential_field(key) and value not in (None, "", False, {}):
+            raise refuse_field(path)
+        if key is not None:
+            check_text(f"{path} (key)", str(key), secrets)
+        if isinstance(value, str):
+            check_text(path, value, secrets)
+
+
+def _leaves(data: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            yield path, k, v
+            if isinstance(v, (dict, list)):
+                yield from _leaves(v, path)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            path = f"{prefix}[{i}]"
+            yield path, None, v
+            if isinstance(v, (dict, list)):
+                yield from _leaves(v, path)
+
+
+# W&B records the command line (sys.argv) and the program in its run metadata, and can save the code
+# and the git state (a remote URL may embed a token). `x_disable_meta` (env WANDB__DISABLE_META) is
+# what stops the argv record: checked on a real offline run of wandb 0.31, whose `environment` record
+# (`wandb leet inspect --json`) holds "args" without it and is absent with it.
+WANDB_PRIVACY_ENV = {
+    "WANDB__DISABLE_META": "true",
+    "WANDB_DISABLE_CODE": "true",
+    "WANDB_SAVE_CODE": "false",
+    "WANDB_DISABLE_GIT": "true",
+    "WANDB_DISABLE_JOB_CREATION": "true",
+}
