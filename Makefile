@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench study clean-cluster
+.PHONY: install demo test bench study testbed-validity clean-cluster
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -24,14 +24,22 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# The testbed study of results/testbed/: methods x 3 seeds, the epsilon grid, then the reports.
+# The testbed as an instrument: its validity targets, measured and written to results/testbed/validity.md.
+testbed-validity: install
+	$(BIN)/python bench/testbed_validity.py
+
+# The testbed study of results/testbed/ (see its README): the clipping rules x 3 seeds, the eps3 x eps4
+# grid, the regime study (GRPO vs ABC-GRPO in cells that move one axis), the warm start evaluated as
+# the base model, then the reports and the study's own tables and plots.
 study: install
 	$(BIN)/abcx sweep run study --wait
 	$(BIN)/abcx sweep run epsilons --wait
-	$(BIN)/abcx report results --sweep study --format markdown --out results/testbed/study.md --plots results/testbed/plots
+	$(BIN)/abcx sweep run regime --wait
+	$(BIN)/python bench/testbed_study.py --out results/testbed
+	$(BIN)/abcx report results --sweep study --format markdown --out results/testbed/study_report.md --plots results/testbed/plots
 	$(BIN)/abcx report results --sweep epsilons --format markdown --out results/testbed/epsilons.md \
 		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last \
-		--pivot method.eps3,method.eps4,eval/arith/pass@16 --pivot method.eps3,method.eps4,q4_share
+		--pivot method.eps3,method.eps4,eval/chain/pass@64 --pivot method.eps3,method.eps4,q4_share
 
 bench: install
 	$(BIN)/python bench/run_all.py

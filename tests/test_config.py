@@ -13,7 +13,7 @@ from abcx.record import scrub
 
 def test_default_config_is_abc_grpo_on_the_testbed_and_off_policy():
     cfg = C.compose([])
-    assert cfg.method.name == "abc_grpo" and cfg.model.name == "tiny" and cfg.task.name == "arith"
+    assert cfg.method.name == "abc_grpo" and cfg.model.name == "tiny" and cfg.task.name == "chain"
     assert [cfg.method[f"eps{i}"] for i in range(1, 5)] == [0.2] * 4
     assert C.is_off_policy(cfg.train)
 

@@ -16,7 +16,8 @@ from abcx.train import train
 def evaluated_run(tmp_path_factory, tiny_model_path):
     results = tmp_path_factory.mktemp("results")
     cfg = compose(["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
-                   "train.save_steps=2", "eval.every_steps=2", "eval.n=8", "eval.max_problems=20", "logger=none",
+                   "train.save_steps=2", "eval.every_steps=2", "eval.n=8", "eval.max_problems=20", "eval.benchmarks=[chain]",
+                   "logger=none",
                    f"results_dir={results}"])
     return train(cfg, quiet=True)
 
@@ -25,7 +26,7 @@ def test_periodic_evaluation_records_a_curve_over_steps(evaluated_run):
     rows = evals(evaluated_run)
     assert [r["step"] for r in rows] == [2, 4]  # every 2 steps; the final step is not evaluated twice
     for row in rows:
-        assert row["n"] == 8 and row["problems"] == 20 and row["benchmark"] == "arith"
+        assert row["n"] == 8 and row["problems"] == 20 and row["benchmark"] == "chain"
         assert set(row["metrics"]) == {"avg@8", "pass@1", "pass@2", "pass@4", "pass@8"}
         m = row["metrics"]
         assert m["pass@1"] == pytest.approx(m["avg@8"])
@@ -33,7 +34,8 @@ def test_periodic_evaluation_records_a_curve_over_steps(evaluated_run):
         lo, hi = row["ci"]["pass@8"]
         assert lo <= m["pass@8"] <= hi
         assert sum(c for _, c in row["per_problem"]) / (8 * 20) == pytest.approx(m["avg@8"])
-        assert row["sampling"]["temperature"] == 0.6 and row["sampling"]["top_k"] == 20
+        # The testbed evaluates the policy as it is trained: T = 1, no top-p/top-k cut (conf/eval/testbed.yaml).
+        assert row["sampling"]["temperature"] == 1.0 and row["sampling"]["top_k"] == 0
 
 
 def test_abcx_eval_scores_every_checkpoint_of_a_run(evaluated_run):
@@ -43,7 +45,8 @@ def test_abcx_eval_scores_every_checkpoint_of_a_run(evaluated_run):
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in evals(evaluated_run) if r["n"] == 4]
-    assert [r["step"] for r in rows] == [2, 4, 4]  # checkpoint-2, checkpoint-4, final
+    for bench in ("chain", "chain_hard"):  # the testbed's two benchmarks (conf/eval/testbed.yaml)
+        assert [r["step"] for r in rows if r["benchmark"] == bench] == [2, 4, 4]  # checkpoint-2, checkpoint-4, final
     assert "pass@4" in out.stdout and "95% CI" in out.stdout
 
 

@@ -40,7 +40,7 @@ def _weights(folder: Path) -> dict:
 
 
 def test_importing_the_testbed_and_task_does_not_import_torch():
-    code = "import sys, abcx.testbed, abcx.tasks.arith; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, abcx.testbed, abcx.tasks.arith, abcx.tasks.chain; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.split() == ["False", "False"]
@@ -58,15 +58,22 @@ def test_two_builds_give_identical_tokenizer_and_weights(tmp_path):
     assert first["sft"]["loss"] == second["sft"]["loss"]
 
 
-def test_warm_start_trains_on_the_default_arith_distribution():
+def test_warm_start_demonstrations_cover_what_rl_trains_on_and_the_hard_benchmark():
     import inspect
 
-    from abcx.tasks import arith
+    import yaml
 
-    defaults = {k: v.default for k, v in inspect.signature(arith.build).parameters.items()}
+    from abcx.tasks import chain, task_benchmarks
+
+    defaults = {k: v.default for k, v in inspect.signature(chain.build).parameters.items()}
     warm = DEFAULT_RECIPE.warm
-    assert (warm.digits, warm.ops, warm.mul_digits, warm.negatives, warm.task_seed) == (
-        defaults["digits"], defaults["ops"], defaults["mul_digits"], defaults["negatives"], defaults["seed"])
+    assert (warm.digits, warm.ops, warm.task_seed, warm.write_steps) == (
+        defaults["digits"], defaults["ops"], defaults["seed"], defaults["steps"])
+    # RL's operand counts (conf/task/chain.yaml) and chain_hard's both lie inside the demonstrations' range.
+    conf = yaml.safe_load((REPO / "conf" / "task" / "chain.yaml").read_text())["options"]
+    hard = task_benchmarks()["chain_hard"][1]
+    for low, high in ((conf["min_operands"], conf["max_operands"]), (hard["min_operands"], hard["max_operands"])):
+        assert warm.min_operands <= low <= high <= warm.max_operands
 
 
 def test_recipe_change_gives_a_new_cache_folder():
@@ -159,9 +166,11 @@ def test_second_call_returns_the_cached_folder_at_once(tiny_model):
 @pytest.mark.slow
 def test_tokenizer_maps_each_character_to_one_token_and_round_trips(tokenizer):
     from abcx.tasks.arith import problems
+    from abcx.tasks.chain import demonstrations
 
     train, evals = problems(n_train=300, n_eval=100, digits=3, ops="+-*", negatives=True)
-    for prompt, answer in train + evals:
+    chains = demonstrations(100, min_operands=4, max_operands=8, digits=2, ops="+-")
+    for prompt, answer in train + evals + chains:
         text = prompt + answer
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert len(ids) == len(text) and tokenizer.unk_token_id not in ids
@@ -199,16 +208,19 @@ def test_warm_start_beats_the_random_init_on_eval_accuracy(tiny_model, tokenizer
     from abcx.testbed.model import init_model
     from abcx.testbed.warmstart import accuracy
 
-    task = build_task("arith", n_train=0, n_eval=100)
+    task = build_task("chain", n_train=0, n_eval=100)
     rows = list(zip(task.eval["prompt"], task.eval["answer"]))
-    warm = accuracy(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer, rows)
-    cold = accuracy(init_model(tokenizer, DEFAULT_RECIPE.shape, DEFAULT_RECIPE.init_seed), tokenizer, rows)
+    gen = dict(max_new_tokens=DEFAULT_RECIPE.warm.max_new_tokens)
+    warm = accuracy(AutoModelForCausalLM.from_pretrained(tiny_model), tokenizer, rows, task.is_correct, **gen)
+    cold = accuracy(init_model(tokenizer, DEFAULT_RECIPE.shape, DEFAULT_RECIPE.init_seed), tokenizer, rows,
+                    task.is_correct, **gen)
     assert cold <= 0.02
-    assert 0.1 <= warm <= 0.8 and warm >= cold + 0.1
+    assert 0.1 <= warm <= 0.9 and warm >= cold + 0.1
 
 
 @pytest.mark.slow
 def test_recorded_accuracy_leaves_headroom_for_rl(tiny_model):
     acc = read_testbed_info(tiny_model)["eval_accuracy"]
-    assert acc["init_greedy"] < acc["sampled_t1"] < acc["greedy"] < 0.8
-    assert acc["pass@16_t1"] < 1.0
+    # Competent but far from saturated, at T = 1 as RL samples it (results/testbed/validity.md).
+    assert acc["init_greedy"] < 0.15 <= acc["avg@16_t1"] <= 0.65
+    assert acc["pass@16_t1"] <= 0.95

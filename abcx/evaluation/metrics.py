@@ -196,3 +196,33 @@ def bootstrap_ci_pooled(
         means[it] = matrix[np.ix_(ri, pi)].mean()
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def bootstrap_diff_pooled(
+    runs_a: Sequence[PerProblem],
+    runs_b: Sequence[PerProblem],
+    k: int | None,
+    iters: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(estimate, low, high) of metric(a) − metric(b), paired over problems, pooled over runs.
+
+    As `bootstrap_ci_pooled`, for a difference: each iteration draws one set of problems for both
+    sides (they answer the same questions, so the pairing removes problem difficulty from the noise)
+    and, independently per side, runs with replacement (seed-to-seed spread). A side may be a single
+    run (e.g. the starting model), whose spread is then its problem-level and sampling noise alone.
+    """
+    _check_ci_args(iters, alpha)
+    a, b = _run_matrix(runs_a, k), _run_matrix(runs_b, k)
+    if a.shape[1] != b.shape[1]:
+        raise UserError(f"bootstrap: the sides have {a.shape[1]} and {b.shape[1]} problems; pairing needs the same problems")
+    rng = np.random.default_rng(seed)
+    p = a.shape[1]
+    diffs = np.empty(int(iters))
+    for it in range(int(iters)):
+        pi = rng.integers(0, p, size=p)
+        ra, rb = rng.integers(0, a.shape[0], size=a.shape[0]), rng.integers(0, b.shape[0], size=b.shape[0])
+        diffs[it] = a[np.ix_(ra, pi)].mean() - b[np.ix_(rb, pi)].mean()
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return float(a.mean() - b.mean()), float(low), float(high)

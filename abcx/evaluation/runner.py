@@ -10,28 +10,22 @@ from typing import Any, Callable, Sequence
 from abcx.errors import UserError
 from abcx.evaluation.sampling import Sampling, backend_available, render_prompts, sample_hf, sample_vllm
 
-MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
 def problems_for(benchmark: str, max_problems: int | None) -> tuple[list[Any], list[str], Callable]:
-    """Prompts, gold answers and a batch checker `(completions, golds) -> list[bool]` for a benchmark."""
-    from abcx.evaluation.benchmarks import load_benchmark
+    """Prompts, gold answers and a batch checker `(completions, golds) -> list[bool]` for a benchmark,
+    all three from the task that defines it (`abcx.evaluation.benchmarks.resolve`)."""
+    from abcx.evaluation.benchmarks import resolve
 
-    rows = load_benchmark(benchmark)
-    if max_problems is not None:
-        rows = rows[: int(max_problems)]
-    if not rows:
+    task = resolve(benchmark)
+    data = task.eval
+    if data is None or len(data) == 0:
         raise UserError(f"eval.benchmarks: {benchmark!r} has no problems")
-    golds = [str(r["answer"]) for r in rows]
-    if benchmark == "arith":
-        from abcx.tasks.arith import is_correct
-
-        return [r["problem"] for r in rows], golds, lambda comps, gs: [is_correct(c, g) for c, g in zip(comps, gs)]
-    from abcx.verify import verify_many
-
-    prompts = [[{"role": "system", "content": MATH_SYSTEM_PROMPT}, {"role": "user", "content": r["problem"]}]
-               for r in rows]
-    return prompts, golds, lambda comps, gs: verify_many(list(zip(comps, gs)))
+    if max_problems is not None:
+        data = data.select(range(min(int(max_problems), len(data))))
+    prompts = list(data["prompt"])
+    if task.system_prompt:  # a plain-text prompt gets the task's system turn; chat prompts already hold it
+        prompts = [[{"role": "system", "content": task.system_prompt}, {"role": "user", "content": p}]
+                   if isinstance(p, str) else p for p in prompts]
+    return prompts, [str(a) for a in data["answer"]], task.check
 
 
 def ci_table(per_problem: Sequence[tuple[int, int]], ks: Sequence[int], seed: int) -> dict[str, list[float]]:

@@ -22,6 +22,8 @@ VALID_OPS = "+-*"
 # Characters after which an answer is over: the model ends with <eos> (dropped by TRL's decode), a
 # newline or a space.
 _STOPS = ("<eos>", "\n", " ")
+# The task's benchmark for `abcx eval`: its held-out split at the default shape.
+BENCHMARKS: dict[str, dict[str, Any]] = {"arith": {"n_train": 0}}
 
 
 def in_eval_pool(prompt: str) -> bool:
@@ -108,8 +110,13 @@ def arith_correct(prompts: list[Any], completions: list[Any], answer: list[str],
     return [1.0 if is_correct(c, a) else 0.0 for c, a in zip(completions, answer)]
 
 
+def demonstrations(n: int, *, seed: int = 0, **shape: Any) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs from the train pool, for a warm start on arith."""
+    return problems(n_train=n, n_eval=0, seed=seed, **shape)[0]
+
+
 def build(n_train: int = 2000, n_eval: int = 200, digits: int = 2, ops: str = "+-", mul_digits: int = 1,
-          seed: int = 0, negatives: bool = False, **_: Any):
+          seed: int = 0, negatives: bool = False):
     from datasets import Dataset
 
     from abcx.tasks import Task

@@ -48,7 +48,7 @@ def _problem_text(prompt: Any) -> str:
 
 
 def _answer(row: dict[str, Any]) -> str:
-    from abcx.evaluation.benchmarks import answer_text
+    from abcx.tasks.sources import answer_text
 
     for column in ("solution", "answer"):
         if row.get(column) is not None:
@@ -65,7 +65,7 @@ def conversation(problem: str, system_prompt: str | None) -> list[dict[str, str]
 
 
 def _load_train(path: str, subset: str | None, split: str) -> Any:
-    from abcx.evaluation.benchmarks import load_local_dataset
+    from abcx.tasks.sources import load_local_dataset
 
     if Path(path).expanduser().exists():
         return load_local_dataset(path, split=split, subset=subset)
@@ -100,7 +100,7 @@ def build(
     **_: Any,
 ) -> Task:
     """Train on DAPO-Math (hub or local), evaluate on `eval_benchmark` (a name or path; None: no eval)."""
-    from abcx.evaluation.benchmarks import load_benchmark
+    from abcx.tasks.sources import load_benchmark
     from abcx.verify import is_equivalent, math_reward
 
     if max_train_samples is not None and int(max_train_samples) < 1:
@@ -127,6 +127,7 @@ def build(
         eval=evaluation,
         reward=math_reward,
         is_correct=is_equivalent,
+        check_many=_verify_batch,
         system_prompt=system_prompt,
         info={
             "path": str(path),
@@ -137,3 +138,24 @@ def build(
             "n_eval": 0 if evaluation is None else len(evaluation),
         },
     )
+
+
+def _verify_batch(completions: list[str], answers: list[str]) -> list[bool]:
+    from abcx.verify import verify_many
+
+    return list(verify_many(list(zip(completions, answers))))
+
+
+def benchmark_task(benchmark: str, split: str | None = None, system_prompt: str | None = SYSTEM_PROMPT) -> Task:
+    """A math benchmark (a published name, a hub id or a local file) under this task's contract: the
+    paper's system prompt and math-verify, exactly as training rewards it. No training data is loaded."""
+    from abcx.tasks.sources import load_benchmark
+    from abcx.verify import is_equivalent, math_reward
+
+    problems = load_benchmark(str(benchmark), split=split)
+    evaluation = _rows_to_dataset(
+        [{"prompt": conversation(p["problem"], system_prompt), "answer": p["answer"], "id": p["id"]} for p in problems]
+    )
+    return Task(name="dapo_math", train=None, eval=evaluation, reward=math_reward, is_correct=is_equivalent,
+                check_many=_verify_batch, system_prompt=system_prompt,
+                info={"eval_benchmark": str(benchmark), "n_eval": len(evaluation)})

@@ -1,4 +1,4 @@
-"""The embedded default testbed: a tiny Qwen3 with a character tokenizer, warm-started on `arith`.
+"""The embedded default testbed: a tiny Qwen3 with a character tokenizer, warm-started on `chain`.
 
 Built locally and deterministically (nothing is downloaded), cached under `$ABCX_CACHE` or
 `~/.cache/abcx/` in a folder named by a hash of the recipe, so changing the recipe rebuilds and
@@ -24,7 +24,7 @@ from abcx.testbed.warmstart import WarmStart
 log = logging.getLogger("abcx.testbed")
 
 # Bump when the build code changes in a way the recipe fields do not capture.
-BUILD_VERSION = 2
+BUILD_VERSION = 4
 MARKER = "testbed.json"
 
 
@@ -125,7 +125,8 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     import torch
     import transformers
 
-    from abcx.tasks.arith import problems
+    from abcx.tasks import build_task, task_benchmarks
+    from abcx.tasks.chain import demonstrations
     from abcx.testbed.model import init_model
     from abcx.testbed.tokenizer import save_tokenizer
     from abcx.testbed.warmstart import accuracy, pass_at_k, sft
@@ -135,18 +136,25 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     w = recipe.warm
     tok = save_tokenizer(folder)
     model = init_model(tok, recipe.shape, recipe.init_seed)
-    # The measured problems are exactly the default arith eval split (same seed, same eval pool).
-    train, evals = problems(n_train=w.n_sft, n_eval=w.n_measure, digits=w.digits, ops=w.ops,
-                            mul_digits=w.mul_digits, seed=w.task_seed, negatives=w.negatives)
-    init_greedy = accuracy(model, tok, evals, max_new_tokens=w.max_new_tokens)
+    train = demonstrations(w.n_sft, seed=w.task_seed, write_steps=w.write_steps, **w.task_shape())
+    gen = dict(max_new_tokens=w.max_new_tokens)
+    # Measured on the first n_measure problems of the chain benchmarks (the eval pool, as abcx eval sees it).
+    benches = {}
+    for name in ("chain", "chain_hard"):
+        task_name, options = task_benchmarks()[name]
+        task = build_task(task_name, **{**options, "n_eval": w.n_measure})
+        benches[name] = (list(zip(task.eval["prompt"], task.eval["answer"])), task.is_correct)
+    rows, check = benches["chain"]
+    init_greedy = accuracy(model, tok, rows, check, **gen)
     stats = sft(model, tok, train, w, log=log.debug)
-    measured = {
-        "n": len(evals),
-        "init_greedy": init_greedy,
-        "greedy": accuracy(model, tok, evals, max_new_tokens=w.max_new_tokens),
-        "sampled_t1": accuracy(model, tok, evals, do_sample=True, samples=8, max_new_tokens=w.max_new_tokens),
-        "pass@16_t1": pass_at_k(model, tok, evals, 16, max_new_tokens=w.max_new_tokens),
-    }
+    measured = {"n": len(rows), "init_greedy": init_greedy}
+    for name, (rows, check) in benches.items():
+        suffix = "" if name == "chain" else f"/{name}"
+        measured.update({
+            f"greedy{suffix}": accuracy(model, tok, rows, check, **gen),
+            f"avg@16_t1{suffix}": accuracy(model, tok, rows, check, do_sample=True, samples=16, **gen),
+            f"pass@16_t1{suffix}": pass_at_k(model, tok, rows, 16, check, **gen),
+        })
     model.save_pretrained(str(folder))
     info = {
         "name": recipe.folder_name(),

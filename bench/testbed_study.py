@@ -1,0 +1,288 @@
+"""The testbed study's own tables and plots: results/testbed/study.md, study.json and plots/*.png.
+
+    .venv/bin/python bench/testbed_study.py --out results/testbed     # (the last steps of `make study`)
+
+It reads the run records of the sweeps `study` (clipping rules x 3 seeds), `epsilons` (ABC-GRPO's
+eps3 x eps4) and `regime` (GRPO vs ABC-GRPO in cells that move one axis of the default regime),
+evaluates the warm start once as the base model (same problems, sampling and seed as the runs'
+final evaluation), and writes, per method or cell: the fraction of tokens clipped and the Q1-Q4
+shares of out-of-band tokens, the entropy at the start and the end and its ratio to GRPO's, held-out
+Avg@64 and Pass@k for k = 1..64 on `chain` and `chain_hard` pooled over seeds with two-level bootstrap
+CIs (problems x seeds), and every difference to GRPO as a paired bootstrap CI. `abcx report` draws the
+per-step panels; this script adds what it does not: Pass@k against k with the base model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = ("chain", "chain_hard")
+SWEEPS = ("study", "epsilons", "regime")
+KS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
+    """The warm start's per-problem counts, evaluated once and kept beside the sweeps."""
+    cache = results_dir / "sweeps" / "study" / "base_eval.json"
+    if cache.exists():
+        return {k: [tuple(p) for p in v] for k, v in json.loads(cache.read_text()).items()}
+    from abcx.config import compose
+    from abcx.evaluation.runner import evaluate, load_for_eval
+    from abcx.evaluation.sampling import Sampling
+    from abcx.testbed import ensure_tiny_model
+
+    import torch
+
+    torch.set_num_threads(1)
+    from abcx.sweep.spec import load_sweep
+
+    # Exactly the study's evaluation: the eval overrides of sweeps/study.yaml.
+    cfg = compose([o for o in load_sweep("study").fixed if o.startswith(("eval.", "eval="))])
+    model, tok = load_for_eval(str(ensure_tiny_model()))
+    rows = evaluate(model, tok, list(BENCHMARKS), Sampling.from_config(cfg.eval), max_problems=cfg.eval.max_problems,
+                    batch_size=cfg.eval.batch_size, step=0)
+    out = {r["benchmark"]: [tuple(p) for p in r["per_problem"]] for r in rows}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def cell_of(overrides: list[str], sweep: str) -> str:
+    """A short label of what a point changes beyond the method and seed."""
+    keep = [o for o in overrides if not o.startswith(("seed=", "method=")) and "=" in o]
+    if sweep == "regime":
+        return " ".join(o.split(".")[-1] for o in keep) or "default"
+    if sweep == "epsilons":
+        return " ".join(o.replace("method.", "") for o in keep if o.startswith(("method.eps3", "method.eps4")))
+    return " ".join(o.replace("method.", "") for o in keep) or "default"
+
+
+def run_row(record, sweep: str, overrides: list[str]) -> dict | None:
+    from abcx.evaluation.record import evals
+
+    if record.state() != "finished":
+        return None
+    rows = [r for r in record.metrics() if "entropy" in r]
+    summary = json.loads((record.path / "summary.json").read_text())
+    final = {}
+    for e in evals(record):
+        if e["benchmark"] in BENCHMARKS and (e["benchmark"] not in final or (e["step"] or 0) >= final[e["benchmark"]]["step"]):
+            final[e["benchmark"]] = e
+    entropy = [r["entropy"] for r in rows]
+    return {
+        "run_id": record.run_id, "sweep": sweep, "method": record.meta()["method"], "seed": record.meta()["seed"],
+        "cell": cell_of(overrides, sweep), "clipped": summary.get("mean/clip/clipped"),
+        "shares": {q: summary.get(f"share/{q}") for q in ("q1", "q2", "q3", "q4")},
+        "entropy_first": statistics.mean(entropy[:10]), "entropy_last": statistics.mean(entropy[-10:]),
+        "entropy_curve": [(r["step"], r["entropy"]) for r in rows],
+        "per_problem": {b: [tuple(p) for p in e["per_problem"]] for b, e in final.items()},
+        "n": {b: e["n"] for b, e in final.items()},
+    }
+
+
+def collect(results_dir: Path) -> list[dict]:
+    from abcx.record import RunRecord, runs_dir
+    from abcx.sweep.manifest import load_or_rebuild
+
+    out, seen = [], set()
+    for sweep in SWEEPS:
+        try:
+            entries = load_or_rebuild(results_dir, sweep)["runs"]
+        except Exception as err:  # noqa: BLE001 - a sweep not run yet is left out, and said so
+            print(f"note: sweep {sweep}: {err}", file=sys.stderr)
+            continue
+        for entry in entries:
+            record = RunRecord(runs_dir(results_dir) / entry["run_id"])
+            row = run_row(record, sweep, list(entry.get("overrides") or []))
+            if row is not None and (sweep, row["run_id"]) not in seen:
+                seen.add((sweep, row["run_id"]))
+                out.append(row)
+    return out
+
+
+def pooled(runs: list[dict], bench: str, k: int | None) -> tuple[float, float, float]:
+    from abcx.evaluation.metrics import bootstrap_ci_pooled, pooled_estimate
+
+    matrix = [r["per_problem"][bench] for r in runs if bench in r["per_problem"]]
+    if not matrix:
+        return math.nan, math.nan, math.nan
+    low, high = bootstrap_ci_pooled(matrix, k, seed=0)
+    return pooled_estimate(matrix, k), low, high
+
+
+def diff(runs_a: list[dict], runs_b: list[dict], bench: str, k: int | None) -> tuple[float, float, float]:
+    from abcx.evaluation.metrics import bootstrap_diff_pooled
+
+    a = [r["per_problem"][bench] for r in runs_a if bench in r["per_problem"]]
+    b = [r["per_problem"][bench] for r in runs_b if bench in r["per_problem"]]
+    if not a or not b:
+        return math.nan, math.nan, math.nan
+    return bootstrap_diff_pooled(a, b, k, seed=0)
+
+
+def fmt_ci(est: float, low: float, high: float, pct: bool = True, signed: bool = False) -> str:
+    if math.isnan(est):
+        return "–"
+    scale = 100 if pct else 1
+    sign = "+" if signed else ""
+    return f"{est * scale:{sign}.1f} [{low * scale:{sign}.1f}, {high * scale:{sign}.1f}]"
+
+
+def mean_sd(values) -> str:
+    from abcx.report.stats import mean_ci
+
+    mean, half, n = mean_ci([v for v in values if v is not None])
+    return "–" if n == 0 else f"{mean:.4f}" + ("" if math.isnan(half) else f" ± {half:.4f}")
+
+
+def group(rows: list[dict], sweep: str) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["sweep"] == sweep:
+            out.setdefault((r["cell"], r["method"]), []).append(r)
+    return out
+
+
+def dynamics_table(groups: dict, baseline: dict[str, list[dict]]) -> list[str]:
+    lines = ["| cell | method | seeds | tokens clipped | Q1 / Q2 / Q3 / Q4 share of out-of-band | entropy first 10 -> last 10 "
+             "| entropy ratio vs GRPO (same cell) |", "|---|---|---|---|---|---|---|"]
+    for (cell, method), runs in sorted(groups.items()):
+        shares = " / ".join(f"{100 * statistics.mean(r['shares'][q] or 0 for r in runs):.0f}" for q in ("q1", "q2", "q3", "q4"))
+        clipped = statistics.mean(r["clipped"] or 0 for r in runs)
+        base = baseline.get(cell)
+        ratio = "–" if not base else mean_sd([r["entropy_last"] / statistics.mean(b["entropy_last"] for b in base) for r in runs])
+        lines.append(f"| {cell} | {method} | {len(runs)} | {100 * clipped:.2f}% | {shares}% | "
+                     f"{statistics.mean(r['entropy_first'] for r in runs):.4f} -> {mean_sd(r['entropy_last'] for r in runs)} | {ratio} |")
+    return lines
+
+
+def accuracy_table(groups: dict, baseline: dict[str, list[dict]], base: dict) -> list[str]:
+    lines = ["| cell | method | benchmark | Avg@64, % | Pass@64, % | Avg@64 vs GRPO, pp | Pass@64 vs GRPO, pp |",
+             "|---|---|---|---|---|---|---|"]
+    for bench in BENCHMARKS:
+        if bench in base:
+            avg = pooled([{"per_problem": base}], bench, None)
+            p64 = pooled([{"per_problem": base}], bench, 64)
+            lines.append(f"| – | warm start | {bench} | {fmt_ci(*avg)} | {fmt_ci(*p64)} | | |")
+        for (cell, method), runs in sorted(groups.items()):
+            ref = baseline.get(cell) if method != "grpo" else None
+            d_avg = fmt_ci(*diff(runs, ref, bench, None), signed=True) if ref else ""
+            d_p64 = fmt_ci(*diff(runs, ref, bench, 64), signed=True) if ref else ""
+            lines.append(f"| {cell} | {method} | {bench} | {fmt_ci(*pooled(runs, bench, None))} | "
+                         f"{fmt_ci(*pooled(runs, bench, 64))} | {d_avg} | {d_p64} |")
+    return lines
+
+
+def passk_table(groups: dict, base: dict, bench: str) -> list[str]:
+    lines = [f"| cell | method | " + " | ".join(f"Pass@{k}" for k in KS) + " |", "|---|---|" + "---|" * len(KS)]
+    if bench in base:
+        lines.append("| – | warm start | " + " | ".join(f"{100 * pooled([{'per_problem': base}], bench, k)[0]:.1f}" for k in KS) + " |")
+    for (cell, method), runs in sorted(groups.items()):
+        lines.append(f"| {cell} | {method} | " + " | ".join(f"{100 * pooled(runs, bench, k)[0]:.1f}" for k in KS) + " |")
+    return lines
+
+
+def section(title: str, rows: list[dict], sweep: str, base: dict) -> list[str]:
+    groups = group(rows, sweep)
+    if not groups:
+        return [f"## {title}", "", f"(no finished runs of sweep `{sweep}`)", ""]
+    baseline = {cell: runs for (cell, method), runs in groups.items() if method == "grpo"}
+    if sweep == "epsilons":  # the grid has no GRPO: compare each point with the study's GRPO
+        grpo = [r for r in rows if r["sweep"] == "study" and r["method"] == "grpo"]
+        baseline = {cell: grpo for cell, _ in groups} if grpo else {}
+    return [f"## {title}", "", *dynamics_table(groups, baseline), "", *accuracy_table(groups, baseline, base), "",
+            "Pass@k against k on `chain` (%, pooled over seeds):", "", *passk_table(groups, base, "chain"), ""]
+
+
+def plot_pass_at_k(rows: list[dict], base: dict, out: Path, sweep: str, bench: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group(rows, sweep)
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if bench in base:
+        ax.plot(KS, [100 * pooled([{"per_problem": base}], bench, k)[0] for k in KS], "k--", label="warm start (base)")
+    for (cell, method), runs in sorted(groups.items()):
+        est = [pooled(runs, bench, k) for k in KS]
+        label = method if cell == "default" else f"{method} {cell}"
+        line, = ax.plot(KS, [100 * e[0] for e in est], marker="o", ms=3, label=label)
+        ax.fill_between(KS, [100 * e[1] for e in est], [100 * e[2] for e in est], color=line.get_color(), alpha=0.12)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel(f"Pass@k on {bench}, %")
+    ax.set_title(f"{sweep}: Pass@k against k (band: 95% CI over problems x seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", ncol=2 if len(groups) > 6 else 1)
+    ax.grid(alpha=0.3)
+    path = out / f"pass_at_k_{sweep}_{bench}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_entropy(rows: list[dict], out: Path, sweep: str) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = group(rows, sweep)
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (cell, method), runs in sorted(groups.items()):
+        steps = sorted({s for r in runs for s, _ in r["entropy_curve"]})
+        curves = np.array([[dict(r["entropy_curve"]).get(s, np.nan) for s in steps] for r in runs])
+        window = 10  # a rolling mean: per-step entropy of 64 completions is noisy
+        smooth = np.array([np.convolve(np.nan_to_num(c), np.ones(window) / window, mode="valid") for c in curves])
+        x = steps[window - 1:]
+        line, = ax.plot(x, smooth.mean(0), label=method if cell == "default" else f"{method} {cell}")
+        ax.fill_between(x, smooth.min(0), smooth.max(0), color=line.get_color(), alpha=0.12)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mean token entropy (rolling mean of 10 steps)")
+    ax.set_title(f"{sweep}: entropy (band: min-max over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = out / f"entropy_{sweep}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results-dir", default=str(REPO / "results"))
+    ap.add_argument("--out", default=str(REPO / "results" / "testbed"))
+    args = ap.parse_args(argv)
+    results_dir, out = Path(args.results_dir), Path(args.out)
+    rows = collect(results_dir)
+    base = base_model_eval(results_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    lines = ["# Testbed study: tables", "", "Generated by bench/testbed_study.py (`make study`); the write-up is README.md.",
+             "Accuracy: mean over problems and seeds with a 95% two-level bootstrap CI (problems x seeds); "
+             "differences to GRPO are paired over problems. Entropy: mean ± 95% t-interval over seeds.", ""]
+    lines += section("Clipping rules (sweep `study`)", rows, "study", base)
+    lines += section("ABC-GRPO's A<=0 bounds (sweep `epsilons`; compared with the study's GRPO)", rows, "epsilons", base)
+    lines += section("Regime (sweep `regime`; each cell compared with its own GRPO)", rows, "regime", base)
+    (out / "study.md").write_text("\n".join(lines) + "\n")
+    drawn = [p for sweep in SWEEPS for p in (plot_entropy(rows, out / "plots", sweep),
+                                             *[plot_pass_at_k(rows, base, out / "plots", sweep, b) for b in BENCHMARKS]) if p]
+    slim = [{k: v for k, v in r.items() if k not in ("entropy_curve", "per_problem")} for r in rows]
+    (out / "study.json").write_text(json.dumps({"runs": slim, "plots": [str(p.relative_to(out)) for p in drawn]}, indent=1))
+    print(f"wrote {out / 'study.md'}, {out / 'study.json'} and {len(drawn)} plots from {len(rows)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
