@@ -1,14 +1,16 @@
-"""Trainer callbacks: the run record's metric stream, the progress display, and the non-finite guard."""
+"""Trainer callbacks: the run record's metric stream (and its reconciliation on resume), the progress
+display, the non-finite guard and the policy health check."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any
 
 from transformers import TrainerCallback
 
-from abcx.record import RunRecord
+from abcx.record import RunRecord, fault_point, fault_spec, warn
 
 # TRL's names -> abcx's (docs/architecture.md); every other key is kept as TRL logs it.
 RENAME = {"completions/mean_length": "completion_length"}
@@ -23,14 +25,60 @@ class NonFiniteError(RuntimeError):
     pass
 
 
+class UnhealthyPolicyError(RuntimeError):
+    pass
+
+
+class HealthCheck:
+    """Signs that the policy is destroyed (lr=1e30 does it in one step) while the loss stays finite:
+    STEPS consecutive logged steps each with
+    - entropy at its maximum: >= ENTROPY_FRACTION of ln(vocabulary size), i.e. sampling is all but
+      uniform over the vocabulary, which no trained language model is; or
+    - grad norm exactly 0 although the latest rollout had reward spread (reward_std > 0, so some
+      advantage is nonzero and a live policy gets a gradient). Without spread a zero gradient is
+      normal: every group scored alike (all solved, or all failed).
+    Five steps: long enough that one odd batch never trips it, short enough to stop a dead run early."""
+
+    STEPS = 5
+    ENTROPY_FRACTION = 0.99
+
+    def __init__(self, vocab_size: int | None = None):
+        self.max_entropy = math.log(vocab_size) if vocab_size and vocab_size > 1 else None
+        self.streak, self.reward_std, self.reported = 0, None, False
+
+    def update(self, row: dict) -> str | None:
+        """Feed one logged row; the problem, once, when the streak reaches STEPS."""
+        if isinstance(row.get("reward_std"), (int, float)):
+            self.reward_std = row["reward_std"]
+        entropy, grad_norm = row.get("entropy"), row.get("grad_norm")
+        flat = (self.max_entropy is not None and isinstance(entropy, (int, float))
+                and entropy >= self.ENTROPY_FRACTION * self.max_entropy)
+        stuck = grad_norm == 0 and bool(self.reward_std)
+        self.streak = self.streak + 1 if (flat or stuck) else 0
+        if self.streak < self.STEPS or self.reported:
+            return None
+        self.reported = True
+        why = (f"entropy {entropy:.3f} at its maximum (ln of the vocabulary = {self.max_entropy:.3f})" if flat
+               else f"grad norm exactly 0 although rewards differ (reward_std {self.reward_std:.3g})")
+        return f"the policy looks destroyed: {why} for {self.STEPS} steps in a row"
+
+
 class RecordCallback(TrainerCallback):
-    """Appends each log step to metrics.jsonl (flushed: a crash loses no logged row) and keeps
-    status.json's step current."""
+    """Appends each log step to metrics.jsonl (flushed: a crash loses no logged row), keeps
+    status.json's step current, and reconciles the record with the state the trainer resumed."""
 
     def __init__(self, record: RunRecord, nan_policy: str = "fail"):
         self.record = record
         self.nan_policy = nan_policy
         self.end_of_training: dict[str, float] = {}
+        self.health = HealthCheck()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # Here the trainer has loaded its checkpoint (or none): global_step is what it really resumes.
+        if model is not None:
+            self.health = HealthCheck(getattr(getattr(model, "config", None), "vocab_size", None))
+        if state.is_world_process_zero:
+            self.record.reconcile(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -41,9 +89,23 @@ class RecordCallback(TrainerCallback):
             return
         self.record.append_metrics({"step": state.global_step, "time": round(time.time(), 3), **row})
         self.record.set_status("running", step=state.global_step, max_steps=state.max_steps, durable=False)
+        fault_point("row", state.global_step)
         loss = row.get("loss")
         if self.nan_policy == "fail" and loss is not None and not math.isfinite(loss):
             raise NonFiniteError(f"non-finite loss ({loss}) at step {state.global_step}")
+        problem = self.health.update(row)
+        if problem and self.nan_policy == "fail":
+            raise UnhealthyPolicyError(f"{problem} at step {state.global_step} (train.nan_policy=fail)")
+        if problem:
+            warn(self.record.path, f"{problem} (train.nan_policy=skip: training goes on)")
+            self.record.set_status("running", warning=problem)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        spec = fault_spec()
+        if spec and spec[0] == "checkpoint" and spec[1] == state.global_step and state.is_world_process_zero:
+            # Fault injection (ABCX_FAULT, tests only): the trainer writes trainer_state.json last; stop
+            # this checkpoint halfway through it, as a kill during the write would.
+            state.save_to_json = lambda path: _torn_write(state, path)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if model is None:
@@ -91,7 +153,7 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "train_runtime" in logs:
             return
-        parts = [f"{label} {fmt.format(logs[key])}" for key, label, fmt in self.KEYS if key in logs]
+        parts = [f"{label} {_shown(logs[key], fmt)}" for key, label, fmt in self.KEYS if key in logs]
         info = "  ".join(parts)
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step, info=info)
@@ -104,3 +166,23 @@ class ProgressCallback(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _shown(value: Any, fmt: str) -> str:
+    """A logged value for the progress line: NaN, inf and None (train.nan_policy=skip lets them
+    through) are shown as they are, never a formatting error."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return fmt.format(value)
+    return str(value)
+
+
+def _torn_write(state, path: str) -> None:
+    import dataclasses
+    import json
+
+    text = json.dumps(dataclasses.asdict(state), indent=2, sort_keys=True) + "\n"
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+    fault_point("checkpoint", state.global_step)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from abcx.errors import UserError
+from abcx.errors import RunFailed, UserError
 
 # Plain click help (rich_markup_mode=None): rich's help renderer imports rich.markdown and friends and
 # took `abcx --help` from ~0.15 s to ~0.35 s on a 2-core machine (bench/bench_cli_start.py).
@@ -159,6 +159,9 @@ def main() -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as err:  # the run record holds the details (error.txt)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,26 @@
 """The run record on disk: `results/runs/<run_id>/` (layout in docs/architecture.md).
 
-Two rules make it safe under crashes and concurrent writers: single-value files (status, meta,
-summary) are replaced atomically (write a temporary file, fsync, rename), and metric rows are
-appended as JSON lines and flushed per step, so a killed run loses at most the line being written
-and readers skip a torn last line. Each run owns its folder; nothing here is shared between runs.
+Rules that make it safe under crashes, full disks and concurrent writers:
+- single-value files (status, meta, summary) are replaced atomically (temporary file, fsync, rename);
+- metric rows are appended as JSON lines and flushed per step, so a killed run loses at most the line
+  being written; every reader (`read_jsonl`, `read_json`) skips what it cannot parse, with a warning;
+- on every (re)start the record is reconciled with the state that will really be resumed
+  (`RunRecord.reconcile`): rows after the resumed checkpoint are dropped, all of them without one;
+- a checkpoint is used only if it is complete (`checkpoint_problem`); a torn or corrupt one is skipped;
+- `.reserve` holds a little disk space from the start, released to record a failure on a full disk.
+Each run owns its folder; nothing here is shared between runs.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
+import signal
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,11 +57,15 @@ def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _finite(value: Any) -> Any:
@@ -66,29 +79,177 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def warn(path: str | Path, problem: str) -> None:
+    """One line on stderr per file and problem per process: a reader goes on without the bad part."""
+    key = (str(path), problem)
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: {path}: {problem}", file=sys.stderr, flush=True)
+
+
 def read_json(path: Path, default: Any = None) -> Any:
+    """A JSON object file (status, meta, summary, manifest); `default` where it is missing, and where
+    it is not a JSON object (binary garbage, a list), with a warning: never an exception."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return default
+    except (OSError, ValueError) as exc:  # ValueError covers bad UTF-8 and bad JSON
+        warn(path, f"not readable as JSON ({type(exc).__name__}); ignored")
+        return default
+    if not isinstance(value, dict):
+        warn(path, f"holds a JSON {type(value).__name__}, not an object; ignored")
+        return default
+    return value
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Rows of a JSON-lines file; a torn (unterminated or unparsable) last line is skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
+def parse_jsonl(data: bytes) -> tuple[list[dict], list[str]]:
+    """The shared tolerant parser of JSON-lines records: (rows that are JSON objects, problems).
+
+    A line that is not UTF-8, not JSON or not an object is skipped and named in the problems,
+    wherever it is. An unterminated last line is the one a writer may be appending right now (or
+    was killed appending): it is used if it parses and skipped silently if not."""
+    rows, problems = [], []
     lines = data.split(b"\n")
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # the line a kill interrupted
-                return
-            raise
+            row = json.loads(line)
+        except ValueError:
+            if i < len(lines):
+                problems.append(f"line {i}: not valid JSON")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            problems.append(f"line {i}: a JSON {type(row).__name__}, not an object")
+    return rows, problems
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    """Rows of a JSON-lines file (parse_jsonl), warning once about the lines it skipped."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return iter(())
+    rows, problems = parse_jsonl(data)
+    warn_skipped(path, problems)
+    return iter(rows)
+
+
+def warn_skipped(path: str | Path, problems: list[str]) -> None:
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        warn(path, f"skipped {len(problems)} unreadable line(s) ({'; '.join(problems[:3])}{more})")
+
+
+def rewrite_jsonl(path: Path, keep) -> int:
+    """Atomically replace a JSON-lines file by its readable rows for which `keep(row)` holds (written
+    to a new file, then renamed: a kill leaves the old file or the new one). Returns rows dropped."""
+    if not path.exists():
+        return 0
+    rows = list(read_jsonl(path))
+    kept = [r for r in rows if keep(r)]
+    atomic_write_text(path, "".join(json.dumps(_finite(r), sort_keys=True, default=str) + "\n" for r in kept))
+    return len(rows) - len(kept)
+
+
+def step_of(row: dict) -> int | None:
+    step = row.get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+# --- fault injection (tests only) ------------------------------------------------------------------
+FAULT_ENV = "ABCX_FAULT"
+
+
+def fault_spec() -> tuple[str, int | None, int] | None:
+    """ABCX_FAULT=<point>[@<step>][:<SIGNAL>] as (point, step, signal number), or None (the normal case).
+
+    The recovery tests (tests/test_record_recovery.py) use it to stop a real run at a named point
+    with a real signal; unset, nothing here does anything. Points: `row` (metrics row <step>
+    appended), `checkpoint` (checkpoint-<step> written up to half its trainer_state.json),
+    `final` (final model written, not yet in place), `summary` (summary.json written, run not yet
+    marked finished)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    where, _, sig = spec.partition(":")
+    point, _, step = where.partition("@")
+    return point, int(step) if step else None, int(getattr(signal, f"SIG{sig or 'KILL'}"))
+
+
+def fault_point(point: str, step: int | None = None) -> None:
+    """Send this process the ABCX_FAULT signal if it names this point (and step)."""
+    spec = fault_spec()
+    if spec and spec[0] == point and spec[1] in (None, step):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), spec[2])
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+_CHECKPOINT_STATE = "trainer_state.json"
+_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin")
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a trainer checkpoint folder cannot be resumed (None: it can). Cheap checks that catch a
+    write cut short and garbage files: trainer_state.json (written last by the trainer) parses and
+    names this step; the weights' headers and sizes agree; torch files are whole zip archives."""
+    step = path.name.split("-")[-1]
+    try:
+        state = json.loads((path / _CHECKPOINT_STATE).read_bytes())
+    except FileNotFoundError:
+        return f"{_CHECKPOINT_STATE} missing (the write was cut short)"
+    except (OSError, ValueError):
+        return f"{_CHECKPOINT_STATE} is not valid JSON"
+    if not isinstance(state, dict) or str(state.get("global_step")) != step:
+        return f"{_CHECKPOINT_STATE} does not hold global_step {step}"
+    weights = [path / n for n in _WEIGHTS if (path / n).exists()]
+    for index in (path / n for n in _INDEXES if (path / n).exists()):
+        shards = (read_json(index, {}) or {}).get("weight_map")
+        if not isinstance(shards, dict) or not shards:
+            return f"{index.name} lists no weight files"
+        weights += [path / str(s) for s in sorted(set(shards.values()))]
+    try:
+        if not weights and not any(p.is_dir() for p in path.iterdir()):  # FSDP/DeepSpeed ones are folders
+            return "no model weights"
+    except FileNotFoundError:  # renamed or rotated away meanwhile
+        return "vanished"
+    for file in weights + [path / n for n in _TORCH_FILES if (path / n).exists()]:
+        problem = _weights_problem(file)
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def _weights_problem(file: Path) -> str | None:
+    import zipfile
+
+    try:
+        size = file.stat().st_size
+        if file.suffix == ".safetensors":
+            with open(file, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if n > size - 8:
+                    return "header larger than the file (garbage or cut short)"
+                header = json.loads(f.read(n))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            return None if 8 + n + max(ends, default=0) == size else "size does not match its header (cut short?)"
+        with zipfile.ZipFile(file) as z:  # torch.save's format; reads only the central directory
+            z.infolist()
+        return None
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zipfile.BadZipFile) as exc:
+        return f"unreadable ({type(exc).__name__})"
 
 
 def git_commit() -> str | None:
@@ -120,6 +281,8 @@ class RunRecord:
     # Wall-clock accounting of this process's attempt; earlier attempts' time is kept in status.json.
     _t0: float | None = None
     _elapsed_before: float = 0.0
+    # The step this process reconciled the record with (reconcile), None before it has.
+    reconciled_at: int | None = None
 
     @property
     def run_id(self) -> str:
@@ -146,12 +309,34 @@ class RunRecord:
     def metrics(self) -> list[dict]:
         return list(read_jsonl(self.metrics_path))
 
-    def latest_checkpoint(self) -> Path | None:
-        found = []
-        for p in self.checkpoints.glob("checkpoint-*"):
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists():
-                found.append((int(p.name.split("-")[-1]), p))
-        return max(found)[1] if found else None
+    @property
+    def eval_path(self) -> Path:
+        return self.path / "eval.jsonl"
+
+    def latest_checkpoint(self, *, quarantine: bool = False) -> Path | None:
+        """The checkpoint a resume really uses: the newest complete one (checkpoint_problem). Newer
+        broken ones are skipped; with `quarantine` (the process that owns the record) with a warning,
+        and renamed `corrupt-checkpoint-<step>`, kept for inspection but out of the
+        trainer's way (it would write the same step into that folder, and rotates `checkpoint-*`)."""
+        found = sorted(((int(p.name.split("-")[-1]), p) for p in self.checkpoints.glob("checkpoint-*")
+                        if p.name.split("-")[-1].isdigit() and p.is_dir()), reverse=True)
+        for _step, path in found:
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            if quarantine:
+                warn(path, f"{problem}: skipped, resuming from an earlier checkpoint (or the start)")
+                target = path.with_name(f"corrupt-{path.name}")
+                while target.exists():
+                    target = target.with_name(target.name + "-")
+                path.rename(target)
+        return None
+
+    @staticmethod
+    def checkpoint_progress(checkpoint: Path) -> tuple[int, int]:
+        """(global_step, max_steps) of a complete checkpoint, from its trainer_state.json."""
+        state = json.loads((checkpoint / _CHECKPOINT_STATE).read_text())
+        return int(state["global_step"]), int(state.get("max_steps") or 0)
 
     # --- writing -----------------------------------------------------------------------------
     def start(self, config: dict, *, config_hash: str, extra_meta: dict | None = None, max_steps: int | None = None,
@@ -160,6 +345,8 @@ class RunRecord:
         import yaml
 
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
+        self.reserve_space()
         if not (self.path / "config.yaml").exists():
             atomic_write_text(self.path / "config.yaml", yaml.safe_dump(scrub(config), sort_keys=False))
         meta = self.meta()
@@ -198,21 +385,63 @@ class RunRecord:
             f.write(line + "\n")
             f.flush()
 
-    def truncate_metrics_after(self, step: int) -> None:
-        """On resume from a checkpoint at `step`, rows logged after it will be logged again: drop them
-        so the history has neither gaps nor duplicated steps."""
-        rows = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    def reconcile(self, step: int) -> None:
+        """The one rule on (re)start: the record holds what the resumed state holds. Called once the
+        trainer has loaded the checkpoint at `step` (0: none), so a resume that fails before that
+        loses no row. Rows after `step` (and torn or garbage lines) go, atomically; every later
+        row is appended to a clean file. Eval rows without a step (scored after training) stay."""
+        rewrite_jsonl(self.metrics_path, lambda r: step_of(r) is not None and step_of(r) <= step)
+        rewrite_jsonl(self.eval_path, lambda r: r.get("step") is None or (step_of(r) is not None and step_of(r) <= step))
+        self.set_status(self.state(), step=step)
+        self.reconciled_at = step
+
+    def remove_leftovers(self, min_age_s: float = 2.0) -> None:
+        """Temporary files (`.<name>.<random>.tmp`) and a half-written final model (`.final.tmp/`)
+        that a killed process left behind. Only older ones: a concurrent writer's (a `sweep cancel`
+        marking the run) is seconds old at most and still in use."""
+        cutoff = time.time() - min_age_s
+        for leftover in self.path.glob(".*.tmp"):
+            try:
+                if leftover.lstat().st_mtime < cutoff:
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            except FileNotFoundError:
+                pass
+
+    RESERVE_BYTES = 1 << 20
+
+    def reserve_space(self) -> None:
+        """Hold RESERVE_BYTES of disk in `.reserve` while the run trains: when the disk fills up, the
+        failure path frees it first, so status.json and error.txt can still say what happened."""
+        try:
+            fd = os.open(self.path / ".reserve", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # already full, or a filesystem without fallocate: train anyway
+            (self.path / ".reserve").unlink(missing_ok=True)
+            warn(self.path, f"cannot reserve space to record a failure ({exc.strerror})")
+
+    def release_space(self) -> None:
+        (self.path / ".reserve").unlink(missing_ok=True)
 
     def finish(self, summary: dict) -> None:
         atomic_write_json(self.path / "summary.json", summary)
+        fault_point("summary")
         compact_metrics(self.path)
         self.set_status("finished")
+        self.release_space()
 
-    def fail(self, error: str, state: str = "failed") -> None:
-        self.set_status(state, error=error)
-
-
+    def fail(self, error: str, state: str = "failed", *, details: str | None = None) -> None:
+        """Record why the run stopped, even on a full disk (the reserve is freed first). `details`
+        (a traceback) goes to error.txt; status.json's `error` is one line."""
+        self.release_space()
+        try:
+            self.set_status(state, error=error)
+            if details is not None:
+                atomic_write_text(self.path / "error.txt", details)
+        except OSError as exc:
+            warn(self.path, f"could not record the failure ({exc})")
 def compact_metrics(run_dir: str | Path) -> bool:
     """A columnar copy of a finished run's metrics.jsonl (metrics.arrow, an Arrow IPC file read by
     memory map), so reports over thousands of runs skip parsing JSON (~20x faster to read). metrics.jsonl stays the source of truth: readers

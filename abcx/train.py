@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 import traceback
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from abcx import config as C
-from abcx.errors import UserError
-from abcx.record import RunRecord, atomic_write_json, runs_dir, scrub
+from abcx.errors import RunFailed, UserError
+from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
 from abcx.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
 
@@ -96,12 +97,48 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRec
         return record
     if int(os.environ.get("RANK", "0")) != 0:
         # Under `accelerate launch` every rank trains; only rank 0 owns the record (and its lock).
+        checkpoint = record.latest_checkpoint()
+        if checkpoint is not None and _trained_to_the_end(checkpoint):
+            return record  # rank 0 finishes it without a training step
         _build_trainer(cfg, record, cfg.group or f"{cfg.model.name}-{cfg.task.name}",
                        _bounds(cfg), quiet=True, primary=False).train(
-            resume_from_checkpoint=str(record.latest_checkpoint()) if record.latest_checkpoint() else None)
+            resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return record
-    with exclusive(record):
+    with exclusive(record), _terminate_as_interrupt():
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that it ends like Ctrl-C: recorded, resumable."""
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (`kill`, a container or service stop) interrupts the run like Ctrl-C. Only where no
+    one else handles it: in a submitit job (SLURM or the local backend) submitit's own handler stays,
+    which ignores SIGTERM so that preemption and requeue go through its checkpoint-and-requeue path."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _trained_to_the_end(checkpoint: Path) -> bool:
+    step, max_steps = RunRecord.checkpoint_progress(checkpoint)
+    return max_steps > 0 and step >= max_steps
 
 
 def _bounds(cfg: Any):
@@ -120,29 +157,92 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     gpus = int(os.environ.get("ABCX_GPUS_PER_JOB", "0")) or _visible_gpus()
     record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                  extra_meta={"group": group, "off_policy": off_policy})
+    checkpoint = None
     try:
+        # Validated before anything in the record changes; the record is reconciled with it once the
+        # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
+        checkpoint = record.latest_checkpoint(quarantine=True)
+        if checkpoint is not None and _trained_to_the_end(checkpoint):
+            _finish_from_checkpoint(cfg, record, checkpoint)
+            return record
         trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet)
-        checkpoint = record.latest_checkpoint()
         if checkpoint is not None:
-            step = int(checkpoint.name.split("-")[-1])
-            record.truncate_metrics_after(step)
-            from abcx.evaluation.record import truncate_evals_after
-
-            truncate_evals_after(record, step)
             print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        trainer.save_model(str(record.path / "final"))
+        _save_final(record, trainer.save_model)
         _finish(cfg, record, trainer)
-    except KeyboardInterrupt:
-        record.fail("interrupted", state="cancelled")
+    except UserError as err:
+        record.fail(f"{type(err).__name__}: {err}", details=traceback.format_exc())
         raise
-    except BaseException as err:
-        record.fail(f"{type(err).__name__}: {err}", state="failed")
-        (record.path / "error.txt").write_text(traceback.format_exc())
-        raise
+    except (KeyboardInterrupt, SystemExit) as err:
+        _interrupted(record, err, checkpoint)
+    except BaseException as err:  # noqa: BLE001 - recorded, then one line instead of chained tracebacks
+        error = f"{type(err).__name__}: {err}".splitlines()[0]
+        record.fail(error, details=traceback.format_exc())
+        # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
+        during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
+        raise RunFailed(f"run {record.run_id} failed{during}: {error} (traceback: {record.path / 'error.txt'})") \
+            from None
     finally:
         _close_wandb()
     return record
+
+
+def _interrupted(record: RunRecord, err: BaseException, checkpoint: Path | None) -> None:
+    """Ctrl-C, SIGTERM or submitit's exit after a preemption: `cancelled`, which every entry point
+    resumes (`abcx train` again, `abcx sweep run`, a requeue) from the newest checkpoint."""
+    newest = record.latest_checkpoint() or checkpoint
+    cause = {Terminated: "SIGTERM", SystemExit: "the job's exit (preempted or timed out)"}.get(type(err), "SIGINT")
+    where = f"from {newest.name}" if newest else "from the start"
+    record.fail(f"interrupted by {cause}; resumable {where}", state="cancelled")
+    if isinstance(err, SystemExit):
+        raise err  # submitit's requeue path exits this way: leave it alone
+    raise RunFailed(f"run {record.run_id} interrupted by {cause}; run the same command again to resume {where}",
+                    exit_code=143 if isinstance(err, Terminated) else 130) from None
+
+
+def _save_final(record: RunRecord, write) -> None:
+    """final/ appears whole or not at all: written to .final.tmp/, then renamed into place. A final/
+    that exists is therefore complete (a kill after this leaves it for the next start to reuse)."""
+    final, staging = record.path / "final", record.path / ".final.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    write(str(staging))
+    fault_point("final")
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(staging, final)
+
+
+def _finish_from_checkpoint(cfg: Any, record: RunRecord, checkpoint: Path) -> None:
+    """The newest checkpoint is at max_steps (a kill came after it, before the run was marked
+    finished): finish from it without another training step."""
+    step, _ = RunRecord.checkpoint_progress(checkpoint)
+    print(f"[{record.run_id}] {checkpoint.name} is the last step: finishing without training", file=sys.stderr)
+    record.reconcile(step)
+    if not (record.path / "final").exists():
+        ignore = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
+                                        "trainer_state.json")
+        _save_final(record, lambda dest: shutil.copytree(checkpoint, dest, ignore=ignore))
+    from abcx.evaluation.record import evals
+
+    if cfg.eval.at_end and not any(r.get("step") == step for r in evals(record)):
+        _eval_at_end(cfg, record, step)
+    _finish(cfg, record, None)
+
+
+def _eval_at_end(cfg: Any, record: RunRecord, step: int) -> None:
+    """The end-of-training evaluation the killed attempt did not get to, on the final model."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from abcx.evaluation.callback import PeriodicEvalCallback
+
+    final = str(record.path / "final")
+    _set_threads(cfg)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+    PeriodicEvalCallback(cfg, record, AutoTokenizer.from_pretrained(final)).on_train_end(None, state, None, model=model)
 
 
 def _visible_gpus() -> int:
@@ -203,7 +303,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
 
 def _finish(cfg: Any, record: RunRecord, trainer) -> None:
     summary = summarise(record.metrics())
-    for cb in trainer.callback_handler.callbacks:
+    for cb in trainer.callback_handler.callbacks if trainer is not None else ():
         if hasattr(cb, "end_of_training"):
             summary.update({f"trainer/{k}": v for k, v in cb.end_of_training.items()})
     record.finish(summary)
@@ -214,4 +314,7 @@ def _close_wandb() -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            try:
+                wandb.finish()
+            except Exception as err:  # noqa: BLE001 - e.g. a full disk: the run's own outcome is recorded
+                print(f"warning: W&B did not close cleanly: {err}".splitlines()[0], file=sys.stderr)

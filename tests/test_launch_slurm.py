@@ -114,6 +114,30 @@ def test_requeued_job_resumes_from_its_checkpoint_without_lost_or_duplicated_row
     assert "resuming from checkpoint-" in log
 
 
+def test_a_job_requeued_before_its_first_checkpoint_starts_over_without_duplicated_rows(slurm_cluster, tmp_path,
+                                                                                       tiny_model_path):
+    """The requeued job finds rows but no checkpoint: it trains from step 1 and the record holds each
+    step once (it used to append the steps of the first attempt a second time)."""
+    results = tmp_path / "results"
+    # No checkpoint before the end; long enough to outlast KillWait (5 s) after the requeue.
+    steps = 150
+    cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", f"train.save_steps={steps}",
+           "train.per_device_train_batch_size=16"]
+    code, out = call(command.sweep_run, "smoke", cli)
+    assert code == 0, out
+    (record,) = runs_of(results)
+    wait_until(lambda: record.state() == "running" and record.status().get("step", 0) >= 4, 240,
+               "the job's first steps")
+    job_id = record.status()["job_id"]
+    assert record.latest_checkpoint() is None
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=30)
+    wait_until(lambda: record.state() == "finished", 300, "the requeued run to finish")
+    assert [r["step"] for r in read_jsonl(record.metrics_path)] == list(range(1, steps + 1))
+    assert record.meta()["attempts"] >= 2 and record.status()["job_id"] == job_id
+    log = "\n".join(p.read_text() for p in (results / "sweeps" / "smoke" / "jobs").glob(f"{job_id}/*.err"))
+    assert "resuming from checkpoint-" not in log
+
+
 def test_a_two_process_point_runs_under_accelerate_inside_its_slurm_job(slurm_cluster, tmp_path, tiny_model_path):
     results = tmp_path / "results"
     cli = [*SLURM, f"results_dir={results}", "method=grpo", "launcher.num_processes=2",

@@ -102,8 +102,6 @@ def test_cancelled_and_failed_records_keep_their_reason(tmp_path):
     (lambda p: os.remove(os.path.join(p, "status.json")), "status.json missing"),
     (lambda p: open(os.path.join(p, "status.json"), "w").write('{"state": "exploded"}'), "state 'exploded'"),
     (lambda p: open(os.path.join(p, "config.yaml"), "w").write("a: [1,"), "config.yaml: not valid YAML"),
-    (lambda p: open(os.path.join(p, "metrics.jsonl"), "a").write('{"step": 9, "reward": }\n{"step": 10}\n'),
-     "metrics.jsonl line 6: not valid JSON"),
     (lambda p: open(os.path.join(p, "metrics.jsonl"), "a").write('{"reward": 1.0}\n'), "line 6: no 'step'"),
 ])
 def test_malformed_record_is_a_user_error_naming_file_and_fault(tmp_path, breakage, message):
@@ -112,6 +110,15 @@ def test_malformed_record_is_a_user_error_naming_file_and_fault(tmp_path, breaka
     with pytest.raises(UserError, match=message) as err:
         read_sources([str(tmp_path)])
     assert path in str(err.value)
+
+
+@pytest.mark.parametrize("junk", [b'{"step": 9, "reward": }\n', b"\x00\xff\xfe binary\n", b"[1, 2]\n"])
+def test_unreadable_metric_lines_anywhere_are_skipped_with_a_warning(tmp_path, capsys, junk):
+    path = record(tmp_path, compact=False)
+    lines = open(os.path.join(path, "metrics.jsonl"), "rb").read().splitlines(keepends=True)
+    open(os.path.join(path, "metrics.jsonl"), "wb").write(b"".join(lines[:2]) + junk + b"".join(lines[2:]))
+    assert read_sources([str(tmp_path)]).metric("reward")["step"].tolist() == [1, 2, 3, 4, 5]
+    assert "metrics.jsonl: skipped 1 unreadable line(s) (line 3:" in capsys.readouterr().err
 
 
 def test_discovery_walks_results_dirs_and_globs_and_rejects_empty_paths(tmp_path):

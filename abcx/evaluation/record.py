@@ -1,14 +1,15 @@
-"""Eval rows in the run record (eval.jsonl) and in W&B."""
+"""Eval rows in the run record (eval.jsonl) and in W&B. On a resume `RunRecord.reconcile` drops the
+rows of steps after the resumed checkpoint, as for metrics.jsonl; readers skip unreadable lines."""
 from __future__ import annotations
 
 import json
 import sys
 
-from abcx.record import RunRecord, atomic_write_text, read_jsonl
+from abcx.record import RunRecord, read_jsonl
 
 
 def append_eval(record: RunRecord, row: dict) -> None:
-    with open(record.path / "eval.jsonl", "a") as f:
+    with open(record.eval_path, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
         f.flush()
     if "wandb" in sys.modules:
@@ -21,12 +22,5 @@ def append_eval(record: RunRecord, row: dict) -> None:
             wandb.log(data)
 
 
-def truncate_evals_after(record: RunRecord, step: int) -> None:
-    path = record.path / "eval.jsonl"
-    if path.exists():
-        rows = [r for r in read_jsonl(path) if r.get("step") is None or r["step"] <= step]
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
 def evals(record: RunRecord) -> list[dict]:
-    return list(read_jsonl(record.path / "eval.jsonl"))
+    return list(read_jsonl(record.eval_path))

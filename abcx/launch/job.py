@@ -3,10 +3,13 @@
 `TrainJob` is picklable (it holds only the point's overrides and a few strings) and a
 `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, which
 resubmits a fresh copy of the job; the requeued job composes the same point, finds the same run
-folder (the run id is a config hash) and `train()` resumes from the newest trainer checkpoint,
-truncating metric rows logged after it, and continues the same run record and W&B run (whose id is
-the run id). Progress since the last `train.save_steps` checkpoint is recomputed, never duplicated.
-A `scontrol requeue` (or a node failure) restarts the original pickled job, which resumes the same way.
+folder (the run id is a config hash) and `train()` resumes from the newest complete trainer
+checkpoint (from step 1 if there is none), reconciling the record with it (metric and eval rows
+after it are dropped), and continues the same run record and W&B run (whose id is the run id).
+Progress since the last `train.save_steps` checkpoint is recomputed, never duplicated. A
+`scontrol requeue` (or a node failure) restarts the original pickled job, which resumes the same way.
+Inside a job submitit's own SIGTERM handler stays in place (train() installs its own only where
+SIGTERM is unhandled), so SLURM's preemption and requeue signals keep their meaning.
 
 With `launcher.num_processes > 1` the job runs the trainer under `accelerate launch` instead of in
 its own process (see `accelerate_command`); `python -m abcx.launch.job` is that trainer entry point.

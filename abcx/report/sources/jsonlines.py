@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 
-from abcx.errors import UserError
 
 
 def read_bytes_tolerant(path: str) -> bytes:
@@ -32,15 +31,12 @@ def read_bytes_tolerant(path: str) -> bytes:
 
 
 def parse_lines_python(path: str, data: bytes) -> list[dict]:
-    rows = []
-    for i, line in enumerate(data.splitlines(), start=1):
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise UserError(f"{path} line {i}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {i}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
+    """Rows of one file by the record's shared tolerant parser (abcx.record.parse_jsonl): a line that
+    is torn, binary or not a JSON object, wherever it is, is skipped with a warning."""
+    from abcx.record import parse_jsonl, warn_skipped
+
+    rows, problems = parse_jsonl(data)
+    warn_skipped(path, problems)
     return rows
 
 
@@ -117,6 +113,8 @@ def _first_line_schema(buf):
         first = json.loads(bytes(buf[:bytes(buf[:65536]).index(b"\n")]))
     except ValueError:
         return pj.ParseOptions()
+    if not isinstance(first, dict):  # not a row: the slow path skips it
+        return pj.ParseOptions()
     fields = [(k, pa.float64()) for k, v in first.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="infer")
@@ -142,15 +140,20 @@ def read_many(paths: list[str]) -> tuple[list[int], dict]:
         pass
     # Slow path: file by file, so one odd file does not cost the others their fast parse.
     datas = datas or [read_bytes_tolerant(p) for p in paths]
-    parts = []
+    parts, counts = [], []
     for path, data in zip(paths, datas):
         if not data:
             parts.append({})
+            counts.append(0)
             continue
         try:
-            parts.append(_columns_from_arrow(pj.read_json(pa.BufferReader(data))))
-        except pa.ArrowInvalid:
-            parts.append(_columns_from_rows(parse_lines_python(path, data)))
+            table = pj.read_json(pa.BufferReader(data))
+            parts.append(_columns_from_arrow(table))
+            counts.append(table.num_rows)
+        except pa.ArrowInvalid:  # unreadable lines are skipped: the file's count is of the rows kept
+            rows = parse_lines_python(path, data)
+            parts.append(_columns_from_rows(rows))
+            counts.append(len(rows))
     keys: dict[str, None] = {}
     for p in parts:
         keys.update(dict.fromkeys(p))

@@ -1,0 +1,282 @@
+"""After any interruption the run record holds exactly steps 1..N (docs/architecture.md, "Recovery").
+
+Real `abcx train` processes of the tiny testbed, stopped by real signals at named points
+(ABCX_FAULT, abcx.record.fault_point: the process signals itself when it gets there), then started
+again with the same command. Whatever the point, the resumed run ends with metric steps 1..N, each
+eval row once, a final model trained exactly N steps, and no leftover temporary file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from abcx.record import RunRecord
+
+N, SAVE = 12, 5  # checkpoints at 5, 10 and 12
+RUN = [f"train.max_steps={N}", f"train.save_steps={SAVE}", "train.save_total_limit=3",
+       "train.per_device_train_batch_size=16", "logger=none"]
+# Periodic and final evaluation, as small as it gets: eval rows at steps 5, 10 and 12.
+EVAL = ["eval.every_steps=5", "eval.at_end=true", "eval.max_problems=2", "eval.n=2", "eval.batch_size=8",
+        "eval.max_new_tokens=16"]
+
+
+def abcx_train(results: Path, *extra: str, fault: str | None = None, timeout: float = 300):
+    env = {k: v for k, v in os.environ.items() if k != "ABCX_FAULT"}
+    if fault:
+        env["ABCX_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "abcx.cli", "train", *RUN, *extra, f"results_dir={results}"],
+                          cwd=results.parent, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def the_run(results: Path) -> RunRecord:
+    (path,) = (results / "runs").iterdir()
+    return RunRecord(path)
+
+
+def metric_steps(record: RunRecord) -> list[int]:
+    return [row["step"] for row in record.metrics()]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_trained_exactly(record: RunRecord, stdout: str, steps: int = N, evals: bool = True) -> None:
+    from safetensors.torch import load_file
+
+    assert metric_steps(record) == list(range(1, steps + 1))
+    status = record.status()
+    assert status["state"] == "finished" and status["step"] == steps and status["error"] is None, status
+    assert f"step {steps + 1}/" not in stdout
+    assert not (record.checkpoints / f"checkpoint-{steps + 1}").exists()
+    final = load_file(record.path / "final" / "model.safetensors")
+    last = load_file(record.checkpoints / f"checkpoint-{steps}" / "model.safetensors")
+    assert final.keys() == last.keys() and all((final[k] == last[k]).all() for k in final)
+    if evals:
+        rows = Counter((r["step"], r["benchmark"]) for r in map(json.loads, (record.path / "eval.jsonl").open()))
+        assert sorted({step for step, _ in rows}) == [5, 10, steps] and set(rows.values()) == {1}, rows
+    assert not list(record.path.glob(".*.tmp")), "temporary files left behind"
+
+
+# One run, stopped at every point in turn; each start resumes what the last one left.
+INTERRUPTIONS = [
+    ("row@3", 3),             # SIGKILL before the first checkpoint: the next start begins again at step 1
+    ("row@7:TERM", 7),        # SIGTERM between checkpoints (checkpoint-5 and step 7 written)
+    ("checkpoint@10", 10),    # SIGKILL while checkpoint-10 is written (trainer_state.json half written)
+    ("final", N),             # SIGKILL while the final model is written
+    ("summary", N),           # SIGKILL after summary.json, before the run is marked finished
+]
+
+
+def test_a_run_interrupted_at_every_point_in_turn_ends_with_exactly_steps_1_to_n(tmp_path, tiny_model_path):
+    results = tmp_path / "results"
+    for fault, last_row in INTERRUPTIONS:
+        stopped = abcx_train(results, *EVAL, fault=fault)
+        record = the_run(results)
+        if fault.endswith(":TERM"):
+            assert stopped.returncode == 128 + signal.SIGTERM and "Traceback" not in stopped.stderr, stopped.stderr
+            (line,) = error_lines(stopped.stderr)
+            assert "interrupted by SIGTERM" in line and "resume from checkpoint-5" in line
+            status = record.status()
+            assert status["state"] == "cancelled" and "resumable from checkpoint-5" in status["error"], status
+        else:
+            assert stopped.returncode == -signal.SIGKILL, stopped.stderr[-3000:]
+            assert record.state() == "running"  # a SIGKILL leaves no chance to say more
+        # What the stopped attempt left: each step once, in order, however often it was restarted.
+        assert metric_steps(record) == list(range(1, last_row + 1)), fault
+        if fault == "checkpoint@10":
+            assert "resuming from checkpoint-5" in stopped.stderr
+        if fault == "final":
+            assert "checkpoint-10: trainer_state.json is not valid JSON" in stopped.stderr
+        if fault == "summary":
+            assert "finishing without training" in stopped.stderr and (record.path / "summary.json").exists()
+    resumed = abcx_train(results, *EVAL)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "finishing without training" in resumed.stderr
+    assert_trained_exactly(record, resumed.stdout)
+    assert record.meta()["attempts"] == len(INTERRUPTIONS) + 1
+
+
+def test_corrupt_checkpoints_and_unreadable_lines_cost_no_row(tmp_path, tiny_model_path):
+    """A resume that cannot load its checkpoint fails with one line and leaves every row; a
+    checkpoint with garbage weights is skipped for the previous one; torn, binary and non-object
+    lines anywhere in metrics.jsonl are skipped with a warning; leftover temporary files go."""
+    import torch
+
+    results = tmp_path / "results"
+    assert abcx_train(results, "eval.at_end=false", fault="row@11").returncode == -signal.SIGKILL
+    record = the_run(results)
+    rows = record.metrics_path.read_bytes().splitlines(keepends=True)
+    assert len(rows) == 11
+    # What a crash mid-append, a disk fault and a stray writer leave in the middle of the file.
+    record.metrics_path.write_bytes(b"".join(rows[:4]) + b'{"step": 5, "lo\n' + b"\x00\xff\xfe garbage\n"
+                                    + b"[1, 2]\n" + b"".join(rows[4:]))
+    leftover = record.path / ".status.json.k1ll3d.tmp"
+    leftover.write_text("{")
+    os.utime(leftover, (time.time() - 60, time.time() - 60))
+    before = record.metrics_path.read_bytes()
+
+    # 1. optimizer.pt is a whole zip archive but not an optimizer's state: only loading it tells.
+    ckpt = record.checkpoints / "checkpoint-10"
+    torch.save({"not": "an optimizer state"}, ckpt / "optimizer.pt")
+    failed = abcx_train(results, "eval.at_end=false")
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    (line,) = error_lines(failed.stderr)
+    assert "checkpoint-10" in line and "error.txt" in line
+    assert record.metrics_path.read_bytes() == before  # the failed resume touched no row
+    assert record.state() == "failed" and (record.path / "error.txt").exists()
+
+    # 2. Garbage weights: skipped (with a warning) for checkpoint-5, kept aside for inspection.
+    (ckpt / "model.safetensors").write_bytes(os.urandom(4096))
+    resumed = abcx_train(results, "eval.at_end=false")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint-10: model.safetensors" in resumed.stderr and "resuming from checkpoint-5" in resumed.stderr
+    assert "skipped 3 unreadable line(s)" in resumed.stderr and "line 5: not valid JSON" in resumed.stderr
+    assert (record.checkpoints / "corrupt-checkpoint-10").is_dir()
+    assert_trained_exactly(record, resumed.stdout, evals=False)
+    assert not leftover.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 32 MiB tmpfs (the tests run as root). Refused mount: a failure under CI, else a skip."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        reason = f"cannot mount a tmpfs for the full-disk test: {proc.stderr.strip() or proc.returncode}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Write until the disk is full; the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    for chunk in (1 << 20, 1 << 12):  # then page by page, to the last free page
+        try:
+            while True:
+                os.write(fd, b"\0" * chunk)
+        except OSError:
+            pass
+    os.close(fd)
+    return filler
+
+
+def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_model_path):
+    results = small_disk / "results"
+    steps = 30
+    cmd = [sys.executable, "-m", "abcx.cli", "train", *RUN, f"train.max_steps={steps}", "train.save_steps=4",
+           "train.save_total_limit=1", "eval.at_end=false", f"results_dir={results}"]
+    proc = subprocess.Popen(cmd, cwd=small_disk, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(results.glob("runs/*/checkpoints/checkpoint-4/trainer_state.json")):
+        time.sleep(0.05)
+    filler = fill(small_disk)
+    stdout, stderr = proc.communicate(timeout=300)
+    record = the_run(results)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (line,) = error_lines(stderr)
+    assert "No space left on device" in line
+    status = record.status()
+    assert status["state"] == "failed" and "No space left on device" in status["error"], status
+    assert "No space left on device" in (record.path / "error.txt").read_text()
+
+    filler.unlink()
+    resumed = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
+                         "train.save_total_limit=1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_trained_exactly(record, resumed.stdout, steps=steps, evals=False)
+
+
+def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_model_path):
+    """lr=1e30 flattens the policy to uniform in a step (entropy ln V, no gradient) while every loss
+    stays finite: the health check stops the run instead of reporting it finished."""
+    results = tmp_path / "results"
+    result = abcx_train(results, "eval.at_end=false", "train.learning_rate=1e30", "train.nan_policy=fail",
+                        "train.save_steps=100")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = error_lines(result.stderr)
+    assert "policy looks destroyed" in line and "entropy" in line
+    status = the_run(results).status()
+    assert status["state"] == "failed" and "policy looks destroyed" in status["error"] and status["step"] < N, status
+
+
+def test_the_health_check_warns_under_nan_policy_skip_and_ignores_a_zero_gradient_without_reward_spread(tmp_path,
+                                                                                                  capsys):
+    from abcx.callbacks import HealthCheck, RecordCallback
+
+    record = RunRecord(tmp_path / "run")
+    record.path.mkdir()
+    callback = RecordCallback(record, "skip")
+    callback.health = HealthCheck(vocab_size=50)
+
+    class State:
+        max_steps, is_world_process_zero = 20, True
+
+    def log(step, **row):
+        State.global_step = step
+        callback.on_log(None, State(), None, logs={"loss": 0.0, **row})
+
+    # All groups scored alike: no advantage, no gradient -- a healthy, if idle, step.
+    for step in range(1, 8):
+        log(step, entropy=0.5, grad_norm=0.0, reward_std=0.0)
+    assert "warning" not in record.status() and capsys.readouterr().err == ""
+    for step in range(8, 8 + HealthCheck.STEPS):
+        log(step, entropy=math.log(50) * 0.995, grad_norm=0.0)
+    assert "policy looks destroyed: entropy" in record.status()["warning"]
+    assert "policy looks destroyed" in capsys.readouterr().err
+    fail = RecordCallback(record, "fail")
+    fail.health = HealthCheck(vocab_size=50)
+    callback = fail
+    for step in range(1, HealthCheck.STEPS):
+        log(step, entropy=1.0, grad_norm=0.0, reward_std=0.3)
+    with pytest.raises(Exception, match="grad norm exactly 0 although rewards differ"):
+        log(HealthCheck.STEPS, entropy=1.0, grad_norm=0.0)
+
+
+def test_the_progress_line_shows_values_that_are_not_numbers():
+    """train.nan_policy=skip lets NaN and missing values through to the progress line."""
+    import io
+
+    from abcx.callbacks import ProgressCallback
+
+    class State:
+        global_step, max_steps, is_world_process_zero = 3, 10, True
+
+    out = io.StringIO()
+    ProgressCallback("run", stream=out).on_log(None, State(), None,
+                                               logs={"reward": None, "entropy": float("nan"), "clip/q4": 0.5})
+    assert "reward None  entropy nan" in out.getvalue() and "q4 50.0%" in out.getvalue()
+
+
+def test_readers_skip_unreadable_lines_anywhere_and_garbage_files_with_a_warning(tmp_path, capsys):
+    from abcx.record import read_json, read_jsonl
+
+    lines = tmp_path / "metrics.jsonl"
+    lines.write_bytes(b'{"step": 1}\n{"step": 2, "lo\n\xff\xfe\x00\n[1, 2]\n{"step": 3}\n{"step": 4, "x"')
+    assert [r["step"] for r in read_jsonl(lines)] == [1, 3]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "skipped 3 unreadable line(s)" in err
+    assert "line 2: not valid JSON" in err and "line 4: a JSON list, not an object" in err
+    garbage = tmp_path / "status.json"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    assert read_json(garbage, {}) == {} and "not readable as JSON" in capsys.readouterr().err
+    garbage.write_text("[1, 2]")
+    assert read_json(garbage, {}) == {} and "a JSON list, not an object" in capsys.readouterr().err
