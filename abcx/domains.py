@@ -29,20 +29,28 @@ LOGGERS = ("wandb", "none")
 def number(field: str, value: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
            hi_open: bool = False, integer: bool = False, allow: tuple = (), valid: str | None = None) -> None:
     """A finite number (an integer when `integer`) in [lo, hi] (open ends by flag), or one of `allow`."""
+    kind = type(value)
+    if (kind is int or (kind is float and not integer and math.isfinite(value))) and \
+            (lo is None or value > lo or (value == lo and not lo_open)) and \
+            (hi is None or value < hi or (value == hi and not hi_open)):
+        return  # the common case, decided without building any text
     if any(value is a or (value == a and type(value) is type(a)) for a in allow):
         return
-    lo_text = "" if lo is None else f"{_fmt(lo)} {'<' if lo_open else '<='} "
-    hi_text = "" if hi is None else f" {'<' if hi_open else '<='} {_fmt(hi)}"
-    domain = valid or f"{lo_text}{'an integer' if integer else 'a number'}{hi_text}" + \
-        "".join(f" or {a}" for a in allow)
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not is_number or (integer and not isinstance(value, int)):
+        domain = valid or _domain(lo, hi, lo_open, hi_open, integer, allow)
         raise UserError(f"{field}={value!r} is not {'an integer' if integer else 'a number'}; valid: {domain}")
     bad = not math.isfinite(value) or (lo is not None and (value < lo or (lo_open and value == lo))) or \
         (hi is not None and (value > hi or (hi_open and value == hi)))
     if bad:
         shown = f"{value:g}" if isinstance(value, float) else (str(value) if len(str(value)) < 20 else f"{value:.3g}")
-        raise UserError(f"{field}={shown} is out of range; valid: {domain}")
+        raise UserError(f"{field}={shown} is out of range; valid: {valid or _domain(lo, hi, lo_open, hi_open, integer, allow)}")
+
+
+def _domain(lo, hi, lo_open: bool, hi_open: bool, integer: bool, allow: tuple) -> str:
+    lo_text = "" if lo is None else f"{_fmt(lo)} {'<' if lo_open else '<='} "
+    hi_text = "" if hi is None else f" {'<' if hi_open else '<='} {_fmt(hi)}"
+    return f"{lo_text}{'an integer' if integer else 'a number'}{hi_text}" + "".join(f" or {a}" for a in allow)
 
 
 def _fmt(x: float) -> str:
@@ -199,19 +207,22 @@ def task_options(name: str, options: Any) -> None:
     if checker is not None:
         import inspect
 
+        function, wanted = checker
         values = {k: v for k, v in params.items() if v is not inspect.Parameter.empty}
         values.update(options)
-        wanted = inspect.signature(checker).parameters
-        checker(**{k: v for k, v in values.items() if k in wanted})
+        function(**{k: v for k, v in values.items() if k in wanted})
 
 
 @lru_cache(maxsize=None)
 def _task_checker(name: str):
+    """(the task module's `check_options`, its parameter names), or None when it has none."""
     import importlib
+    import inspect
 
     from abcx.tasks import REGISTRY
 
-    return getattr(importlib.import_module(REGISTRY[name]), "check_options", None)
+    function = getattr(importlib.import_module(REGISTRY[name]), "check_options", None)
+    return (function, frozenset(inspect.signature(function).parameters)) if function else None
 
 
 def _same_kind(value: Any, default: Any) -> bool:

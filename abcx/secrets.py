@@ -16,8 +16,10 @@ credential belongs instead, and without echoing the value (the error line itself
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+from functools import lru_cache
 from typing import Any, Iterator
 
 from abcx.errors import UserError
@@ -56,10 +58,24 @@ _ENV_REF = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:\s*([^,}\s]+)")
 _SECRET_VALUE = re.compile(r"[A-Za-z0-9_\-.:+=]{16,}")
 
 
+# A quick, conservative pre-check over a config as JSON (substring tests run at C speed, regexes with
+# look-behinds do not): False means no walk is needed. Each test is implied by a refusal below.
+_QUOTED_FIELDS = tuple(f'"{name}": ' for name in sorted(CREDENTIAL_FIELDS))  # a key, as json.dumps writes it
+_PREFIXES = ("hf_", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "${")
+_WHOLE_HEX = re.compile(r'"(?:[a-z]+-)?[0-9a-f]{40,}"')
+
+
+def _suspicious(blob: str, secrets: dict[str, str]) -> bool:
+    low = blob.lower()
+    return any(p in blob for p in _PREFIXES) or any(q in low for q in _QUOTED_FIELDS) or \
+        bool(_WHOLE_HEX.search(blob)) or any(v in blob for v in secrets)
+
+
 def is_credential_field(name: Any) -> bool:
     return str(name).lower() in CREDENTIAL_FIELDS
 
 
+@lru_cache(maxsize=4096)
 def is_secret_env(name: str) -> bool:
     return name in ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") or bool(SECRET_ENV.search(name))
 
@@ -111,8 +127,20 @@ def redact(text: str) -> str:
 
 def env_secrets(environ: Any = None) -> dict[str, str]:
     """{value: variable} of the secret-named environment variables worth looking for."""
-    environ = os.environ if environ is None else environ
-    return {v: k for k, v in environ.items() if is_secret_env(k) and _SECRET_VALUE.fullmatch(v)}
+    global _ENV_CACHE
+    if environ is not None:
+        return {v: k for k, v in environ.items() if is_secret_env(k) and _SECRET_VALUE.fullmatch(v)}
+    # Asked for every sweep point: reuse the last answer while the environment has as many variables and
+    # the secret-named ones are unchanged (reading 40 variables costs more than validating a point).
+    size, named, found = _ENV_CACHE
+    if size != len(os.environ) or any(os.environ.get(k) != v for k, v in named.items()):
+        named = {k: v for k, v in os.environ.items() if is_secret_env(k)}
+        found = {v: k for k, v in named.items() if _SECRET_VALUE.fullmatch(v)}
+        _ENV_CACHE = (len(os.environ), named, found)
+    return dict(found)
+
+
+_ENV_CACHE: tuple[int, dict[str, str], dict[str, str]] = (-1, {}, {})
 
 
 def check_text(field: str, text: str, secrets: dict[str, str] | None = None) -> None:
@@ -140,8 +168,15 @@ def _where_for_env(name: str) -> str:
 
 
 def check_config(data: Any) -> None:
-    """Walk a resolved config (dicts, lists, scalars) and refuse the first credential in it."""
+    """Walk a resolved config (dicts, lists, scalars) and refuse the first credential in it. It runs
+    for every point of a sweep: one search over the config as JSON decides whether a walk is needed."""
     secrets = env_secrets()
+    try:
+        blob = json.dumps(data, default=str)
+    except (TypeError, ValueError):
+        blob = None
+    if blob is not None and not _suspicious(blob, secrets):
+        return
     for path, key, value in _leaves(data, ""):
         if key is not None and is_credential_field(key) and value not in (None, "", False, {}):
             raise refuse_field(path)

@@ -7,6 +7,7 @@ abcx's field instead of a traceback inside a run that already has a folder.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -102,8 +103,10 @@ def check_extra(extra: Any) -> None:
     """train.extra holds other GRPOConfig fields: known, not one abcx controls, of the field's type."""
     from abcx.secrets import is_credential_field, refuse_field
 
+    if not extra:
+        return
     fields = _fields()
-    for key, value in (extra or {}).items():
+    for key, value in extra.items():
         name = f"train.extra.{key}"
         if is_credential_field(key):
             raise refuse_field(name)
@@ -169,7 +172,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# Trainer arguments already built, by their canonical JSON: None when valid, else the error line.
+# Trainer arguments already built in this process, by their canonical JSON: None when valid, else the
+# error line.
 _CHECKED: dict[str, str | None] = {}
 
 
@@ -182,13 +186,87 @@ def check(cfg: Any) -> None:
         kwargs.pop(key, None)
     key = json.dumps(kwargs, sort_keys=True, default=repr)
     if key not in _CHECKED:
-        _CHECKED[key] = _build(kwargs, set(_plain(cfg.train.extra) or {}))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        if digest in _accepted_on_disk():
+            _CHECKED[key] = None
+        else:
+            _CHECKED[key] = _build(kwargs, set(_plain(cfg.train.extra) or {}))
+            if _CHECKED[key] is None:
+                _remember(digest)
     if _CHECKED[key] is not None:
         raise UserError(_CHECKED[key])
 
 
+# Importing TRL and transformers and building the first GRPOConfig costs ~3 s, more than planning a
+# 1,000-point sweep: argument sets TRL accepted are remembered across processes (keyed by the library
+# versions and the environment variables accelerate reads), so a repeated dry-run imports nothing.
+# Only acceptances are kept; a refusal is always rebuilt, so its message is always current.
+_CACHE_FORMAT = 1
+_CACHE_LIMIT = 50_000
+_DISK: set[str] | None = None
+_NEW: set[str] = set()
+
+
+def _cache_file() -> Path:
+    import os
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    env = sorted((k, v) for k, v in os.environ.items() if k.startswith("ACCELERATE_") or k in ("WORLD_SIZE", "RANK"))
+    tag = json.dumps([_CACHE_FORMAT, sys.version, env, *(installed(p) for p in ("trl", "transformers", "torch",
+                                                                                "accelerate"))])
+    base = Path(os.environ.get("ABCX_CACHE") or Path.home() / ".cache" / "abcx")
+    return base / f"trainer-args-accepted-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.json"
+
+
+def _accepted_on_disk() -> set[str]:
+    global _DISK
+    if _DISK is None:
+        try:
+            data = json.loads(_cache_file().read_text())
+            _DISK = {d for d in data if isinstance(d, str)} if isinstance(data, list) else set()
+        except (OSError, ValueError):
+            _DISK = set()
+    return _DISK
+
+
+def _remember(digest: str) -> None:
+    if not _NEW:
+        import atexit
+
+        atexit.register(_save)
+    _NEW.add(digest)
+
+
+def _save() -> None:
+    """Merge this process's acceptances into the cache file (atomically; a cache: errors are ignored)."""
+    import os
+    import tempfile
+
+    path = _cache_file()
+    try:
+        try:
+            known = json.loads(path.read_text())
+            known = [d for d in known if isinstance(d, str)] if isinstance(known, list) else []
+        except (OSError, ValueError):
+            known = []
+        merged = list(dict.fromkeys([*known, *sorted(_NEW)]))[-_CACHE_LIMIT:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(merged, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def _build(kwargs: dict, from_extra: set[str]) -> str | None:
-    import logging
     import warnings
 
     from transformers.trainer_utils import SchedulerType
@@ -197,18 +275,13 @@ def _build(kwargs: dict, from_extra: set[str]) -> str | None:
     if kwargs["lr_scheduler_type"] not in valid:
         return f"train.lr_scheduler_type={kwargs['lr_scheduler_type']!r} is not a scheduler; valid: {', '.join(valid)}"
     from trl import GRPOConfig
-    from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # deprecation notices: the run's own build shows them once
             warnings.simplefilter("ignore")
             GRPOConfig(use_cpu=True, bf16=False, **kwargs)
     except Exception as err:  # noqa: BLE001 - any refusal of TRL/transformers becomes one line
         return _explain(err, kwargs, from_extra)
-    finally:
-        hf_logging.set_verbosity(level)
     return None
 
 

@@ -133,6 +133,7 @@ def test_grpo_config_is_built_once_per_distinct_set_of_trainer_arguments(monkeyp
     built = []
     real = trl_args._build
     monkeypatch.setattr(trl_args, "_build", lambda kwargs, extra: built.append(1) or real(kwargs, extra))
+    monkeypatch.setattr(trl_args, "_DISK", set())  # as on a machine that never validated these
     points = [(f"seed={s}", f"train.learning_rate={lr}", f"method.eps3={e}")
               for s in (9101, 9102) for lr in (1e-4, 2e-4) for e in (0.2, 0.3, 0.4)]
     planned = plan.build(points)
