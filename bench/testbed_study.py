@@ -145,6 +145,11 @@ def group(rows: list[dict], sweep: str) -> dict[tuple[str, str], list[dict]]:
     for r in rows:
         if r["sweep"] == sweep:
             out.setdefault((r["cell"], r["method"]), []).append(r)
+    if sweep == "regime" and out:
+        # The regime's default cell is the study's grpo and abc_grpo runs (the same regime, trained once).
+        for r in rows:
+            if r["sweep"] == "study" and r["method"] in ("grpo", "abc_grpo"):
+                out.setdefault(("default", r["method"]), []).append(r)
     return out
 
 
