@@ -27,10 +27,12 @@ def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
 
     The default is ABC-GRPO on the tiny testbed (local model, W&B offline).
     """
-    from abcx.config import compose
+    from abcx.config import compose, run_id
     from abcx.launch.job import train_here
+    from abcx.paths import check_results_dir
 
     cfg = compose(overrides or [])
+    check_results_dir(cfg.results_dir, f"{cfg.results_dir}/runs/{run_id(cfg)}")  # one line, before any work
     record = train_here(cfg, overrides or [])
     from abcx.summary import print_summary
 
@@ -61,7 +63,9 @@ def sweep_run(name: str = typer.Argument(..., help="A sweeps/<name>.yaml or a pa
               yes: bool = YES) -> None:
     """Submit a sweep's unfinished points.
 
-    Every point that is not finished or running goes to the local or SLURM backend.
+    Every point that is not finished or running goes to the local or SLURM backend. One submission
+    of a sweep at a time: if it is already being run (another `abcx sweep run`, or the supervisor it
+    started), this says by whom and exits 0 without changing anything; with --wait it waits for that.
     """
     from abcx.sweep.command import sweep_run as run
 

@@ -101,7 +101,6 @@ def test_cancelled_and_failed_records_keep_their_reason(tmp_path):
     (lambda p: open(os.path.join(p, "meta.json"), "w").write("{not json"), "meta.json: not valid JSON"),
     (lambda p: os.remove(os.path.join(p, "status.json")), "status.json missing"),
     (lambda p: open(os.path.join(p, "status.json"), "w").write('{"state": "exploded"}'), "state 'exploded'"),
-    (lambda p: open(os.path.join(p, "config.yaml"), "w").write("a: [1,"), "config.yaml: not valid YAML"),
     (lambda p: open(os.path.join(p, "metrics.jsonl"), "a").write('{"reward": 1.0}\n'), "line 6: no 'step'"),
 ])
 def test_malformed_record_is_a_user_error_naming_file_and_fault(tmp_path, breakage, message):
@@ -110,6 +109,15 @@ def test_malformed_record_is_a_user_error_naming_file_and_fault(tmp_path, breaka
     with pytest.raises(UserError, match=message) as err:
         read_sources([str(tmp_path)])
     assert path in str(err.value)
+
+
+def test_a_record_whose_config_yaml_cannot_be_read_is_skipped_with_a_note(tmp_path):
+    broken = record(tmp_path, run_id="a-1-s0")
+    record(tmp_path, run_id="a-2-s0")
+    open(os.path.join(broken, "config.yaml"), "w").write("a: [1,")
+    rs = read_sources([str(tmp_path)])
+    assert list(rs.runs.index) == ["a-2-s0"] and rs.metric("reward")["run_id"].unique().tolist() == ["a-2-s0"]
+    assert [n for n in rs.notes if "skipped a run record" in n and broken in n and "not valid YAML" in n]
 
 
 @pytest.mark.parametrize("junk", [b'{"step": 9, "reward": }\n', b"\x00\xff\xfe binary\n", b"[1, 2]\n"])

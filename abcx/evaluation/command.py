@@ -59,6 +59,12 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
         dtype = (read_json(record.path / "meta.json", {}) or {}).get("trl_args", {}).get("model_init_kwargs", {}) \
             .get("dtype", dtype)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
+    from abcx.paths import check_results_dir, check_writable
+
+    if record is None:  # a model path or hub id: results go to results_dir/evals/<name>
+        check_results_dir(cfg.results_dir, out_record.path)
+    else:  # a run (wherever its folder is) keeps its evaluations in its own record
+        check_writable(out_record.path, "run folder")
     out_record.path.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     seen = set()

@@ -72,14 +72,20 @@ def write_queue(sweep_dir: Path, jobs: list[dict], *, max_parallel: int, timeout
     })
 
 
-def start(sweep_dir: Path, *, wait: bool) -> int:
-    """Run the supervisor: detached (returns its pid) or, with wait, here (returns 0 when all ended)."""
+def start(sweep_dir: Path, *, wait: bool, lock_fd: int | None = None) -> int:
+    """Run the supervisor: detached (returns its pid) or, with wait, here (returns 0 when all ended).
+
+    `lock_fd` is the caller's hold on the sweep lock (abcx.sweep.lock); the detached supervisor
+    inherits it, so the sweep stays locked from planning until the supervisor exits."""
     if wait:
         return supervise(sweep_dir)
     log = open(sweep_dir / "supervisor.log", "a")
+    argv = [sys.executable, "-m", "abcx.launch.local", str(sweep_dir)]
+    if lock_fd is not None:
+        argv += ["--lock-fd", str(lock_fd)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "abcx.launch.local", str(sweep_dir)], stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd(),
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=os.getcwd(), pass_fds=() if lock_fd is None else (lock_fd,),
     )
     log.close()
     return proc.pid
@@ -244,5 +250,23 @@ def liveness(data: dict | None):
     return alive
 
 
+def main(argv: list[str]) -> int:
+    """`python -m abcx.launch.local SWEEP_DIR [--lock-fd N]`: supervise while holding the sweep lock,
+    inherited from `abcx sweep run` (--lock-fd) or taken here; a sweep already locked is left alone."""
+    from abcx.sweep.lock import SweepLock
+
+    sweep_dir = Path(argv[0])
+    if "--lock-fd" in argv:
+        lock = SweepLock(sweep_dir, fd=int(argv[argv.index("--lock-fd") + 1]))
+        os.set_inheritable(lock.fd, False)  # the jobs must not hold the sweep lock after the supervisor
+    else:
+        lock = SweepLock(sweep_dir)
+        if not lock.acquire():
+            print(f"[supervisor] {sweep_dir.name} is already being run by {lock.holder()}; exiting", flush=True)
+            return 0
+    lock.describe("the sweep's supervisor")
+    return supervise(sweep_dir)
+
+
 if __name__ == "__main__":
-    sys.exit(supervise(Path(sys.argv[1])))
+    sys.exit(main(sys.argv[1:]))

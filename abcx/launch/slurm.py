@@ -32,7 +32,7 @@ ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFI
 
 
 def load_profile(name: str | None) -> dict:
-    import yaml
+    from abcx.yaml_io import load_yaml
 
     if not name:
         raise UserError("launcher.profile is required for launcher=slurm (a file in slurm/profiles/ or a path)")
@@ -40,7 +40,7 @@ def load_profile(name: str | None) -> dict:
     if not path.is_file():
         have = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) if PROFILE_DIR.is_dir() else []
         raise UserError(f"launcher.profile={name}: no file {path}; available: {', '.join(have) or 'none'}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a profile is a mapping of {', '.join(sorted(PROFILE_KEYS))}")
     unknown = sorted(set(data) - PROFILE_KEYS)

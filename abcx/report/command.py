@@ -133,6 +133,22 @@ def _labelled_by_keys(rs: RunSet, keys: list[str]) -> RunSet:
     return dataclasses.replace(rs, runs=runs)
 
 
+def _check_outputs(out: str | None, plots_dir: str | None) -> None:
+    """--out names a file and --plots a folder, both writable: checked before any source is read."""
+    from abcx.paths import check_writable
+
+    if out:
+        if os.path.isdir(out):
+            raise UserError(f"--out {out}: is a folder; give a file path, e.g. {os.path.join(out, 'report.md')}")
+        check_writable(os.path.dirname(os.path.abspath(out)), "--out's folder")
+        if os.path.exists(out) and not os.access(out, os.W_OK):
+            raise UserError(f"--out {out}: the file is not writable")
+    if plots_dir:
+        if os.path.exists(plots_dir) and not os.path.isdir(plots_dir):
+            raise UserError(f"--plots {plots_dir}: is a file; give a folder for the PNG panels")
+        check_writable(plots_dir, "--plots folder")
+
+
 def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
                group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
                baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
@@ -153,6 +169,7 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     for spec in pivots:
         if len(spec) not in (2, 3):
             raise UserError(f"--pivot {','.join(spec)}: expected ROW_FIELD,COL_FIELD[,METRIC]")
+    _check_outputs(out, plots_dir)
     if not sources and not wandb_project:
         raise UserError("no sources: give paths (results dir, run folders, globs, wandb dirs, "
                         "trainer_state.json) or --wandb-project")

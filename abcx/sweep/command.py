@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from abcx.errors import UserError
-from abcx.record import RunRecord, atomic_write_json, now_iso, read_json
+from abcx.paths import check_results_dir
+from abcx.record import RunRecord, atomic_write_json, now_iso, read_json, runs_dir
 from abcx.sweep import manifest as M
 from abcx.sweep import plan as P
 from abcx.sweep import spec as S
+from abcx.sweep.lock import SweepLock
 
 LIVE = P.LIVE
 
@@ -53,44 +55,76 @@ def _liveness(backend: str, data: dict | None, *, strict: bool) -> P.JobAlive:
 
 def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, dry_run: bool = False,
               wait: bool = False, yes: bool = False, out: Callable[[str], None] = _out) -> int:
-    """`abcx sweep run NAME_OR_PATH [OVERRIDES] [--dry-run] [--wait] [--yes]`. Returns the exit code."""
+    """`abcx sweep run NAME_OR_PATH [OVERRIDES] [--dry-run] [--wait] [--yes]`. Returns the exit code.
+
+    One submission of a sweep at a time (abcx.sweep.lock): while another `abcx sweep run` of the same
+    sweep, or the local supervisor it started, is running, this one changes nothing, says who runs
+    the sweep and returns 0; with --wait it first waits for that one to end, then returns as --wait does."""
     spec, planned = plan_sweep(name_or_path, overrides, yes=yes)
     _warn_if_on_policy(planned, out)
     first = planned[0].cfg
     backend, results_dir = first.launcher.name, str(Path(first.results_dir).expanduser().resolve())
-    data = M.load(results_dir, spec.name)
-    P.refresh(planned, _liveness(backend, data, strict=not dry_run))
-    counts = P.counts(planned)
+    sweep_dir = M.sweep_dir(results_dir, spec.name)
+    # Before the lock (which creates the sweep folder) and before any record is touched.
+    check_results_dir(results_dir, sweep_dir, runs_dir(results_dir), write=not dry_run)
     if dry_run:
+        data = M.load(results_dir, spec.name)
+        P.refresh(planned, _liveness(backend, data, strict=False))
         out(P.table(planned))
-        out(f"sweep {spec.name}: {len(planned)} point(s), " + _counts_text(counts)
+        out(f"sweep {spec.name}: {len(planned)} point(s), " + _counts_text(P.counts(planned))
             + f"; backend {backend}; nothing submitted (--dry-run)")
         return 0
+    lock = SweepLock(sweep_dir)
+    if not lock.acquire():
+        return _already_running(spec.name, lock, results_dir, wait=wait, out=out)
+    try:
+        return _submit_locked(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
+    finally:
+        lock.release()  # a detached supervisor keeps holding it (it inherited the same open file)
+
+
+def _already_running(name: str, lock: SweepLock, results_dir: str, *, wait: bool, out) -> int:
+    out(f"sweep {name} is already being run by {lock.holder()}; nothing submitted here "
+        f"(follow it with `abcx sweep status {name}`)")
+    if not wait:
+        return 0
+    if lock.acquire(blocking=True):  # returns once that run (its supervisor) has ended
+        lock.release()
+    return wait_for(name, results_dir=results_dir, out=out)
+
+
+def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Path, lock: SweepLock, *,
+                   wait: bool, out) -> int:
+    data = M.load(results_dir, spec.name)
+    if backend == "local":
+        from abcx.launch import local
+
+        if local.supervisor_alive(data):  # started without the lock (an older abcx, or by hand)
+            out(f"sweep {spec.name} is already being run by supervisor pid {data['local']['supervisor_pid']}; "
+                f"nothing submitted here (follow it with `abcx sweep status {spec.name}`)")
+            return 0
+    P.refresh(planned, _liveness(backend, data, strict=True))
+    counts = P.counts(planned)
     submit = P.to_submit(planned)
     skipped = len(planned) - len(submit)
     for run in planned:
         if run not in submit and (run.path / "meta.json").exists():
             _list_in_sweep(run, spec.name)  # a finished run shared with another sweep belongs to this one too
     if not submit:
-        out(f"sweep {spec.name}: nothing to submit ({_counts_text(counts)})")
+        live = [str(r.status["job_id"]) for r in planned if r.state in LIVE and r.status.get("job_id")]
+        jobs = f"; live job(s) {', '.join(live[:5])}{' ...' if len(live) > 5 else ''}" if live else ""
+        out(f"sweep {spec.name}: nothing to submit ({_counts_text(counts)}{jobs})")
         return 0
-    if backend == "local":
-        from abcx.launch import local
-
-        if local.supervisor_alive(data):
-            raise UserError(
-                f"sweep {spec.name} is still being run by supervisor pid {data['local']['supervisor_pid']}; wait for "
-                f"it or `abcx sweep cancel {spec.name}` before resubmitting"
-            )
-    sweep_dir = M.sweep_dir(results_dir, spec.name)
     submitted = now_iso()
     for run in submit:
         _mark_submitted(run, spec.name, backend, submitted)
     M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
     out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
+    first = planned[0].cfg
     if backend == "slurm":
-        return _submit_slurm(spec, planned, submit, sweep_dir, results_dir, wait=wait, out=out)
-    return _submit_local(spec, submit, first, sweep_dir, results_dir, wait=wait, out=out)
+        lock.describe("abcx sweep run (submitting to SLURM)")
+        return _submit_slurm(spec, planned, submit, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
+    return _submit_local(spec, submit, first, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
 
 
 def _counts_text(counts: dict[str, int]) -> str:
@@ -137,7 +171,7 @@ def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -
                                             "run_ids": [r.run_id for r in submit]})
 
 
-def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wait: bool, out) -> int:
+def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wait: bool, out, lock: SweepLock) -> int:
     from abcx.launch import local
 
     max_parallel = first.launcher.max_parallel or local.default_max_parallel()
@@ -148,10 +182,12 @@ def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wai
                       gpus_per_job=first.launcher.gpus_per_job, sweep=spec.name, results_dir=results_dir)
     if wait:
         out(f"running {len(submit)} job(s) here, at most {max_parallel} at once (Ctrl-C cancels them)")
+        lock.describe("abcx sweep run --wait (its supervisor)")
         code = local.start(sweep_dir, wait=True)
         sweep_status(spec.name, results_dir=results_dir, out=out)
         return code
-    pid = local.start(sweep_dir, wait=False)
+    pid = local.start(sweep_dir, wait=False, lock_fd=lock.fd)
+    lock.describe("the sweep's supervisor", pid=pid)  # the supervisor rewrites it too once it runs
     # Recorded here too (the supervisor records itself once it runs), so a cancel right away finds it.
     M.update(results_dir, spec.name, lambda m: m.setdefault("local", {}).update(
         supervisor_pid=pid, queue=[r.run_id for r in submit], started=now_iso(), ended=None))
@@ -160,7 +196,8 @@ def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wai
     return 0
 
 
-def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, wait: bool, out) -> int:
+def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, wait: bool, out,
+                  lock: SweepLock) -> int:
     from abcx.launch import slurm
 
     job_ids = slurm.submit(sweep_dir, submit, sweep=spec.name, results_dir=results_dir)
@@ -177,6 +214,7 @@ def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, w
     out(f"submitted job array(s) {', '.join(arrays)}; follow with `abcx sweep status {spec.name}`")
     if not wait:
         return 0
+    lock.release()  # the jobs are SLURM's now; a second submission sees them live and skips them
     return wait_for(spec.name, results_dir=results_dir, out=out)
 
 
@@ -198,13 +236,21 @@ def wait_for(name: str, *, results_dir: str = "results", poll_s: float = 2.0, ti
 def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
     data = M.load_or_rebuild(results_dir, name)
     root = Path(data.get("results_dir") or results_dir)
+    entries = [e for e in data.get("runs") or [] if isinstance(e, dict) and _plain(e.get("run_id"))]
     runs = [P.PlannedRun(index=e.get("index", i), overrides=tuple(e.get("overrides") or ()), cfg=None,
                          run_id=e["run_id"], path=root / "runs" / e["run_id"])
-            for i, e in enumerate(sorted(data.get("runs", []), key=lambda e: e.get("index", 0)))]
+            for i, e in enumerate(sorted(entries, key=lambda e: e.get("index", 0)))]
     P.refresh(runs, _liveness(data.get("backend") or "local", data, strict=strict))
     for run in runs:
         run.entry = M.run_entry(data, run.run_id) or {}  # type: ignore[attr-defined]
     return runs
+
+
+def _plain(run_id) -> bool:
+    """A run id a manifest may name: one plain folder name (a hand-edited one cannot point elsewhere)."""
+    from abcx.paths import NAME
+
+    return isinstance(run_id, str) and bool(NAME.fullmatch(run_id)) and run_id not in (".", "..")
 
 
 def _hours(seconds: float | None) -> str:
@@ -235,7 +281,7 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
             gpu_h = sacct[job]
         total += gpu_h
         step = f"{st.get('step', 0)}/{st.get('max_steps') if st.get('max_steps') is not None else '?'}" if st else "-"
-        error = (st.get("error") or "").strip().splitlines()[0] if st.get("error") and r.state != "finished" else ""
+        error = str(st["error"]).strip().splitlines()[0] if st.get("error") and r.state != "finished" else ""
         detail = error or r.note or " ".join(r.overrides)
         rows.append((r.run_id, r.state + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
                      f"{gpu_h:.3f}", job, detail))

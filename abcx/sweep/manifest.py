@@ -18,7 +18,12 @@ from abcx.record import atomic_write_json, now_iso, read_json
 
 
 def sweep_dir(results_dir: str | Path, name: str) -> Path:
-    return (Path(results_dir).expanduser() / "sweeps" / name).resolve()
+    """`<results_dir>/sweeps/<name>`: the name is one plain folder name, so the folder lies inside
+    results_dir (checked again by abcx.paths.inside)."""
+    from abcx.paths import check_name, inside
+
+    check_name(name)
+    return inside(results_dir, Path(results_dir).expanduser() / "sweeps" / name).resolve()
 
 
 def manifest_path(results_dir: str | Path, name: str) -> Path:
@@ -37,14 +42,25 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def load(results_dir: str | Path, name: str) -> dict | None:
+    """The manifest, or None when there is none or it is not a JSON object (read_json warns; the sweep
+    is then rebuilt from the run records and the bad file kept beside it as manifest.json.bad)."""
     return read_json(manifest_path(results_dir, name))
+
+
+def _keep_bad(path: Path) -> None:
+    """Move an unreadable manifest aside instead of overwriting it: nothing written is lost."""
+    if path.is_file() and read_json(path) is None:
+        path.replace(path.with_name(path.name + ".bad"))
 
 
 def update(results_dir: str | Path, name: str, change: Callable[[dict], Any]) -> dict:
     """Read (or start) the manifest, let `change` edit it in place, write it back atomically."""
     path = manifest_path(results_dir, name)
     with _locked(path.parent):
-        data = read_json(path) or new(name, results_dir)
+        data = read_json(path)
+        if data is None:
+            _keep_bad(path)
+            data = new(name, results_dir)
         change(data)
         data["updated"] = now_iso()
         atomic_write_json(path, data)
@@ -92,6 +108,7 @@ def rebuild(results_dir: str | Path, name: str) -> dict | None:
     data.update(runs=runs, rebuilt=now_iso(), backend=next((r["backend"] for r in runs if r["backend"]), None))
     path = manifest_path(results_dir, name)
     with _locked(path.parent):
+        _keep_bad(path)
         atomic_write_json(path, data)
     return data
 
@@ -101,8 +118,10 @@ def load_or_rebuild(results_dir: str | Path, name: str) -> dict:
     if data is None:
         data = rebuild(results_dir, name)
     if data is None:
+        path = manifest_path(results_dir, name)
+        manifest = f"{path} is unreadable" if path.exists() else f"no {path}"
         raise UserError(
-            f"no sweep named {name!r} under {Path(results_dir)}: no {manifest_path(results_dir, name)} and no run "
-            f"record names it (submit it with `abcx sweep run {name}`, or pass --results-dir)"
+            f"no sweep named {name!r} under {Path(results_dir)}: {manifest} and no run record names it "
+            f"(submit it with `abcx sweep run {name}`, or pass --results-dir)"
         )
     return data

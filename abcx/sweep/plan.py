@@ -189,6 +189,7 @@ def _apply(cfg: Any, o: Any) -> None:
 def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[PlannedRun]:
     """Compose and validate every point; any bad point raises before anything is submitted."""
     from abcx import config as C
+    from abcx.paths import check_name
     from abcx.record import runs_dir
 
     if not points:
@@ -198,6 +199,7 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
     composer = _Composer()
     planned: list[PlannedRun] = []
     seen: dict[str, int] = {}
+    roots: dict[str, Path] = {}
     for i, overrides in enumerate(points):
         try:
             cfg = composer.compose(overrides)
@@ -211,7 +213,10 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
                 f"remove the duplicate"
             )
         seen[rid] = i
-        path = (runs_dir(Path(cfg.results_dir).expanduser()) / rid).resolve()
+        root = roots.get(str(cfg.results_dir))
+        if root is None:  # resolved once per results_dir (a sweep has one), not per point
+            root = roots[str(cfg.results_dir)] = runs_dir(Path(cfg.results_dir).expanduser()).resolve()
+        path = root / check_name(rid, "run id")  # a plain folder name: the run folder stays inside runs/
         planned.append(PlannedRun(index=i, overrides=tuple(overrides), cfg=cfg, run_id=rid, path=path))
     return planned
 

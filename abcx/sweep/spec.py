@@ -28,6 +28,7 @@ from abcx.errors import UserError
 
 SWEEPS_DIR = Path(os.environ.get("ABCX_SWEEPS_DIR", Path(__file__).resolve().parent.parent.parent / "sweeps"))
 FILE_KEYS = {"name", "description", "fixed", "grid", "points"}
+HARD_MAX_POINTS = 100_000  # beyond --yes: planning takes ~2 ms a point
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,17 @@ def _override_list(where: str, value: Any) -> tuple[str, ...]:
 
 def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     """Read a sweep file: a path, or a name under sweeps/."""
-    import yaml
+    from abcx.paths import check_name
+    from abcx.yaml_io import load_yaml
 
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
+        check_name(text, "sweep")  # a bare name is a file under sweeps/, never a path
         path = SWEEPS_DIR / f"{text}.yaml"
     if not path.is_file():
         raise UserError(f"sweep {text!r} not found (no file {path}); available: {', '.join(available()) or 'none'}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a sweep file is a mapping with keys {', '.join(sorted(FILE_KEYS))}")
     unknown = sorted(set(data) - FILE_KEYS)
@@ -103,8 +103,13 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     if not isinstance(points_in, list):
         raise UserError(f"{path}: points must be a list of override lists")
     points = tuple(_override_list(f"{path}: points[{i}]", p) for i, p in enumerate(points_in))
+    # The name is the sweep's folder under results_dir/sweeps/: one plain path component.
+    name = data.get("name") or path.stem
+    if not isinstance(name, str):
+        raise UserError(f"{path}: name must be a plain name (letters, digits, '.', '_', '-'), got {name!r}"[:300])
+    check_name(name, f"{path}: sweep name")
     return SweepSpec(
-        name=str(data.get("name") or path.stem), description=str(data.get("description") or ""),
+        name=name, description=str(data.get("description") or ""),
         fixed=_override_list(f"{path}: fixed", data.get("fixed")), grid=grid, points=points, source=str(path),
     )
 
@@ -174,6 +179,9 @@ def expand(spec: SweepSpec) -> list[tuple[str, ...]]:
     empty = [k for k, v in spec.grid.items() if not v]
     if empty:
         raise UserError(f"sweep {spec.name!r}: grid axis {empty[0]!r} has no values")
+    total = max(1, len(spec.points)) * math.prod(len(v) for v in spec.grid.values())
+    if total > HARD_MAX_POINTS:  # counted before expanding: a grid that large would not finish planning
+        raise UserError(f"sweep {spec.name!r} has {total} points; abcx plans at most {HARD_MAX_POINTS}")
     axes = [[f"{k}={v}" for v in values] for k, values in spec.grid.items()]
     out = []
     for extra in spec.points or ((),):

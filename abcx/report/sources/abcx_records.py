@@ -39,18 +39,20 @@ def _load_json(path: str, required: bool) -> dict | None:
     return value
 
 
+class UnreadableConfig(UserError):
+    """A record whose config.yaml cannot be read safely: the report skips it with a note."""
+
+
 def _load_config(path: str) -> dict:
-    import yaml
+    from abcx.yaml_io import load_yaml
 
     if not os.path.exists(path):
         raise UserError(f"{os.path.dirname(path)}: config.yaml missing "
                         f"(an abcx run record needs config.yaml, meta.json and status.json)")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        with open(path, "rb") as fh:
-            cfg = yaml.load(fh, Loader=loader)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        cfg = load_yaml(path)  # aliases, deep nesting and oversized files refused (a bomb is 472 bytes)
+    except UserError as err:
+        raise UnreadableConfig(str(err)) from None
     if cfg is None:
         return {}
     if not isinstance(cfg, dict):
@@ -135,12 +137,18 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
     import numpy as np
 
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows, summaries = [], {}
+    rows, summaries, notes, kept = [], {}, [], []
     for p in paths:
-        row, summary = _run_row(p, now, stale_after_s)
+        try:
+            row, summary = _run_row(p, now, stale_after_s)
+        except UnreadableConfig as err:
+            notes.append(f"skipped a run record: {err}")
+            continue
+        kept.append(p)
         rows.append(row)
         if summary is not None:
             summaries[row["run_id"]] = summary
+    paths = kept
     run_ids = [r["run_id"] for r in rows]
     if len(set(run_ids)) != len(run_ids):
         dup = next(r for r in run_ids if run_ids.count(r) > 1)
@@ -201,4 +209,4 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
             named[name] = old
         # No global re-sort (16 x 10^6 gathers): eval metrics live only in these appended rows,
         # which are in (run, step) order, so per (run, metric) step order still holds.
-    return RunSet(make_runs(rows), wide_from_arrays(run_ids, codes, steps, named), summaries)
+    return RunSet(make_runs(rows), wide_from_arrays(run_ids, codes, steps, named), summaries, notes)
