@@ -297,6 +297,7 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
 
 def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
     """`abcx sweep cancel NAME [--results-dir DIR]`: stop its jobs; unfinished runs become cancelled."""
+    check_results_dir(results_dir, M.sweep_dir(results_dir, name), runs_dir(results_dir))  # it writes records
     data = M.load_or_rebuild(results_dir, name)
     runs = _runs(name, results_dir, strict=False)
     backend = data.get("backend") or "local"

@@ -16,6 +16,7 @@ import os
 import socket
 from pathlib import Path
 
+from abcx.errors import UserError
 from abcx.record import now_iso
 
 LOCK_FILE = "run.lock"
@@ -28,8 +29,11 @@ class SweepLock:
 
     def acquire(self, *, blocking: bool = False) -> bool:
         """Take the lock; False when another process holds it (and blocking is off)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UserError(f"cannot open the sweep lock {self.path} ({err.strerror or err})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

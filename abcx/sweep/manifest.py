@@ -107,9 +107,14 @@ def rebuild(results_dir: str | Path, name: str) -> dict | None:
     data = new(name, results_dir)
     data.update(runs=runs, rebuilt=now_iso(), backend=next((r["backend"] for r in runs if r["backend"]), None))
     path = manifest_path(results_dir, name)
-    with _locked(path.parent):
-        _keep_bad(path)
-        atomic_write_json(path, data)
+    try:
+        with _locked(path.parent):
+            _keep_bad(path)
+            atomic_write_json(path, data)
+    except OSError as err:  # a read-only results dir can still be looked at
+        import sys
+
+        print(f"warning: {path}: rebuilt manifest not saved ({err.strerror or err})", file=sys.stderr, flush=True)
     return data
 
 
