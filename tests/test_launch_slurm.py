@@ -14,6 +14,8 @@ from abcx.sweep import command, manifest
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM = ["launcher=slurm", "launcher.profile=local"]
+# Steps that take the same short time whatever the default task: what is tested is the record, not learning.
+QUICK_STEPS = ["train.per_device_train_batch_size=16", "train.max_completion_length=16"]
 
 
 def call(fn, *args, **kwargs) -> tuple[int, str]:
@@ -94,10 +96,10 @@ def test_requeued_job_resumes_from_its_checkpoint_without_lost_or_duplicated_row
                                                                                  tiny_model_path):
     results = tmp_path / "results"
     # The requeue kills only after KillWait (5 s; submitit ignores SIGTERM): it must land mid-training, so
-    # the run is made long enough (0.06-0.2 s/step at batch 64 on one thread, by machine and head) to outlast it.
+    # the run is made long enough (0.05-0.2 s/step with 16 completions of 16 tokens, by machine) to outlast it.
     steps = 300
-    cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", "train.save_steps=3",
-           "train.per_device_train_batch_size=64"]
+    cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", "train.save_steps=10",
+           *QUICK_STEPS]
     code, out = call(command.sweep_run, "smoke", cli)
     assert code == 0, out
     (record,) = runs_of(results)
@@ -120,9 +122,9 @@ def test_a_job_requeued_before_its_first_checkpoint_starts_over_without_duplicat
     step once (it used to append the steps of the first attempt a second time)."""
     results = tmp_path / "results"
     # No checkpoint before the end; long enough to outlast KillWait (5 s) after the requeue.
-    steps = 150
+    steps = 200
     cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", f"train.save_steps={steps}",
-           "train.per_device_train_batch_size=16"]
+           *QUICK_STEPS]
     code, out = call(command.sweep_run, "smoke", cli)
     assert code == 0, out
     (record,) = runs_of(results)

@@ -280,3 +280,23 @@ def test_readers_skip_unreadable_lines_anywhere_and_garbage_files_with_a_warning
     assert read_json(garbage, {}) == {} and "not readable as JSON" in capsys.readouterr().err
     garbage.write_text("[1, 2]")
     assert read_json(garbage, {}) == {} and "a JSON list, not an object" in capsys.readouterr().err
+
+
+def test_the_report_reads_records_with_binary_and_list_lines_in_metrics_and_eval(tmp_path, capsys):
+    import numpy as np
+
+    from abcx.report.command import run_report
+    from abcx.report.synth import write_record
+
+    steps = np.arange(1, 6)
+    evals = [{"step": 5, "benchmark": "b", "n": 2, "sampling": {"n": 2}, "metrics": {"avg@2": 0.5}, "ci": {}}]
+    for seed in (0, 1):
+        path = Path(write_record(str(tmp_path / "runs"), f"abc-aaaa-s{seed}", method="abc", seed=seed, steps=steps,
+                                 metrics={"reward": steps / 10}, evals=evals, compact=False))
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        with open(path / name, "ab") as f:
+            f.write(b"\x89PNG\x1a\x00\xff\n[1, 2]\n")
+    report = run_report([str(tmp_path / "runs")], fmt="json", out=str(tmp_path / "report.json"))
+    assert len(report.per_run) == 2 and report.runset.metric("reward")["step"].tolist() == [1, 2, 3, 4, 5] * 2
+    err = capsys.readouterr().err
+    assert "metrics.jsonl: skipped 2 unreadable line(s)" in err and "eval.jsonl: skipped 2 unreadable line(s)" in err

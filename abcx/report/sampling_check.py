@@ -6,6 +6,8 @@ import json
 import os
 from typing import Iterable
 
+from abcx.record import read_jsonl
+
 
 def sampling_conflicts(run_paths: Iterable[str]) -> list[str]:
     seen: dict[str, dict[str, str]] = {}  # benchmark -> sampling json -> first run with it
@@ -13,16 +15,11 @@ def sampling_conflicts(run_paths: Iterable[str]) -> list[str]:
         file = os.path.join(str(path), "eval.jsonl")
         if not os.path.exists(file):
             continue
-        with open(file) as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                sampling = row.get("sampling")
-                if isinstance(sampling, dict):
-                    key = json.dumps({k: v for k, v in sampling.items() if k != "seed"}, sort_keys=True)
-                    seen.setdefault(row.get("benchmark", "?"), {}).setdefault(key, os.path.basename(str(path)))
+        for row in read_jsonl(file):  # the record's tolerant reader: unreadable lines skipped, with a warning
+            sampling = row.get("sampling")
+            if isinstance(sampling, dict):
+                key = json.dumps({k: v for k, v in sampling.items() if k != "seed"}, sort_keys=True)
+                seen.setdefault(row.get("benchmark", "?"), {}).setdefault(key, os.path.basename(str(path)))
     return [
         f"WARNING: runs were evaluated on {bench} with different sampling settings, so their Avg@k/Pass@k are "
         f"not comparable: " + " vs ".join(f"{run}: {settings}" for settings, run in variants.items())
