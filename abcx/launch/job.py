@@ -68,8 +68,11 @@ class TrainJob(submitit.helpers.Checkpointable):
             else:
                 run_point(self.overrides, self.results_dir, self.run_id, job_id)
         except BaseException as err:
-            # train() records its own failures; this covers what fails before it starts (compose, imports).
-            if record.state() not in ("failed", "cancelled", "finished"):
+            # train() records its own failures; this covers what fails before it starts (compose, imports),
+            # except when another process trains the run right now (its run lock is held): its record.
+            from abcx.sweep.plan import lock_held
+
+            if record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path):
                 state = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
                 record.set_status(state, error=f"{type(err).__name__}: {err}".splitlines()[0], job_id=job_id)
             raise

@@ -168,7 +168,11 @@ def _finished(job, entry: dict, results_dir: str, sweep: str) -> int:
     except Exception as err:  # noqa: BLE001 - no result pickle: the job died hard
         error = err
     state = record.state()
-    if state in ("running", "pending"):  # the job died without its trainer recording why
+    from abcx.sweep.plan import lock_held
+
+    # The job died without its trainer recording why; unless another process trains the run right
+    # now (its run lock is held), whose record this must not overwrite.
+    if state in ("running", "pending") and not lock_held(record.path):
         record.set_status("failed", error=f"job {job.job_id} ended without a result: {error}".splitlines()[0])
         state = "failed"
     M.update(results_dir, sweep, lambda m: M.upsert_run(m, entry["run_id"], ended=now_iso(), job_state=state))

@@ -234,6 +234,7 @@ def wait_for(name: str, *, results_dir: str = "results", poll_s: float = 2.0, ti
 
 
 def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
+    check_results_dir(results_dir, write=False)  # a file given as --results-dir: one line
     data = M.load_or_rebuild(results_dir, name)
     root = Path(data.get("results_dir") or results_dir)
     entries = [e for e in data.get("runs") or [] if isinstance(e, dict) and _plain(e.get("run_id"))]

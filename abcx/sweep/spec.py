@@ -105,6 +105,8 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     points = tuple(_override_list(f"{path}: points[{i}]", p) for i, p in enumerate(points_in))
     # The name is the sweep's folder under results_dir/sweeps/: one plain path component.
     name = data.get("name") or path.stem
+    if isinstance(name, int) and not isinstance(name, bool):  # `name: 2024` is a plain name too
+        name = str(name)
     if not isinstance(name, str):
         raise UserError(f"{path}: name must be a plain name (letters, digits, '.', '_', '-'), got {name!r}"[:300])
     check_name(name, f"{path}: sweep name")
