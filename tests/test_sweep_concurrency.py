@@ -63,3 +63,40 @@ def test_two_sweep_runs_at_once_start_one_supervisor_and_the_other_says_who_runs
     log = (results / "sweeps" / "race" / "supervisor.log").read_text()
     assert log.count("[supervisor] started") == 1, log
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race.yaml", "results"]
+
+
+def test_while_the_sweep_lock_is_held_a_sweep_run_changes_nothing_and_with_wait_waits_for_it(tmp_path):
+    import socket
+
+    from abcx.record import RunRecord, now_iso
+    from abcx.sweep import command, manifest
+    from abcx.sweep.lock import SweepLock
+
+    sweep = tmp_path / "held.yaml"
+    sweep.write_text(f"name: held\nfixed: [logger=none, results_dir={tmp_path / 'results'}]\ngrid:\n  seed: [0, 1]\n")
+    spec, planned = command.plan_sweep(str(sweep))
+    when = now_iso()
+    for run in planned:  # submitted on paper: the first run finished under job 111, the second queued as 222
+        command._mark_submitted(run, "held", "local", when)
+    manifest.update(tmp_path / "results", "held", lambda m: command._record_plan(m, spec, planned, "local", when, planned))
+    manifest.update(tmp_path / "results", "held", lambda m: [manifest.upsert_run(m, r.run_id, job_id=j)
+                                                             for r, j in zip(planned, ("111", "222"))])
+    RunRecord(planned[0].path).set_status("finished", job_id="111", step=4, max_steps=4)
+    lock = SweepLock(manifest.sweep_dir(tmp_path / "results", "held"))
+    assert lock.acquire()  # as a running `abcx sweep run` (or its supervisor) holds it
+    try:
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        out = finish(start("sweep", "run", str(sweep), cwd=tmp_path), timeout=300)
+        assert f"sweep held is already being run by abcx sweep run (pid {os.getpid()} on {socket.gethostname()}" in out
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # not a byte changed
+
+        waiting = start("sweep", "run", str(sweep), "--wait", cwd=tmp_path)
+        while "already being run by" not in (line := waiting.stdout.readline()):
+            assert line, waiting.stderr.read()
+        assert waiting.poll() is None  # blocked on the lock, not planning or submitting
+    finally:
+        lock.release()
+    out = waiting.stdout.read()
+    assert waiting.wait(timeout=300) == 1  # as --wait returns: not every run finished
+    assert "submitting" not in out and "sweep held: 2 run(s): 1 new, 1 finished" in out
+    assert manifest.load(tmp_path / "results", "held")["runs"][0]["job_id"] == "111"
