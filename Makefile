@@ -13,9 +13,10 @@ $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 
 install: $(BIN)/abcx
 
-# The main job on the embedded default: GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B
-# offline), evaluation, and the comparison report.
+# The main job on the embedded default: the warm start's held-out accuracy (what RL starts from), then
+# GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B offline), evaluated, and the comparison report.
 demo: install
+	$(BIN)/abcx eval tiny eval.benchmarks=[chain]
 	$(BIN)/abcx sweep run demo --wait
 	$(BIN)/abcx report results --sweep demo
 

@@ -72,3 +72,15 @@ def test_report_warns_loudly_when_compared_runs_were_sampled_differently(tmp_pat
     assert sampling_conflicts([tmp_path / "a", tmp_path / "c"]) == []  # the sampling seed may differ
     (warning,) = sampling_conflicts([tmp_path / n for n in "abc"])
     assert "arith" in warning and "not comparable" in warning and "1.0" in warning
+
+
+def test_abcx_eval_tiny_scores_the_warm_start_as_step_zero(tmp_path, tiny_model_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "abcx.cli", "eval", "tiny", "eval.n=2", "eval.max_problems=5", "eval.benchmarks=[chain]",
+         f"results_dir={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "evals" / "tiny" / "eval.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["benchmark"], r["problems"]) for r in rows] == [(0, "chain", 5)]
+    assert rows[0]["model_path"] == str(tiny_model_path)

@@ -71,13 +71,20 @@ def test_empty_sweeps_and_unknown_names_are_user_errors(tmp_path):
 
 def test_shipped_sweeps_plan_the_documented_grids():
     eps = plan.build(points_of("epsilons"))
-    assert len(eps) == 4 * 2 * 2
-    assert {r.cfg.method.eps3 for r in eps} == {0.2, 0.28, 0.4, float("inf")}
+    assert len(eps) == 2 * 2 * 2
+    assert {r.cfg.method.eps3 for r in eps} == {0.2, float("inf")} and {r.cfg.method.eps4 for r in eps} == {0.2, 0.4}
     assert {(r.cfg.method.eps1, r.cfg.method.eps2) for r in eps} == {(0.2, 0.2)}
     study = plan.build(points_of("study"))
-    assert sorted({r.cfg.method.name for r in study}) == ["abc_grpo", "dual_clip", "grpo", "two_sided"]
-    assert len(study) == 12 and {r.cfg.seed for r in study} == {0, 1, 2}
+    assert sorted({r.cfg.method.name for r in study}) == ["abc_grpo", "dapo", "dual_clip", "grpo", "two_sided"]
+    assert len(study) == 15 and {r.cfg.seed for r in study} == {0, 1, 2}
     assert {r.cfg.method.clip_ratio_c for r in study if r.cfg.method.name == "dual_clip"} == {3.0}
+    # The grid's default point is the study's abc_grpo run (same config, same run id: trained once).
+    assert {r.run_id for r in eps if r.cfg.method.eps3 == r.cfg.method.eps4 == 0.2} == {
+        r.run_id for r in study if r.cfg.method.name == "abc_grpo" and r.cfg.seed in (0, 1)}
+    regime = plan.build(points_of("regime"))
+    assert len(regime) == 4 * 2 * 3 and {r.cfg.method.name for r in regime} == {"grpo", "abc_grpo"}
+    validity = plan.build(points_of("validity"))
+    assert len(validity) == 6 and all(r.cfg.train.max_steps == C.compose([]).train.max_steps for r in validity)
     smoke = plan.build(points_of("smoke"))
     assert len(smoke) == 2 and all(r.cfg.train.max_steps <= 6 and r.cfg.logger.name == "none" for r in smoke)
 

@@ -12,8 +12,15 @@ from abcx.record import RunRecord, read_json, runs_dir
 
 
 def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, list[tuple[int | None, str]], bool]:
-    """(run record or None, [(step, model path)], whether TARGET named a whole run)."""
+    """(run record or None, [(step, model path)], whether TARGET named a whole run).
+
+    `tiny` names the testbed model as built (the warm start every testbed run starts from), so its
+    accuracy is the baseline the runs' evaluations compare with; it is evaluated as step 0."""
     path = Path(target)
+    if target == "tiny" and not path.exists():
+        from abcx.testbed import ensure_tiny_model
+
+        return None, [(0, str(ensure_tiny_model()))], False
     if not path.exists() and (runs_dir(results_dir) / target).is_dir():
         path = runs_dir(results_dir) / target
     if path.is_dir() and (path / "status.json").exists():

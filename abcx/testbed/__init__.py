@@ -129,7 +129,7 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     from abcx.tasks.chain import demonstrations
     from abcx.testbed.model import init_model
     from abcx.testbed.tokenizer import save_tokenizer
-    from abcx.testbed.warmstart import accuracy, pass_at_k, sft
+    from abcx.testbed.warmstart import accuracy, sampled_accuracy, sft
 
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -150,11 +150,9 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     measured = {"n": len(rows), "init_greedy": init_greedy}
     for name, (rows, check) in benches.items():
         suffix = "" if name == "chain" else f"/{name}"
-        measured.update({
-            f"greedy{suffix}": accuracy(model, tok, rows, check, **gen),
-            f"avg@16_t1{suffix}": accuracy(model, tok, rows, check, do_sample=True, samples=16, **gen),
-            f"pass@16_t1{suffix}": pass_at_k(model, tok, rows, 16, check, **gen),
-        })
+        avg, solved = sampled_accuracy(model, tok, rows, 16, check, **gen)
+        measured.update({f"greedy{suffix}": accuracy(model, tok, rows, check, **gen), f"avg@16_t1{suffix}": avg,
+                         f"pass@16_t1{suffix}": solved})
     model.save_pretrained(str(folder))
     info = {
         "name": recipe.folder_name(),

@@ -139,10 +139,11 @@ def accuracy(model, tokenizer, rows: list[tuple[str, str]], is_correct, *, do_sa
     return sum(is_correct(t, a) for t, a in zip(texts, answers)) / max(1, len(texts))
 
 
-def pass_at_k(model, tokenizer, rows: list[tuple[str, str]], k: int, is_correct, *, max_new_tokens: int = 8,
-              seed: int = 0) -> float:
-    """Fraction of problems with at least one correct answer among k samples at temperature 1."""
-    texts = completions(model, tokenizer, [p for p, _ in rows], max_new_tokens=max_new_tokens,
-                        do_sample=True, num_return_sequences=k, seed=seed)
-    solved = [any(is_correct(t, a) for t in texts[i * k : (i + 1) * k]) for i, (_, a) in enumerate(rows)]
-    return sum(solved) / max(1, len(rows))
+def sampled_accuracy(model, tokenizer, rows: list[tuple[str, str]], k: int, is_correct, *, max_new_tokens: int = 8,
+                     seed: int = 0, batch_size: int = 64) -> tuple[float, float]:
+    """(Avg@k, Pass@k) from one draw of k samples per problem at temperature 1 (Pass@k: at least one right)."""
+    texts = completions(model, tokenizer, [p for p, _ in rows], max_new_tokens=max_new_tokens, do_sample=True,
+                        num_return_sequences=k, seed=seed, batch_size=batch_size)
+    right = [[is_correct(t, a) for t in texts[i * k:(i + 1) * k]] for i, (_, a) in enumerate(rows)]
+    n = max(1, len(rows))
+    return sum(sum(r) for r in right) / (n * k), sum(any(r) for r in right) / n
