@@ -4,7 +4,7 @@ like a hub snapshot) and a DAPO-Math-17k-shaped JSONL with the math-verify rewar
 from pathlib import Path
 
 from abcx.config import compose
-from abcx.evaluation.runner import MATH_SYSTEM_PROMPT
+from abcx.tasks.dapo_math import SYSTEM_PROMPT as MATH_SYSTEM_PROMPT
 from abcx.train import model_path, train
 
 DATA = Path(__file__).parent / "data" / "benchmarks"
@@ -33,3 +33,13 @@ def test_hub_model_and_dapo_math_configs_train_from_local_copies(tmp_path, tiny_
     assert [r["step"] for r in rows] == [1, 2]
     assert "rewards/math_reward/mean" in rows[0]  # the math-verify reward ran on the completions
     assert MATH_SYSTEM_PROMPT.startswith("Please reason step by step")
+
+
+def test_a_math_benchmark_is_evaluated_under_the_math_tasks_contract():
+    """The same system prompt and checker as the dapo_math training reward, read from the task."""
+    from abcx.evaluation.runner import problems_for
+
+    local = Path(__file__).parent / "data" / "benchmarks" / "aime_2024.jsonl"
+    prompts, golds, check = problems_for(str(local), 2)
+    assert [m["role"] for m in prompts[0]] == ["system", "user"] and prompts[0][0]["content"] == MATH_SYSTEM_PROMPT
+    assert check([f"so the answer is \\boxed{{{golds[0]}}}", "no idea"], golds[:2]) == [True, False]
