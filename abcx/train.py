@@ -155,10 +155,10 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     if not off_policy:
         print(f"warning: {C.ON_POLICY_WARNING}", file=sys.stderr)
     gpus = int(os.environ.get("ABCX_GPUS_PER_JOB", "0")) or _visible_gpus()
-    record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
-                 extra_meta={"group": group, "off_policy": off_policy})
     checkpoint = None
     try:
+        record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
+                     extra_meta={"group": group, "off_policy": off_policy})
         # Validated before anything in the record changes; the record is reconciled with it once the
         # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
         checkpoint = record.latest_checkpoint(quarantine=True)

@@ -197,6 +197,14 @@ def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_mod
     status = record.status()
     assert status["state"] == "failed" and "No space left on device" in status["error"], status
     assert "No space left on device" in (record.path / "error.txt").read_text()
+    # Started again on the still full disk (the space the failure freed is soon used up): it fails the
+    # same way, and the record still holds each step once.
+    again = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
+                       "train.save_total_limit=1")
+    assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    (line,) = error_lines(again.stderr)
+    assert "No space left on device" in line and record.state() == "failed"
+    assert metric_steps(record) == list(range(1, len(record.metrics()) + 1))
 
     filler.unlink()
     resumed = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
