@@ -34,9 +34,10 @@ class HealthCheck:
     STEPS consecutive logged steps each with
     - entropy at its maximum: >= ENTROPY_FRACTION of ln(vocabulary size), i.e. sampling is all but
       uniform over the vocabulary, which no trained language model is; or
-    - grad norm exactly 0 although the latest rollout had reward spread (reward_std > 0, so some
-      advantage is nonzero and a live policy gets a gradient). Without spread a zero gradient is
-      normal: every group scored alike (all solved, or all failed).
+    - grad norm exactly 0 although the latest rollout gave some group a reward spread (TRL's
+      frac_reward_zero_std < 1, else reward_std > 0: some advantage is nonzero) and not every token
+      was clipped. Otherwise a zero gradient is normal: every group scored alike (all solved, or
+      all failed), or the clip rule held every token.
     Five steps: long enough that one odd batch never trips it, short enough to stop a dead run early."""
 
     STEPS = 5
@@ -44,22 +45,24 @@ class HealthCheck:
 
     def __init__(self, vocab_size: int | None = None):
         self.max_entropy = math.log(vocab_size) if vocab_size and vocab_size > 1 else None
-        self.streak, self.reward_std, self.reported = 0, None, False
+        self.streak, self.spread, self.reported = 0, False, False
 
     def update(self, row: dict) -> str | None:
         """Feed one logged row; the problem, once, when the streak reaches STEPS."""
-        if isinstance(row.get("reward_std"), (int, float)):
-            self.reward_std = row["reward_std"]
+        if isinstance(row.get("frac_reward_zero_std"), (int, float)):
+            self.spread = row["frac_reward_zero_std"] < 1
+        elif isinstance(row.get("reward_std"), (int, float)):
+            self.spread = row["reward_std"] > 0
         entropy, grad_norm = row.get("entropy"), row.get("grad_norm")
         flat = (self.max_entropy is not None and isinstance(entropy, (int, float))
                 and entropy >= self.ENTROPY_FRACTION * self.max_entropy)
-        stuck = grad_norm == 0 and bool(self.reward_std)
+        stuck = grad_norm == 0 and self.spread and row.get("clip/clipped", 0) < 1
         self.streak = self.streak + 1 if (flat or stuck) else 0
         if self.streak < self.STEPS or self.reported:
             return None
         self.reported = True
         why = (f"entropy {entropy:.3f} at its maximum (ln of the vocabulary = {self.max_entropy:.3f})" if flat
-               else f"grad norm exactly 0 although rewards differ (reward_std {self.reward_std:.3g})")
+               else "grad norm exactly 0 although rewards differ within a group")
         return f"the policy looks destroyed: {why} for {self.STEPS} steps in a row"
 
 

@@ -226,8 +226,7 @@ def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_m
     assert status["state"] == "failed" and "policy looks destroyed" in status["error"] and status["step"] < N, status
 
 
-def test_the_health_check_warns_under_nan_policy_skip_and_ignores_a_zero_gradient_without_reward_spread(tmp_path,
-                                                                                                  capsys):
+def test_the_health_check_warns_under_skip_and_tells_a_dead_policy_from_an_idle_step(tmp_path, capsys):
     from abcx.callbacks import HealthCheck, RecordCallback
 
     record = RunRecord(tmp_path / "run")
@@ -242,11 +241,14 @@ def test_the_health_check_warns_under_nan_policy_skip_and_ignores_a_zero_gradien
         State.global_step = step
         callback.on_log(None, State(), None, logs={"loss": 0.0, **row})
 
-    # All groups scored alike: no advantage, no gradient -- a healthy, if idle, step.
+    # Every group scored alike (some all right, some all wrong): no advantage, no gradient -- healthy.
     for step in range(1, 8):
-        log(step, entropy=0.5, grad_norm=0.0, reward_std=0.0)
+        log(step, entropy=0.5, grad_norm=0.0, reward_std=0.4, frac_reward_zero_std=1.0)
+    # Every token clipped: no gradient by the clip rule's design.
+    for step in range(8, 14):
+        log(step, entropy=0.5, grad_norm=0.0, reward_std=0.4, frac_reward_zero_std=0.5, **{"clip/clipped": 1.0})
     assert "warning" not in record.status() and capsys.readouterr().err == ""
-    for step in range(8, 8 + HealthCheck.STEPS):
+    for step in range(14, 14 + HealthCheck.STEPS):
         log(step, entropy=math.log(50) * 0.995, grad_norm=0.0)
     assert "policy looks destroyed: entropy" in record.status()["warning"]
     assert "policy looks destroyed" in capsys.readouterr().err
@@ -254,7 +256,7 @@ def test_the_health_check_warns_under_nan_policy_skip_and_ignores_a_zero_gradien
     fail.health = HealthCheck(vocab_size=50)
     callback = fail
     for step in range(1, HealthCheck.STEPS):
-        log(step, entropy=1.0, grad_norm=0.0, reward_std=0.3)
+        log(step, entropy=1.0, grad_norm=0.0, reward_std=0.3, frac_reward_zero_std=0.75)
     with pytest.raises(Exception, match="grad norm exactly 0 although rewards differ"):
         log(HealthCheck.STEPS, entropy=1.0, grad_norm=0.0)
 
