@@ -140,6 +140,28 @@ def test_a_job_requeued_before_its_first_checkpoint_starts_over_without_duplicat
     assert "resuming from checkpoint-" not in log
 
 
+def test_a_preempted_job_is_requeued_by_submitit_and_resumes(slurm_cluster, tmp_path, tiny_model_path):
+    """SLURM's preemption signal (USR2, what `--signal` sends before a preemption or the time limit)
+    goes to submitit, which checkpoints and requeues the job: train() records the interruption and
+    leaves submitit's exit alone, and the requeued job resumes without lost or duplicated rows."""
+    results = tmp_path / "results"
+    steps = 200
+    cli = [*SLURM, f"results_dir={results}", "method=grpo", f"train.max_steps={steps}", "train.save_steps=10",
+           *QUICK_STEPS]
+    code, out = call(command.sweep_run, "smoke", cli)
+    assert code == 0, out
+    (record,) = runs_of(results)
+    wait_until(lambda: record.state() == "running" and record.latest_checkpoint() is not None, 240,
+               "a checkpoint of the running job")
+    job_id = record.status()["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, capture_output=True, timeout=30)
+    wait_until(lambda: record.state() == "finished", 300, "the preempted run to finish")
+    assert [r["step"] for r in read_jsonl(record.metrics_path)] == list(range(1, steps + 1))
+    assert record.meta()["attempts"] >= 2 and record.status()["job_id"] == job_id
+    log = "\n".join(p.read_text() for p in (results / "sweeps" / "smoke" / "jobs").glob(f"{job_id}/*.err"))
+    assert "this job is preempted" in log and "resuming from checkpoint-" in log
+
+
 def test_a_two_process_point_runs_under_accelerate_inside_its_slurm_job(slurm_cluster, tmp_path, tiny_model_path):
     results = tmp_path / "results"
     cli = [*SLURM, f"results_dir={results}", "method=grpo", "launcher.num_processes=2",
