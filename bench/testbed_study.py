@@ -53,13 +53,17 @@ def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
 
 
 def cell_of(overrides: list[str], sweep: str) -> str:
-    """A short label of what a point changes beyond the method and seed."""
-    keep = [o for o in overrides if not o.startswith(("seed=", "method=")) and "=" in o]
-    if sweep == "regime":
-        return " ".join(o.split(".")[-1] for o in keep) or "default"
-    if sweep == "epsilons":
-        return " ".join(o.replace("method.", "") for o in keep if o.startswith(("method.eps3", "method.eps4")))
-    return " ".join(o.replace("method.", "") for o in keep) or "default"
+    """A short label of what a point changes beyond the method and seed: the keys its sweep file varies
+    in `points` (regime) or the eps3/eps4 axes (epsilons); every point of `study` is the default regime."""
+    if sweep == "study":
+        return "default"
+    from abcx.sweep.spec import load_sweep, override_key
+
+    spec = load_sweep(sweep)
+    varied = {override_key(o) for point in spec.points for o in point} | set(spec.grid)
+    varied -= {"method", "seed", "eval.benchmarks"}
+    keep = [o for o in overrides if override_key(o) in varied]
+    return " ".join(f"{override_key(o).split('.')[-1]}={o.split('=', 1)[1]}" for o in keep) or "default"
 
 
 def run_row(record, sweep: str, overrides: list[str]) -> dict | None:
