@@ -230,12 +230,7 @@ def plot_pass_at_k(rows: list[dict], base: dict, out: Path, sweep: str, bench: s
     ax.set_ylabel(f"Pass@k on {bench}, %")
     ax.set_title(f"{sweep}: Pass@k against k (band: 95% CI over problems x seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right", ncol=2 if len(groups) > 6 else 1)
-    ax.grid(alpha=0.3)
-    path = out / f"pass_at_k_{sweep}_{bench}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, out / f"pass_at_k_{sweep}_{bench}.png")
 
 
 def plot_entropy(rows: list[dict], out: Path, sweep: str) -> Path | None:
@@ -261,8 +256,13 @@ def plot_entropy(rows: list[dict], out: Path, sweep: str) -> Path | None:
     ax.set_ylabel("mean token entropy (rolling mean of 10 steps)")
     ax.set_title(f"{sweep}: entropy (band: min-max over seeds)", fontsize=9)
     ax.legend(fontsize=7)
+    return _save(fig, ax, out / f"entropy_{sweep}.png")
+
+
+def _save(fig, ax, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
-    path = out / f"entropy_{sweep}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -49,6 +49,23 @@ class Task:
         return [bool(self.is_correct(c, a)) for c, a in zip(completions, answers)]
 
 
+# Characters after which a generated task's answer is over: <eos> (dropped by TRL's decode), a newline or a space.
+ANSWER_STOPS = ("<eos>", "\n", " ")
+
+
+def completion_text(completion: Any, stops: tuple[str, ...] = ANSWER_STOPS) -> str:
+    """A completion up to the first stop, leading whitespace dropped; TRL's conversational
+    completions (a list of messages) give their last message."""
+    if isinstance(completion, list):
+        completion = completion[-1]["content"] if completion else ""
+    text = str(completion).lstrip()
+    for stop in stops:
+        cut = text.find(stop)
+        if cut >= 0:
+            text = text[:cut]
+    return text
+
+
 def task_module(name: str):
     if name not in REGISTRY:
         raise UserError(f"task.name={name!r} is unknown; valid: {', '.join(sorted(REGISTRY))}")

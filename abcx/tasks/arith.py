@@ -91,14 +91,9 @@ def answer_of(completion: Any) -> str:
 
     Accepts TRL's conversational completions (a list of messages) as well as plain strings.
     """
-    if isinstance(completion, list):
-        completion = completion[-1]["content"] if completion else ""
-    text = str(completion).lstrip()
-    for stop in _STOPS:
-        cut = text.find(stop)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+    from abcx.tasks import completion_text
+
+    return completion_text(completion, _STOPS)
 
 
 def is_correct(completion: Any, answer: str) -> bool:

@@ -107,14 +107,9 @@ def target(steps: list[str], value: int, write_steps: bool = True) -> str:
 
 def completion_text(completion: Any) -> str:
     """The completion up to the first eos/newline/space (TRL's conversational form accepted too)."""
-    if isinstance(completion, list):
-        completion = completion[-1]["content"] if completion else ""
-    text = str(completion).lstrip()
-    for stop in _STOPS:
-        cut = text.find(stop)
-        if cut >= 0:
-            text = text[:cut]
-    return text
+    from abcx.tasks import completion_text as up_to_stop
+
+    return up_to_stop(completion, _STOPS)
 
 
 def final_answer(completion: Any) -> str:
