@@ -156,7 +156,10 @@ def write(out: Path, info: dict, base: dict, runs: dict[str, list[dict]], rows, 
         for r in sorted(rs, key=lambda r: r["seed"]):
             lines.append(f"| {method} | {r['seed']} | {r['steps']} | {r['s_per_step']:.3f} | {r['entropy_first']:.4f} -> "
                          f"{r['entropy_last']:.4f} | {r['length_last']:.1f} | {avg_at_k(r['per_problem']):.3f} |")
-    lines += ["", f"Sweep wall time {sweep_s:.0f} s. Entropy is TRL's mean token entropy of the sampled completions."]
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"Sweep wall time {sweep_s:.0f} s. Entropy is TRL's mean token entropy of the sampled completions. "
+              f"Load average (1 / 5 / 15 min) when it was written: {load}; the time targets assume the "
+              f"{os.cpu_count()} cores are otherwise idle."]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
 
