@@ -179,6 +179,8 @@ def accuracy_table(groups: dict, baseline: dict[str, list[dict]], base: dict) ->
             p64 = pooled([{"per_problem": base}], bench, 64)
             lines.append(f"| – | warm start | {bench} | {fmt_ci(*avg)} | {fmt_ci(*p64)} | | |")
         for (cell, method), runs in sorted(groups.items()):
+            if not any(bench in r["per_problem"] for r in runs):
+                continue  # this cell was not evaluated on this benchmark
             ref = baseline.get(cell) if method != "grpo" else None
             d_avg = fmt_ci(*diff(runs, ref, bench, None), signed=True) if ref else ""
             d_p64 = fmt_ci(*diff(runs, ref, bench, 64), signed=True) if ref else ""
