@@ -212,29 +212,29 @@ def test_a_lost_manifest_is_rebuilt_from_the_run_records(four, capsys):
         command.sweep_status("other", results_dir=str(results))
 
 
-def test_dry_run_of_a_1000_point_grid_takes_under_two_seconds(tmp_path):
-    """The performance target, end to end in a fresh interpreter (imports included)."""
+def test_a_repeated_dry_run_of_a_1000_point_grid_plans_every_point_without_importing_trl(tmp_path):
+    """The fast path, end to end in a fresh interpreter. Its speed is bench/bench_sweep.py's business (a
+    ratio against compose() in the same run); here: every point planned, and a repeat finds the trainer
+    arguments TRL already accepted in the cache (abcx.trl_args), so it imports neither TRL nor torch."""
     path = write(tmp_path, "name: big\nfixed: [logger=none]\npoints:\n  - [method=abc_grpo]\n  - [method=grpo]\n"
                            "grid:\n  seed: [0,1,2,3,4,5,6,7,8,9]\n  train.learning_rate: [1.0e-4,2.0e-4,3.0e-4,4.0e-4,5.0e-4]\n"
                            "  train.temperature: [0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5]\n")
     code = (
-        "import time, sys; t=time.perf_counter(); from abcx.sweep import command; lines=[]; "
+        "import sys; from abcx.sweep import command; lines=[]; "
         f"command.sweep_run({path!r}, ['results_dir={tmp_path}/r'], dry_run=True, yes=True, out=lines.append); "
-        "print(time.perf_counter()-t); print(lines[-1])"
+        "print('trl' in sys.modules, 'torch' in sys.modules); print(lines[-1])"
     )
-    # Validation builds TRL's GRPOConfig per distinct trainer arguments; the first dry-run of new arguments
-    # pays for importing TRL (~3 s), a repeat finds them in the cache of accepted arguments (abcx.trl_args).
     env = {**os.environ, "PYTHONPATH": str(REPO), "ABCX_CACHE": str(tmp_path / "cache")}
-    times = []
+    imported = []
     for _attempt in ("first", "repeat"):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=180,
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                               env=env)
         assert proc.returncode == 0, proc.stderr
-        seconds, summary = proc.stdout.splitlines()[-2:]
+        modules, summary = proc.stdout.splitlines()[-2:]
         assert "1000 point(s), 1000 new" in summary
-        times.append(float(seconds))
-    # 2 s on an idle machine; other test workers share the CPU, so allow some slack here.
-    assert times[1] < 2.0 * float(os.environ.get("ABCX_TIME_SLACK", "2")), times
+        imported.append(modules)
+    assert imported == ["True True", "False False"], imported
+    assert not (tmp_path / "r" / "runs").exists()  # a dry-run creates no run folder
 
 
 def test_a_sweep_that_cannot_clip_says_its_methods_are_the_same_algorithm(tmp_path):
