@@ -159,21 +159,27 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def _schema_allows(path: list[str]) -> bool:
-    """Whether a dotted key exists in the schema, or lies inside one of its free-form dicts."""
+def _walk_schema(path: list[str]) -> tuple[bool, int | None]:
+    """(whether a dotted key exists in the schema or lies inside one of its free-form dicts, the index in
+    `path` of that free-form dict or None)."""
     import typing
 
     node: Any = AbcxConf
-    for part in path:
+    for i, part in enumerate(path):
         if not is_dataclass(node):
-            return False
+            return False, None
         hint = typing.get_type_hints(node).get(part)
         if hint is None:
-            return False
+            return False, None
         if typing.get_origin(hint) is dict:
-            return True
+            return True, i
         node = hint
-    return True
+    return True, None
+
+
+def _schema_allows(path: list[str]) -> bool:
+    """Whether a dotted key exists in the schema, or lies inside one of its free-form dicts."""
+    return _walk_schema(path)[0]
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -231,19 +237,8 @@ def _check_raw(text: str) -> None:
 
 def _in_free_dict(path: list[str]) -> bool:
     """Whether a dotted key lies strictly inside one of the schema's free-form dicts (train.extra, task.options)."""
-    import typing
-
-    node: Any = AbcxConf
-    for i, part in enumerate(path):
-        if not is_dataclass(node):
-            return False
-        hint = typing.get_type_hints(node).get(part)
-        if hint is None:
-            return False
-        if typing.get_origin(hint) is dict:
-            return i < len(path) - 1
-        node = hint
-    return False
+    free = _walk_schema(path)[1]
+    return free is not None and free < len(path) - 1
 
 
 def _one_line(err: BaseException) -> str:
