@@ -171,3 +171,18 @@ def test_pooled_interval_of_one_run_equals_the_problem_bootstrap_in_spread():
 def test_pooling_needs_the_same_problems_in_every_run():
     with pytest.raises(UserError, match="same problems"):
         bootstrap_ci_pooled([[(4, 1), (4, 2)], [(4, 1)]], k=1)
+
+
+def test_the_paired_difference_is_exact_in_its_estimate_and_its_interval_tracks_the_gap():
+    from abcx.evaluation.metrics import bootstrap_diff_pooled
+
+    base = [(8, c) for c in (0, 2, 4, 6, 8, 1, 3, 5)]
+    better = [[(8, min(8, c + 2)) for _, c in base], [(8, min(8, c + 1)) for _, c in base]]
+    est, low, high = bootstrap_diff_pooled(better, [base], None, seed=0)
+    exact = (sum(min(8, c + 2) + min(8, c + 1) for _, c in base) / 2 - sum(c for _, c in base)) / (8 * len(base))
+    assert est == pytest.approx(exact) and 0 < low <= est <= high
+    # Swapping the sides flips the sign; a side against itself is exactly zero.
+    assert bootstrap_diff_pooled([base], better, None, seed=0)[0] == pytest.approx(-exact)
+    assert bootstrap_diff_pooled([base], [base], 4, seed=0) == (0.0, 0.0, 0.0)
+    with pytest.raises(UserError, match="same problems"):
+        bootstrap_diff_pooled([base], [base[:-1]], None)
