@@ -134,7 +134,9 @@ def eval_(
 def report(
     sources: Optional[List[str]] = typer.Argument(None, help="Results dirs, run folders, globs, wandb dirs, trainer_state.json (default: results)."),
     fmt: str = typer.Option("rich", "--format", help="rich, markdown, csv, latex, json."),
-    plots: Optional[str] = typer.Option(None, "--plots", help="Write PNG panels into this folder."),
+    plots: Optional[str] = typer.Option(None, "--plots", help="Write the figures (and plots.json, what each holds) into this folder."),
+    plot_format: str = typer.Option("png", "--plot-format", help="png, pdf or svg."),
+    smooth: int = typer.Option(5, "--smooth", help="Rolling window (logged steps) for the per-step curves; 1 = raw."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the report to this file instead of the terminal."),
     group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="Config fields to group runs by (repeatable)."),
     baseline: str = typer.Option("grpo", help="Method that gains are measured against."),
@@ -154,7 +156,7 @@ def report(
     pivot_fields = [tuple(f.strip() for f in p.split(",")) for p in pivot] if pivot else None
     run_report(sources or ["results"], wandb_project=wandb_project, sweep=sweep, group=group, tags=tags or [],
                group_by=group_by or None, baseline=baseline, last_n=last_n, fmt=fmt, plots_dir=plots, out=out,
-               pivot=pivot_fields)
+               pivot=pivot_fields, plot_format=plot_format, smooth=smooth)
 
 
 def main() -> None:

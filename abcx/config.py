@@ -420,6 +420,15 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+def enters_hash(dotted: str) -> bool:
+    """Whether a config field ("train.max_steps", "logger.project") enters `config_hash`, i.e. changes
+    what is trained; the report groups runs by these fields only."""
+    top, _, rest = dotted.partition(".")
+    if top == "launcher":
+        return rest == "num_processes"  # as `world_size`, when above 1
+    return top not in VOLATILE and not (top == "train" and rest in VOLATILE_TRAIN)
+
+
 def run_id(cfg: Any) -> str:
     return f"{cfg.method.name}-s{cfg.seed}-{config_hash(cfg)[:10]}"
 

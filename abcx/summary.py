@@ -15,8 +15,12 @@ def summary_lines(record: RunRecord) -> list[str]:
              f"({status.get('elapsed_s', 0):.0f} s)  {record.path}"]
     if not s:
         return lines
-    lines.append(f"  reward   {_fmt(s.get('first/reward'))} -> {_fmt(s.get('last/reward'))}  "
-                 f"(mean of first/last {s.get('last_n')} logged steps)")
+    window = s.get("window/reward", s.get("last_n"))
+    if s.get("first/reward") is None:
+        lines.append("  reward   too few logged values to compare the start with the end")
+    else:
+        lines.append(f"  reward   {_fmt(s.get('first/reward'))} -> {_fmt(s.get('last/reward'))}  "
+                     f"(mean of the first / last {window} logged values, no overlap)")
     lines.append(f"  entropy  {_fmt(s.get('first/entropy'))} -> {_fmt(s.get('last/entropy'))}")
     quads = "  ".join(f"{q.upper()} {_fmt(s.get(f'mean/clip/{q}'), '{:.2%}')}" for q in ("q1", "q2", "q3", "q4"))
     lines.append(f"  tokens outside the band: {quads}; clipped (zero gradient) {_fmt(s.get('mean/clip/clipped'), '{:.2%}')}")

@@ -79,9 +79,12 @@ def summarise(rows: list[dict], last_n: int = 5) -> dict:
     steps = [r for r in rows if "entropy" in r]
     summary: dict = {"steps": steps[-1]["step"] if steps else 0, "last_n": last_n}
     for key in ("reward", "entropy", "completion_length", "clip/clipped", "ratio/max", "ratio/min"):
-        having = [r for r in steps if key in r]
-        summary[f"first/{key}"] = mean_of(key, having[:last_n])
-        summary[f"last/{key}"] = mean_of(key, having[-last_n:])
+        having = [r for r in steps if isinstance(r.get(key), (int, float))]
+        # The two windows never overlap: with fewer than 2 * last_n values each takes half of them.
+        window = min(last_n, len(having) // 2)
+        summary[f"window/{key}"] = window
+        summary[f"first/{key}"] = mean_of(key, having[:window]) if window else None
+        summary[f"last/{key}"] = mean_of(key, having[-window:]) if window else None
     quads = {q: mean_of(f"clip/{q}", steps) or 0.0 for q in ("q1", "q2", "q3", "q4")}
     total = sum(quads.values())
     summary.update({f"mean/clip/{q}": v for q, v in quads.items()})

@@ -59,21 +59,6 @@ def test_eval_refuses_k_larger_than_n_and_unknown_targets(tmp_path):
         resolve_target(str(tmp_path / "nope"), str(tmp_path))
 
 
-def test_report_warns_loudly_when_compared_runs_were_sampled_differently(tmp_path):
-    import json
-
-    from abcx.report.sampling_check import sampling_conflicts
-
-    for name, temperature in (("a", 0.6), ("b", 1.0), ("c", 0.6)):
-        (tmp_path / name).mkdir()
-        row = {"step": 4, "benchmark": "arith", "metrics": {"avg@4": 0.5},
-               "sampling": {"n": 4, "temperature": temperature, "top_p": 0.95, "top_k": 20, "seed": hash(name) % 7}}
-        (tmp_path / name / "eval.jsonl").write_text(json.dumps(row) + "\n")
-    assert sampling_conflicts([tmp_path / "a", tmp_path / "c"]) == []  # the sampling seed may differ
-    (warning,) = sampling_conflicts([tmp_path / n for n in "abc"])
-    assert "arith" in warning and "not comparable" in warning and "1.0" in warning
-
-
 def test_abcx_eval_tiny_scores_the_warm_start_as_step_zero(tmp_path, tiny_model_path):
     out = subprocess.run(
         [sys.executable, "-m", "abcx.cli", "eval", "tiny", "eval.n=2", "eval.max_problems=5", "eval.benchmarks=[chain]",

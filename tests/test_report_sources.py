@@ -103,21 +103,37 @@ def test_cancelled_and_failed_records_keep_their_reason(tmp_path):
     (lambda p: open(os.path.join(p, "status.json"), "w").write('{"state": "exploded"}'), "state 'exploded'"),
     (lambda p: open(os.path.join(p, "metrics.jsonl"), "a").write('{"reward": 1.0}\n'), "line 6: no 'step'"),
 ])
-def test_malformed_record_is_a_user_error_naming_file_and_fault(tmp_path, breakage, message):
-    path = record(tmp_path)
+def test_a_malformed_record_is_listed_with_its_fault_and_the_others_still_report(tmp_path, breakage, message):
+    path = record(tmp_path, run_id="grpo-1-s0")
+    record(tmp_path, run_id="grpo-2-s0")
     breakage(path)
-    with pytest.raises(UserError, match=message) as err:
-        read_sources([str(tmp_path)])
-    assert path in str(err.value)
+    rs = read_sources([str(tmp_path)])
+    broken = rs.runs.loc["grpo-1-s0"]
+    assert broken["state"] != "finished" and message in broken["detail"]
+    assert rs.runs.loc["grpo-2-s0", "state"] == "finished"
+    assert rs.metric("reward")["run_id"].unique().tolist() == ["grpo-2-s0"]  # its history is not used
+    assert [n for n in rs.notes if path in n and message in n and "left out of the aggregates" in n]
 
 
-def test_a_record_whose_config_yaml_cannot_be_read_is_skipped_with_a_note(tmp_path):
+def test_a_record_whose_config_yaml_cannot_be_read_is_listed_with_a_note(tmp_path):
     broken = record(tmp_path, run_id="a-1-s0")
     record(tmp_path, run_id="a-2-s0")
     open(os.path.join(broken, "config.yaml"), "w").write("a: [1,")
     rs = read_sources([str(tmp_path)])
-    assert list(rs.runs.index) == ["a-2-s0"] and rs.metric("reward")["run_id"].unique().tolist() == ["a-2-s0"]
-    assert [n for n in rs.notes if "skipped a run record" in n and broken in n and "not valid YAML" in n]
+    assert rs.runs.loc["a-1-s0", "state"] == "unknown" and "not valid YAML" in rs.runs.loc["a-1-s0", "detail"]
+    assert rs.metric("reward")["run_id"].unique().tolist() == ["a-2-s0"]
+    assert [n for n in rs.notes if broken in n and "not valid YAML" in n]
+
+
+def test_a_run_cancelled_while_queued_has_no_config_and_is_listed_as_never_started(tmp_path):
+    path = record(tmp_path, run_id="grpo-1-s0")
+    record(tmp_path, run_id="grpo-2-s0", method="grpo")
+    os.remove(os.path.join(path, "config.yaml"))
+    os.remove(os.path.join(path, "metrics.jsonl"))
+    open(os.path.join(path, "status.json"), "w").write('{"state": "cancelled", "step": 0}')
+    rs = read_sources([str(tmp_path)])
+    assert "never started" in rs.runs.loc["grpo-1-s0", "detail"]
+    assert not rs.runs.loc["grpo-1-s0", "has_config"] and rs.runs.loc["grpo-2-s0", "has_config"]
 
 
 @pytest.mark.parametrize("junk", [b'{"step": 9, "reward": }\n', b"\x00\xff\xfe binary\n", b"[1, 2]\n"])

@@ -100,6 +100,8 @@ def print_rows(rows: list[dict], where: Path, console: Any = None) -> None:
         table.add_column(col)
     for row in rows:
         for key, value in row["metrics"].items():
+            if key == "pass@1" and f"avg@{row['n']}" in row["metrics"]:
+                continue  # the unbiased Pass@1 is Avg@n exactly: shown once
             lo, hi = row["ci"].get(key, (None, None))
             ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None else ""
             table.add_row(row["benchmark"], str(row["step"]), str(row["problems"]), key, f"{value:.3f}", ci)

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
 from abcx.errors import UserError
 from abcx.report.render import FORMATS, Table, fmt_ci, fmt_num, render
 from abcx.report.runset import RunSet, concat
+from abcx.report.stats import FEW_RUNS
+from abcx.report.table import short_names
 
+PLOT_FORMATS = ("png", "pdf", "svg")
 MAX_LISTED_RUNS = 40  # beyond this the terminal table lists only runs that are not finished
 
 
@@ -42,12 +46,6 @@ def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -
 
 def _state_label(row) -> str:
     return f"{row['state']} (stale)" if row.get("stale") else str(row["state"])
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """Display names for group keys: the config leaf ("eps3") unless two keys share it."""
-    leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (leaf if leaves.count(leaf) == 1 else k.removeprefix("cfg.")) for k, leaf in zip(keys, leaves)}
 
 
 HEADERS = {"reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
@@ -90,14 +88,25 @@ def _groups_table(groups, keys, metrics, last_n) -> Table:
     for m in metrics:
         if groups[f"{m}_mean"].notna().any():
             display[titles.get(m, m)] = [fmt_ci(a, b) for a, b in zip(groups[f"{m}_mean"], groups[f"{m}_ci"])]
-    return Table("groups", "Groups: mean ± 95% CI over finished runs (seeds)", groups, display,
-                 ["Q1..Q4 = share of clip events by quadrant over the run: q_i / (q1+q2+q3+q4)"])
+    notes = ["Q1..Q4 = share of clip events by quadrant over the run: q_i / (q1+q2+q3+q4)"]
+    few = groups[(groups["n"] > 1) & (groups["n"] < FEW_RUNS)]
+    if len(few):
+        notes.append(_few_runs_note(len(few), int(few["n"].min())))
+    return Table("groups", "Groups: mean ± 95% CI over finished runs (seeds)", groups, display, notes)
+
+
+def _few_runs_note(n_groups: int, n: int) -> str:
+    from abcx.report.stats import t975
+
+    return (f"CAUTION: {n_groups} row(s) rest on {n} run(s); a 95% CI over {n} seeds uses t = {t975(n - 1):.1f} "
+            f"and spans most of the metric's range: read it as 'not measured', not as an error bar "
+            f"(run at least {FEW_RUNS} seeds)")
 
 
 def _table3_display(t3) -> Any:
     cols = t3.attrs.get("columns", [])
     pct = "%" if t3.attrs.get("percent") else ""
-    display = t3[["model", "benchmark", "method", "n"]].copy()
+    display = t3[["model", "benchmark", "config", "method", "n"]].copy()
     for c in cols:
         cells = []
         for _, r in t3.iterrows():
@@ -112,25 +121,10 @@ def _table3_display(t3) -> Any:
                 cell = fmt_ci(mean, hw, 1 if pct else 3) if mean == mean else "–"
             cells.append(cell)
         display[c] = cells
-    if (display["model"] == "").all():
-        display = display.drop(columns="model")
+    for c in ("model", "config"):
+        if (display[c] == "").all():
+            display = display.drop(columns=c)
     return display
-
-
-def _labelled_by_keys(rs: RunSet, keys: list[str]) -> RunSet:
-    """Table 3 groups runs by `method`; when the grouping keys include more (an epsilon grid), the
-    label carries them too, so each grid point gets its own row."""
-    extra = [k for k in keys if k != "method" and k in rs.runs.columns]
-    if not extra:
-        return rs
-    runs = rs.runs.copy()
-
-    def label(row) -> str:
-        parts = [f"{k.split('.')[-1]}={row[k]}" for k in extra if row[k] == row[k] and row[k] is not None]
-        return " ".join([str(row["method"]), *parts])
-
-    runs["method"] = runs.apply(label, axis=1)
-    return dataclasses.replace(rs, runs=runs)
 
 
 def _check_outputs(out: str | None, plots_dir: str | None) -> None:
@@ -149,22 +143,17 @@ def _check_outputs(out: str | None, plots_dir: str | None) -> None:
         check_writable(plots_dir, "--plots folder")
 
 
-def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
-               group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
-               baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
-               out: str | None = None, pivot: tuple | None = None, *, api=None, console=None,
-               stale_after_s: float | None = None) -> Report:
-    """Read every source, summarise, print (or write to `out`) the tables in `fmt`, and write PNG
-    panels to `plots_dir`. `pivot` = (row_field, col_field[, metric]) with metric default
-    `reward_final`. `api` replaces the W&B public API (a `WandbApi`), for tests."""
-    from abcx.report import table as T
-    from abcx.report.sources import abcx_records
-    from abcx.report.sources.discover import read_sources
-
+def _check_args(fmt: str, last_n: int, pivot, out, plots_dir, plot_format: str, smooth: int, sources,
+                wandb_project) -> list:
+    """Every argument checked before any source is read; returns the pivots as a list of specs."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if plot_format not in PLOT_FORMATS:
+        raise UserError(f"--plot-format {plot_format!r}: valid formats are {', '.join(PLOT_FORMATS)}")
     if last_n < 1:
         raise UserError(f"--last-n {last_n}: must be at least 1")
+    if smooth < 1:
+        raise UserError(f"--smooth {smooth}: must be at least 1 (1 = no smoothing)")
     pivots = [pivot] if pivot and isinstance(pivot[0], str) else list(pivot or [])
     for spec in pivots:
         if len(spec) not in (2, 3):
@@ -173,6 +162,15 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     if not sources and not wandb_project:
         raise UserError("no sources: give paths (results dir, run folders, globs, wandb dirs, "
                         "trainer_state.json) or --wandb-project")
+    return pivots
+
+
+def read_runs(sources, wandb_project=None, sweep=None, group=None, tags=(), *, api=None,
+              stale_after_s: float | None = None) -> RunSet:
+    """Every source read into one RunSet, filtered to the sweep / group / tags asked for."""
+    from abcx.report.sources import abcx_records
+    from abcx.report.sources.discover import read_sources
+
     stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
     sets = [read_sources(list(sources), stale_after_s=stale)] if sources else []
     if wandb_project:
@@ -183,14 +181,18 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     rs = _filter(concat(sets), sweep, group, list(tags))
     if rs.runs.empty:
         raise UserError(f"no runs match (sweep={sweep}, group={group}, tags={list(tags)})")
+    return rs
+
+
+def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 10,
+              stale_after_s: float | None = None) -> tuple[list, Any, list]:
+    """(group keys, per-run summary, notes on what was left out and why)."""
+    from abcx.report import table as T
+    from abcx.report.sources import abcx_records
 
     keys = ([T.resolve_field(rs.runs, k) for k in group_by] if group_by else T.default_group_keys(rs.runs))
     per_run = T.run_summary(rs, last_n=last_n, baseline=baseline, group_keys=keys)
     notes = list(rs.notes)
-    from abcx.report.sampling_check import sampling_conflicts
-
-    if "path" in rs.runs:
-        notes.extend(sampling_conflicts(rs.runs.loc[rs.runs["source"] == "abcx", "path"].dropna()))
     states = per_run["state"].value_counts()
     n_fin = int(states.get("finished", 0))
     if n_fin < len(per_run):
@@ -198,37 +200,51 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
         notes.append(f"{len(per_run) - n_fin} run(s) not finished ({others}): listed, left out of means")
     n_stale = int(per_run["stale"].fillna(False).astype(bool).sum())
     if n_stale:
+        stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
         notes.append(f"{n_stale} running run(s) have not updated status.json for over {stale / 3600:.1f} h (stale)")
     if baseline not in set(per_run["method"]):
         notes.append(f"baseline method {baseline!r} not among the runs: no entropy ratio or gains")
+    return keys, per_run, notes
 
+
+def build_tables(rs: RunSet, per_run, keys: list, baseline: str, last_n: int, pivots: list,
+                 many: bool) -> tuple[list, list, list]:
+    """(tables, notes, pivot tables): runs, groups, Table 3 and one table per pivot."""
+    from abcx.report import table as T
+
+    notes: list[str] = []
     metrics = [m for m in T.SUMMARY_METRICS if per_run[m].notna().any()]
-    tables = [_runs_table(per_run, keys, last_n, many=len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex"))]
-    if n_fin:
-        groups = T.group_summary(per_run, keys, metrics)
-        tables.append(_groups_table(groups, keys, metrics, last_n))
-    t3, t3_notes = T.table3(_labelled_by_keys(rs, keys), baseline)
+    tables = [_runs_table(per_run, keys, last_n, many=many)]
+    if (per_run["state"] == "finished").any():
+        tables.append(_groups_table(T.group_summary(per_run, keys, metrics), keys, metrics, last_n))
+    labels, contexts = T.run_labels(per_run, keys)
+    t3, t3_notes = T.table3(rs, baseline, labels, contexts)
     notes.extend(t3_notes)
     if len(t3):
+        few = t3[(t3["kind"] == "value") & (t3["n"] > 1) & (t3["n"] < FEW_RUNS)]
+        t3_table_notes = [_few_runs_note(len(few), int(few["n"].min()))] if len(few) else []
         tables.append(Table("table3", "Evaluation (Table 3 layout): mean ± 95% CI over seeds", t3,
-                            _table3_display(t3)))
-    pv = None
+                            _table3_display(t3), t3_table_notes))
+    pivot_tables = []
     for i, spec in enumerate(pivots):
         row, col, *rest = spec
         pv_i = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
         display = pv_i.map(fmt_num).reset_index()
-        display.columns = [f"{pv_i.index.name} \\ {pv_i.columns.name}", *map(str, pv_i.columns)]
+        rname, cname = (str(n).removeprefix("cfg.") for n in (pv_i.index.name, pv_i.columns.name))
+        display.columns = [f"{rname} \\ {cname}", *map(str, pv_i.columns)]
         tables.append(Table("pivot" if i == 0 else f"pivot{i + 1}",
-                            f"{pv_i.attrs['metric']}: mean over seeds, {pv_i.index.name} × {pv_i.columns.name}",
-                            pv_i, display))
-        pv = pv if pv is not None else pv_i  # the first pivot is drawn as the heatmap
+                            f"{pv_i.attrs['metric']}: mean over seeds, {rname} × {cname}", pv_i, display))
+        pivot_tables.append(pv_i)
+    return tables, notes, pivot_tables
 
-    report = Report(rs, per_run, keys, tables, notes)
-    if plots_dir:
-        from abcx.report.plots import plot_all
 
-        report.plots = plot_all(rs, per_run, keys, plots_dir, pivot_table=pv)
-        notes.append(f"{len(report.plots)} plot(s) written to {plots_dir}")
+def _write(report: Report, tables: list, notes: list, fmt: str, out: str | None, console) -> None:
+    """The tables in `fmt` to `out` or stdout. CSV is one tidy long table that `pandas.read_csv` loads
+    in one call, so its notes go to stderr rather than into the file."""
+    if fmt == "csv":
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
+        notes = []
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         if fmt == "rich":
@@ -244,4 +260,32 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
         report.text = render(tables, notes, fmt, console=console)
         if report.text is not None:
             print(report.text, end="")
+
+
+def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
+               group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
+               baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
+               out: str | None = None, pivot: tuple | None = None, *, api=None, console=None,
+               stale_after_s: float | None = None, plot_format: str = "png", smooth: int = 5) -> Report:
+    """Read every source, summarise, print (or write to `out`) the tables in `fmt`, and write the
+    panels to `plots_dir` (with plots.json, the list of what was drawn). `pivot` = (row_field,
+    col_field[, metric]) with metric default `reward_final`. `api` replaces the W&B public API."""
+    from abcx.report import table as T
+
+    pivots = _check_args(fmt, last_n, pivot, out, plots_dir, plot_format, smooth, sources, wandb_project)
+    rs = read_runs(sources, wandb_project, sweep, group, tags, api=api, stale_after_s=stale_after_s)
+    keys, per_run, notes = summarise(rs, group_by, baseline, last_n, stale_after_s)
+    many = len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex")
+    tables, table_notes, pivot_tables = build_tables(rs, per_run, keys, baseline, last_n, pivots, many)
+    notes.extend(table_notes)
+    if fmt == "csv":
+        tables = [Table("long", "every run's metrics, one row per value", T.tidy_long(rs, per_run, keys), None)]
+    report = Report(rs, per_run, keys, tables, notes)
+    if plots_dir:
+        from abcx.report.plots import plot_all
+
+        report.plots = plot_all(rs, per_run, keys, plots_dir, pivot_tables=pivot_tables, fmt=plot_format,
+                                smooth=smooth, baseline=baseline)
+        notes.append(f"{len(report.plots)} plot(s) written to {plots_dir} (listed in plots.json)")
+    _write(report, tables, notes, fmt, out, console)
     return report

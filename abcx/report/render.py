@@ -75,26 +75,38 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in text).replace("±", r"$\pm$")
 
 
+def _latex_cell(v) -> str:
+    text = _cell(v)
+    return "--" if text in ("", "–", "nan", "None") else latex_escape(text)
+
+
 def to_latex(tables: list[Table], notes: list[str]) -> str:
+    """booktabs tables: text columns left-aligned, numeric ones right-aligned, `--` for a missing
+    value, and a `\\label{tab:abcx-<key>}` to \\ref."""
     out = ["% needs \\usepackage{booktabs}"]
     for t in tables:
         cols = [str(c) for c in t.display.columns]
+        align = "".join("r" if i and _numeric_column(t.display[c]) else "l" for i, c in enumerate(t.display.columns))
         out += [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(t.title)}}}",
-                r"\begin{tabular}{" + "l" * min(1, len(cols)) + "r" * max(0, len(cols) - 1) + "}",
+                f"\\label{{tab:abcx-{t.key}}}", r"\begin{tabular}{" + align + "}",
                 r"\toprule", " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
         for row in t.display.itertuples(index=False):
-            out.append(" & ".join(latex_escape(_cell(v)) for v in row) + r" \\")
+            out.append(" & ".join(_latex_cell(v) for v in row) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     out.extend(f"% {n}" for n in notes)
     return "\n".join(out) + "\n"
 
 
 def to_csv(tables: list[Table], notes: list[str]) -> str:
-    """Sections `# <key>: <title>` followed by that table's numeric CSV, separated by blank lines."""
+    """A single tidy table (the report's `long` table) as plain CSV that `pandas.read_csv` loads in
+    one call; otherwise sections `# <key>: <title>` followed by each table's numeric CSV."""
     buf = io.StringIO()
+    if len(tables) == 1 and tables[0].key == "long":
+        tables[0].data.to_csv(buf, index=False, lineterminator="\n")
+        return buf.getvalue()
     for t in tables:
         buf.write(f"# {t.key}: {t.title}\n")
-        t.data.to_csv(buf, index=t.key == "pivot", lineterminator="\n")
+        t.data.to_csv(buf, index=t.key.startswith("pivot"), lineterminator="\n")
         buf.write("\n")
     for n in notes:
         buf.write(f"# note: {n}\n")
@@ -112,7 +124,7 @@ def _jsonable(v):
 def to_json(tables: list[Table], notes: list[str]) -> str:
     doc = {"tables": {}, "notes": list(notes)}
     for t in tables:
-        data = t.data.reset_index() if t.key == "pivot" else t.data
+        data = t.data.reset_index() if t.key.startswith("pivot") else t.data
         rows = [{str(k): _jsonable(v) for k, v in rec.items()} for rec in data.to_dict(orient="records")]
         doc["tables"][t.key] = {"title": t.title, "columns": [str(c) for c in data.columns], "rows": rows,
                                 "notes": list(t.notes)}
@@ -129,7 +141,7 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
     for t in tables:
         rt = RichTable(title=t.title, title_justify="left", show_lines=False)
         for i, c in enumerate(t.display.columns):
-            numeric = i > 0 and not t.display[c].map(lambda v: not _looks_numeric(v)).all()
+            numeric = i > 0 and _numeric_column(t.display[c])
             # Only free text may wrap; ids and numbers are cut with an ellipsis rather than folded.
             free = str(c) in ("detail", "left out", "path")
             rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
@@ -147,6 +159,12 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
         console.print()
     for n in notes:
         console.print(f"note: {n}", markup=False)
+
+
+def _numeric_column(values) -> bool:
+    """A column of numbers (or number ± CI cells), blanks aside: right-aligned."""
+    cells = [_cell(v) for v in values]
+    return any(c not in ("", "–") for c in cells) and all(_looks_numeric(v) for v in cells)
 
 
 def _looks_numeric(v) -> bool:

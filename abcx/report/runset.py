@@ -131,6 +131,13 @@ class RunSet:
     wide: Any  # pandas.DataFrame: run_id (categorical), step, metric columns (NaN = not logged)
     summaries: dict = dataclasses.field(default_factory=dict)  # run_id -> source's own final summary
     notes: list = dataclasses.field(default_factory=list)
+    # run_id -> {benchmark label: {"step", "per_problem"}} of the run's latest evaluation (abcx records),
+    # for the paired bootstrap; benchmark label -> its sampling settings in words.
+    evals: dict = dataclasses.field(default_factory=dict)
+    eval_settings: dict = dataclasses.field(default_factory=dict)
+    # benchmark label -> {"name", "step", "metrics"}: the starting model's evaluation (step 0), when
+    # `abcx eval <model>` evaluated it with the runs' sampling settings.
+    base_evals: dict = dataclasses.field(default_factory=dict)
 
     @staticmethod
     def empty() -> "RunSet":
@@ -167,7 +174,9 @@ class RunSet:
         wide = self.wide[self.wide["run_id"].isin(keep)]
         wide = wide.assign(run_id=wide["run_id"].cat.remove_unused_categories())
         return RunSet(runs, wide.reset_index(drop=True),
-                      {k: v for k, v in self.summaries.items() if k in keep}, list(self.notes))
+                      {k: v for k, v in self.summaries.items() if k in keep}, list(self.notes),
+                      {k: v for k, v in self.evals.items() if k in keep}, dict(self.eval_settings),
+                      dict(self.base_evals))
 
 
 def concat(sets: list[RunSet]) -> RunSet:
@@ -179,7 +188,7 @@ def concat(sets: list[RunSet]) -> RunSet:
     if not sets:
         return RunSet.empty()
     seen: set[str] = set()
-    runs_parts, hist_parts, summaries, notes = [], [], {}, []
+    runs_parts, hist_parts, summaries, notes, evals, settings, base = [], [], {}, [], {}, {}, {}
     for s in sets:
         runs, hist = s.runs.copy(), s.wide
         rename = {}
@@ -201,6 +210,9 @@ def concat(sets: list[RunSet]) -> RunSet:
         runs_parts.append(runs)
         hist_parts.append(hist)
         summaries.update({rename.get(k, k): v for k, v in s.summaries.items()})
+        evals.update({rename.get(k, k): v for k, v in s.evals.items()})
+        settings.update(s.eval_settings)
+        base.update(s.base_evals)
         notes.extend(s.notes)
     runs = pd.concat(runs_parts)
     cfg_cols = sorted(c for c in runs.columns if c.startswith("cfg."))
@@ -213,4 +225,4 @@ def concat(sets: list[RunSet]) -> RunSet:
         run_cat = union_categoricals([h["run_id"] for h in hist_parts])
         wide = pd.concat([h.drop(columns="run_id") for h in hist_parts], ignore_index=True)
         wide.insert(0, "run_id", run_cat)
-    return RunSet(runs, wide.reset_index(drop=True), summaries, notes)
+    return RunSet(runs, wide.reset_index(drop=True), summaries, notes, evals, settings, base)

@@ -36,12 +36,24 @@ def resolve_field(runs, name: str) -> str:
     raise UserError(f"field {name!r} is not a run field; valid: {shown}")
 
 
+def _configured(runs):
+    """Runs whose config was read (a run that never started, or an unreadable record, has none: its
+    empty config would make every field look as if it differed)."""
+    if "has_config" not in runs.columns:
+        return runs
+    return runs[runs["has_config"].astype(object).ne(False).to_numpy()]
+
+
 def default_group_keys(runs) -> list[str]:
-    """`method` (when set) plus config fields that differ between runs, minus seeds/ids/paths and
-    fields that only restate the method (e.g. a preset's eps values)."""
+    """`method` (when set) plus the config fields that enter the config hash (what is trained) and
+    differ among these runs, minus seeds/ids/paths and fields that only restate the method (e.g. a
+    preset's eps values). Logger, launcher and results_dir fields never split groups."""
+    from abcx.config import enters_hash
+
+    runs = _configured(runs)
     keys = ["method"] if (runs["method"].astype(str) != "").any() else []
     for col in runs.columns:
-        if not col.startswith("cfg.") or _ID_LEAF.search(_leaf(col)):
+        if not col.startswith("cfg.") or _ID_LEAF.search(_leaf(col)) or not enters_hash(col[4:]):
             continue
         values = runs[col].astype(str)
         if values.nunique(dropna=False) < 2:
@@ -50,6 +62,47 @@ def default_group_keys(runs) -> list[str]:
             continue
         keys.append(col)
     return keys
+
+
+RESERVED_NAMES = {"n", "runs", "state", "seed", "step", "method", "model", "benchmark", "source", "detail",
+                  "reward", "entropy", "length", "left out", "config", "run_id"}
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Display names for group keys: the config leaf ("eps3") unless two keys share it or it is the
+    name of a column the tables already have (eval.n is not the runs count `n`)."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (leaf if leaves.count(leaf) == 1 and leaf not in RESERVED_NAMES else k.removeprefix("cfg."))
+            for k, leaf in zip(keys, leaves)}
+
+
+def _value_text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def run_labels(per_run, keys: list[str]) -> tuple[dict, dict]:
+    """(run_id -> method label, run_id -> context) for short, readable labels.
+
+    The method label is the method plus the method fields that vary among that method's runs
+    ("abc_grpo eps3=inf"; a grpo run stays "grpo"); the context is the other group keys
+    ("max_steps=12"), on which a baseline is matched."""
+    names = short_names(keys)
+    method_keys = [k for k in keys if k.startswith("cfg.method.")]
+    context_keys = [k for k in keys if k != "method" and k not in method_keys]
+    varying: dict[str, set] = {}
+    if "method" in per_run.columns:
+        for method, g in per_run.groupby(per_run["method"].astype(str)):
+            varying[method] = {k for k in method_keys if g[k].astype(str).nunique() > 1}
+    methods, contexts = {}, {}
+    for _, r in per_run.iterrows():
+        method = str(r.get("method", "") or "")
+        parts = [f"{names[k]}={_value_text(r[k])}" for k in method_keys if k in varying.get(method, ())]
+        methods[str(r["run_id"])] = " ".join([method, *parts]).strip() or "all"
+        contexts[str(r["run_id"])] = " ".join(f"{names[k]}={_value_text(r[k])}" for k in context_keys
+                                              if r[k] == r[k] and r[k] is not None)
+    return methods, contexts
 
 
 def _last_n_mean(rs: RunSet, metric: str, n: int):
@@ -94,7 +147,7 @@ def run_summary(rs: RunSet, last_n: int = 10, baseline: str = "grpo", group_keys
     if len(base):
         overall = base["entropy_last"].mean()
         if context:
-            ctx_key = out[context].astype(str).agg("\x1f".join, axis=1)
+            ctx_key = out[context].apply(lambda s: s.map(str)).agg("\x1f".join, axis=1)
             base_means = base["entropy_last"].groupby(ctx_key[base.index]).mean()
             ref = ctx_key.map(base_means).fillna(overall)
         else:
@@ -164,9 +217,64 @@ def eval_final(rs: RunSet):
     return pd.concat(parts, ignore_index=True)
 
 
-def table3(rs: RunSet, baseline: str = "grpo"):
-    """Paper Table 3 layout: rows (model, benchmark, method) then Gain rows vs the baseline;
-    columns Avg@k / Pass@k as mean, CI half-width (over seeds) and n. Returns (table, notes)."""
+def _eval_columns(ev) -> list[str]:
+    """Avg@n and Pass@k columns; Pass@1 is left out where Avg@n is shown, since the unbiased Pass@1
+    is c/n per problem, which is Avg@n exactly."""
+    cols = sorted(ev["col"].unique(), key=lambda c: (c.split("@")[0] != "Avg", int(c.split("@")[1])))
+    if any(c.startswith("Avg@") for c in cols):
+        cols = [c for c in cols if c != "Pass@1"]
+    return cols
+
+
+def _paired_gain(rs: RunSet, bench: str, runs_a, runs_b, col: str, scale: float):
+    """(gain, low, high) of a column between two sets of runs by the paired two-level bootstrap over
+    problems and seeds, or None when a side lacks per-problem counts on the same problems."""
+    from abcx.evaluation.metrics import bootstrap_diff_pooled
+
+    def side(ids):
+        found = [rs.evals.get(r, {}).get(bench, {}).get("per_problem") for r in ids]
+        return found if found and all(isinstance(p, list) and p for p in found) else None
+
+    a, b = side(runs_a), side(runs_b)
+    if a is None or b is None or len({len(p) for p in a + b}) != 1:
+        return None
+    stat, k = col.split("@")
+    try:
+        est, lo, hi = bootstrap_diff_pooled(a, b, None if stat == "Avg" else int(k), iters=1000)
+    except (UserError, ValueError):
+        return None
+    return est * scale, lo * scale, hi * scale
+
+
+def _gain_row(rs, g, gm, base, label, baseline, cols, scale, head) -> dict:
+    row = {**head, "method": f"Gain {label} vs {baseline}", "kind": "gain", "n": gm["run_id"].nunique()}
+    for c in cols:
+        a, b = gm.loc[gm["col"] == c, "value"].tolist(), base.loc[base["col"] == c, "value"].tolist()
+        paired = _paired_gain(rs, head["benchmark"], sorted(gm["run_id"].unique()), sorted(base["run_id"].unique()),
+                              c, scale) if a and b else None
+        if paired is not None:
+            gain, lo, hi = paired
+            row[f"{c}_test"] = "paired bootstrap"
+        else:
+            gain, hw = diff_ci(a, b) if a and b else (math.nan, math.nan)
+            lo, hi = gain - hw, gain + hw
+            row[f"{c}_test"] = "Welch t"
+        row[f"{c}_mean"], row[f"{c}_lo"], row[f"{c}_hi"] = gain, lo, hi
+        row[f"{c}_ci"] = (hi - lo) / 2 if lo == lo and hi == hi else math.nan
+        base_mean = sum(b) / len(b) if b else math.nan
+        row[f"{c}_rel"] = gain / base_mean if base_mean else math.nan  # the paper's relative Gain
+        row[f"{c}_sig"] = ("n/a" if math.isnan(gain) else "one seed" if math.isnan(lo)
+                           else "n.s." if lo <= 0 <= hi else "sig")
+    return row
+
+
+def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, contexts: dict | None = None):
+    """Paper Table 3 layout: rows (model, benchmark, config, method) then Gain rows vs the baseline
+    with the same config; columns Avg@n / Pass@k as mean, CI half-width (over seeds) and n.
+
+    `labels` (run_id -> method label) and `contexts` (run_id -> the other differing fields) come from
+    `run_labels`; a Gain compares a label with the baseline method's runs in the same context, by the
+    paired two-level bootstrap over problems and seeds where per-problem counts exist. Returns (table, notes)."""
     import pandas as pd
 
     ev = eval_final(rs)
@@ -174,7 +282,11 @@ def table3(rs: RunSet, baseline: str = "grpo"):
     if ev.empty:
         return pd.DataFrame(), notes
     runs = rs.runs.assign(model=_model_column(rs.runs))
+    labels = labels or dict(zip(runs["run_id"], runs["method"].astype(str)))
+    contexts = contexts or {}
     ev = ev.merge(runs[["run_id", "method", "model", "state"]], on="run_id", how="left")
+    ev["label"] = ev["run_id"].map(lambda r: labels.get(r, ""))
+    ev["config"] = ev["run_id"].map(lambda r: contexts.get(r, ""))
     left_out = ev.loc[ev["state"] != "finished", "run_id"].unique()
     if len(left_out):
         notes.append(f"Table 3 leaves out {len(left_out)} unfinished run(s): {', '.join(sorted(left_out)[:10])}")
@@ -183,43 +295,44 @@ def table3(rs: RunSet, baseline: str = "grpo"):
     scale = 100.0 if percent else 1.0
     ev = ev.assign(col=ev["stat"].map({"avg": "Avg", "pass": "Pass"}) + "@" + ev["k"].astype(str),
                    value=ev["value"] * scale)
-    cols = sorted(ev["col"].unique(), key=lambda c: (c.split("@")[0] != "Avg", int(c.split("@")[1])))
-    rows = []
-    for (model, bench), g in ev.groupby(["model", "benchmark"], sort=True):
-        methods = sorted(g["method"].unique(), key=lambda m: (m != baseline, m))
-        for method in methods:
-            gm = g[g["method"] == method]
-            row = {"model": model, "benchmark": bench, "method": method, "kind": "value",
-                   "n": gm["run_id"].nunique()}
+    cols = _eval_columns(ev)
+    rows, tests = [], set()
+    for (model, bench, config), g in ev.groupby(["model", "benchmark", "config"], sort=True):
+        order = sorted(g["label"].unique(), key=lambda m: (m != baseline, m))
+        head = {"model": model, "benchmark": bench, "config": config}
+        for label in order:
+            gm = g[g["label"] == label]
+            row = {**head, "method": label, "kind": "value", "n": gm["run_id"].nunique()}
             for c in cols:
                 row[f"{c}_mean"], row[f"{c}_ci"], _ = mean_ci(gm.loc[gm["col"] == c, "value"])
             rows.append(row)
-        if baseline not in methods:
-            notes.append(f"Table 3: no finished {baseline!r} runs for {model or 'model'}/{bench}: no Gain rows")
-            continue
         base = g[g["method"] == baseline]
-        for method in methods:
-            if method == baseline:
+        if base.empty:
+            where = "/".join(x for x in (model or "model", bench, config) if x)
+            notes.append(f"Table 3: no finished {baseline!r} runs for {where}: no Gain rows")
+            continue
+        for label in order:
+            gm = g[g["label"] == label]
+            if (gm["method"] == baseline).all():
                 continue
-            gm = g[g["method"] == method]
-            row = {"model": model, "benchmark": bench, "method": f"Gain {method} vs {baseline}", "kind": "gain",
-                   "n": gm["run_id"].nunique()}
-            for c in cols:
-                a, b = gm.loc[gm["col"] == c, "value"].tolist(), base.loc[base["col"] == c, "value"].tolist()
-                gain, hw = diff_ci(a, b) if a and b else (math.nan, math.nan)
-                row[f"{c}_mean"], row[f"{c}_ci"] = gain, hw
-                # The paper's Gain row: relative change against the baseline's mean.
-                base_mean = sum(b) / len(b) if b else math.nan
-                row[f"{c}_rel"] = gain / base_mean if base_mean else math.nan
-                row[f"{c}_sig"] = ("n/a" if math.isnan(gain) else "one seed" if math.isnan(hw)
-                                   else "n.s." if abs(gain) <= hw else "sig")
-            rows.append(row)
+            rows.append(_gain_row(rs, g, gm, base, label, baseline, cols, scale, head))
+            tests |= {rows[-1][f"{c}_test"] for c in cols if rows[-1][f"{c}_mean"] == rows[-1][f"{c}_mean"]}
     table = pd.DataFrame(rows)
     table.attrs["columns"] = cols
     table.attrs["percent"] = percent
     if percent:
         notes.append("Table 3 values in %; Gain = relative change vs the baseline (difference in percentage "
-                     "points in brackets); (n.s.) = the difference lies within its 95% CI (Welch t): noise, not a win")
+                     "points in brackets)")
+    if tests:
+        notes.append("Table 3 Gain CIs: " + " and ".join(
+            {"paired bootstrap": "paired two-level bootstrap over problems and seeds (95%)",
+             "Welch t": "Welch t on seed means (no per-problem counts)"}[t] for t in sorted(tests))
+                     + "; (n.s.) = the interval holds 0: noise, not a win")
+    if any(c.startswith("Avg@") for c in cols):
+        notes.append("Avg@n = Pass@1 (the unbiased Pass@1 is c/n), so only Avg@n is shown")
+    for bench in sorted(ev["benchmark"].unique()):
+        if bench in rs.eval_settings:
+            notes.append(f"{bench}: sampled with {rs.eval_settings[bench]}")
     return table, notes
 
 
@@ -239,7 +352,46 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
                             f"valid: {', '.join(SUMMARY_METRICS)} or one of {', '.join(rs.metrics[:20])}")
         df[metric] = series.reindex(df["run_id"]).to_numpy()
     df = df[df["state"] == "finished"]
+    _refuse_mixed_cells(df, rs, row, col, metric)
     table = df.pivot_table(index=row, columns=col, values=metric, aggfunc="mean")
     table = table.replace([np.inf, -np.inf], np.nan)
     table.attrs["metric"] = metric
     return table
+
+
+def _refuse_mixed_cells(df, rs: RunSet, row: str, col: str, metric: str) -> None:
+    """A pivot cell is a mean over seeds: refuse (one line) when one cell would hold runs that differ in
+    any other field that enters the config hash (e.g. max_steps 2, 12 and 100)."""
+    from abcx.config import enters_hash
+
+    runs = _configured(rs.runs.loc[rs.runs.index.isin(df["run_id"])])
+    others = [c for c in runs.columns if c.startswith("cfg.") and c not in (row, col)
+              and not _ID_LEAF.search(_leaf(c)) and enters_hash(c[4:])]
+    if "method" not in (row, col):
+        others.insert(0, "method")
+    cells = runs[row].map(str) + "\x1f" + runs[col].map(str)  # map(str): NaN becomes "nan", a value
+    for c in others:
+        spread = runs[c].map(str).groupby(cells).nunique()
+        if (spread > 1).any():
+            cell = spread[spread > 1].index[0].split("\x1f")
+            values = sorted(runs.loc[(cells == "\x1f".join(cell)).to_numpy(), c].map(str).unique())
+            raise UserError(f"--pivot {row.removeprefix('cfg.')},{col.removeprefix('cfg.')},{metric}: the cell "
+                            f"({', '.join(cell)}) mixes runs with {c.removeprefix('cfg.')} = {', '.join(values)}; "
+                            f"a cell averages seeds only: select runs with --sweep/--group/--tag or pivot on that field")
+
+
+def tidy_long(rs: RunSet, per_run, keys: list[str]):
+    """One tidy long table: run_id, state, method, seed, the group-key config columns, metric, step,
+    value. Every logged metric at every step, then each run's summary metrics at its last step."""
+    import pandas as pd
+
+    names = {k: k.removeprefix("cfg.") for k in keys if k != "method"}
+    ident = per_run[["run_id", "state", "method", "seed", *names]].rename(columns=names)
+    hist = rs.history
+    hist = pd.DataFrame({"run_id": hist["run_id"].astype(str), "metric": hist["metric"].astype(str),
+                         "step": hist["step"].astype("Int64"), "value": hist["value"]})
+    summary = per_run.melt(id_vars=["run_id"], value_vars=[m for m in SUMMARY_METRICS if m in per_run],
+                           var_name="metric", value_name="value").dropna(subset=["value"])
+    summary["step"] = summary["run_id"].map(dict(zip(per_run["run_id"], per_run["step"]))).astype("Int64")
+    long = pd.concat([hist, summary[["run_id", "metric", "step", "value"]]], ignore_index=True)
+    return ident.merge(long, on="run_id", how="left")[[*ident.columns, "metric", "step", "value"]]

@@ -73,16 +73,19 @@ def _parse_time(value) -> dt.datetime | None:
 def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, dict | None]:
     meta = _load_json(os.path.join(path, "meta.json"), required=True)
     status = _load_json(os.path.join(path, "status.json"), required=True)
-    config_file = os.path.join(path, "config.yaml")
-    # A submitted run that has not started yet has no config.yaml: list it as pending, never drop it.
-    pending = status.get("state") == "pending" and not os.path.exists(config_file)
-    cfg = {} if pending else _load_config(config_file)
-    summary = _load_json(os.path.join(path, "summary.json"), required=False)
     raw_state = status.get("state")
     if raw_state not in STATUS_STATES:
         raise UserError(f"{path}/status.json: state {raw_state!r} is not one of {', '.join(STATUS_STATES)}")
+    config_file = os.path.join(path, "config.yaml")
+    # A run that never started (pending, or cancelled while queued) has no config.yaml: list it with
+    # its state, never drop it and never stop the report.
+    unstarted = raw_state in ("pending", "cancelled", "failed") and not os.path.exists(config_file)
+    cfg = {} if unstarted else _load_config(config_file)
+    summary = _load_json(os.path.join(path, "summary.json"), required=False)
     state = STATUS_STATES[raw_state]
     detail = "cancelled" if raw_state == "cancelled" else ""
+    if unstarted and raw_state != "pending":
+        detail += (": " if detail else "") + "never started (no config.yaml)"
     if status.get("error"):
         detail = (detail + ": " if detail else "") + str(status["error"]).splitlines()[0][:120]
     stale = False
@@ -111,29 +114,109 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
         "max_steps": status.get("max_steps"),
         "gpu_hours": status.get("gpu_hours"),
         "config_hash": meta.get("config_hash"),
+        "has_config": bool(cfg),
     }
     row.update(flatten_config(cfg))
     return row, summary
 
 
-def _eval_rows(path: str) -> list[tuple[int, str, float]]:
-    """(step, metric, value) from eval.jsonl: metrics become `eval/<benchmark>/<name>`."""
+def _broken_row(path: str, reason: str) -> dict:
+    """A record that cannot be read: listed with the state its status.json gives (if any) and why,
+    left out of every aggregate (its state is never `finished`)."""
+    try:
+        with open(os.path.join(path, "status.json"), "rb") as fh:
+            status = json.load(fh)
+        raw = status.get("state") if isinstance(status, dict) else None
+    except (OSError, ValueError):
+        raw = None
+    state = STATUS_STATES.get(raw, "unknown") if isinstance(raw, str) else "unknown"
+    if state == "finished":
+        state = "unknown"  # finished by its status, but its record cannot be read: not in the means
+    name = os.path.basename(os.path.normpath(path))
+    return {"run_id": name, "source": "abcx", "state": state, "stale": False, "method": name.split("-s")[0],
+            "name": name, "detail": f"unreadable record: {reason}", "path": path, "has_config": False}
+
+
+SETTING_NAMES = {"temperature": "T"}
+
+
+def _sampling_of(row: dict) -> dict:
+    """The sampling settings an evaluation row was drawn with (the seed aside: it does not change what
+    is measured), with the sample count n."""
+    sampling = row.get("sampling") if isinstance(row.get("sampling"), dict) else {}
+    out = {k: v for k, v in sampling.items() if k != "seed"}
+    if row.get("n") is not None:
+        out["n"] = row["n"]
+    return out
+
+
+def _eval_entries(path: str) -> list[dict]:
+    """eval.jsonl rows keyed by (step, benchmark, sampling settings); a repeated key keeps its last row."""
     file = os.path.join(path, "eval.jsonl")
     if not os.path.exists(file):
         return []
-    out = []
+    entries: dict[tuple, dict] = {}
     for i, row in enumerate(parse_lines_python(file, read_bytes_tolerant(file)), start=1):
         bench, metrics = row.get("benchmark"), row.get("metrics")
         if not isinstance(bench, str) or not isinstance(metrics, dict) or not isinstance(row.get("step"), int):
             raise UserError(f"{file} line {i}: needs 'step' (int), 'benchmark' (str) and 'metrics' (object)")
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out.append((row["step"], f"eval/{bench}/{name}", float(value)))
+        sampling = _sampling_of(row)
+        key = (row["step"], bench, json.dumps(sampling, sort_keys=True, default=str))
+        entries[key] = {"step": row["step"], "benchmark": bench, "sampling": sampling, "setting": key[2],
+                        "metrics": metrics, "per_problem": row.get("per_problem")}
+    return list(entries.values())
+
+
+def _describe(sampling: dict, only=None) -> str:
+    keys = ["n", *sorted(k for k in sampling if k != "n")] if only is None else only
+    return ", ".join(f"{SETTING_NAMES.get(k, k)}={sampling.get(k)}" for k in keys if k in sampling)
+
+
+def eval_labels(entries: list[dict]) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """(benchmark, setting) -> label, and label -> its settings in words. A benchmark evaluated with one
+    setting keeps its name; with several, each setting is its own benchmark row, named by what differs
+    ("chain (n=64)"), so no table or curve ever mixes samples drawn differently."""
+    by_bench: dict[str, dict[str, dict]] = {}
+    for e in entries:
+        by_bench.setdefault(e["benchmark"], {})[e["setting"]] = e["sampling"]
+    labels, words = {}, {}
+    for bench, settings in by_bench.items():
+        fields = sorted({k for s in settings.values() for k in s})
+        differ = [k for k in fields if len({json.dumps(s.get(k)) for s in settings.values()}) > 1]
+        differ = sorted(differ, key=lambda k: k != "n")
+        for key, sampling in settings.items():
+            label = bench if len(settings) == 1 else f"{bench} ({_describe(sampling, differ)})"
+            labels[(bench, key)] = label
+            words[label] = _describe(sampling)
+    return labels, words
+
+
+def _base_evals(base_paths: list[str], labels: dict, models: set[str], notes: list[str]) -> dict:
+    """label -> the starting model's latest evaluation with the runs' settings. Of several evaluated
+    models, the one named like the runs' model (`abcx eval tiny` -> results/evals/tiny) is used."""
+    found: dict[str, list[dict]] = {}
+    for path in base_paths:
+        name = os.path.basename(os.path.normpath(path))
+        try:
+            entries = _eval_entries(path)
+        except UserError as err:
+            notes.append(f"base evaluation {path}: {err} (left out)")
+            continue
+        for e in sorted(entries, key=lambda e: e["step"] or 0):
+            label = labels.get((e["benchmark"], e["setting"]))
+            if label is not None:
+                found.setdefault(label, []).append({"name": name, "step": 0, "metrics": e["metrics"]})
+    out = {}
+    for label, cands in found.items():
+        named = [c for c in cands if c["name"] in models]
+        pick = named or (cands if len({c["name"] for c in cands}) == 1 else [])
+        if pick:
+            out[label] = pick[-1]
     return out
 
 
 def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
-                 now: dt.datetime | None = None) -> RunSet:
+                 now: dt.datetime | None = None, base_paths: list[str] = ()) -> RunSet:
     import numpy as np
 
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -141,9 +224,9 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
     for p in paths:
         try:
             row, summary = _run_row(p, now, stale_after_s)
-        except UnreadableConfig as err:
-            notes.append(f"skipped a run record: {err}")
-            continue
+        except UserError as err:  # one broken record never stops the report: listed, left out of means
+            row, summary = _broken_row(p, str(err).replace(p, "").strip(" :/") or str(err)), None
+            notes.append(f"run record {p}: {err} (listed, left out of the aggregates)")
         kept.append(p)
         rows.append(row)
         if summary is not None:
@@ -156,17 +239,21 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
         raise UserError(f"run_id {dup!r} appears in two records: {where[0]} and {where[1]}")
 
     metric_files = [os.path.join(p, "metrics.jsonl") for p in paths]
-    present = [i for i, f in enumerate(metric_files) if os.path.exists(f)]
+    present = [i for i, f in enumerate(metric_files)
+               if os.path.exists(f) and not rows[i]["detail"].startswith("unreadable record")]
     counts, cols = read_many_compacted([metric_files[i] for i in present])
     codes = np.repeat(np.asarray(present, dtype="int64"), counts)
-    if cols and "step" not in cols:
-        raise UserError(f"{metric_files[present[0]]}: lines have no 'step' field")
-    steps = cols.pop("step", np.zeros(0))
-    if np.isnan(steps).any():
-        bad = int(np.flatnonzero(np.isnan(steps))[0])
-        code = int(codes[bad])
-        line = bad - int(np.searchsorted(codes, code)) + 1
-        raise UserError(f"{metric_files[code]} line {line}: no 'step' field")
+    steps = cols.pop("step", np.full(len(codes), np.nan))
+    if np.isnan(steps).any():  # a run whose metrics lines lack `step`: listed as unreadable, history dropped
+        for code in np.unique(codes[np.isnan(steps)]):
+            bad = int(np.flatnonzero(np.isnan(steps) & (codes == code))[0])
+            line = bad - int(np.searchsorted(codes, code)) + 1
+            reason = f"{metric_files[code]} line {line}: no 'step' field"
+            rows[code].update(state="unknown", detail=f"unreadable record: {reason}")
+            notes.append(f"run record {paths[code]}: {reason} (listed, left out of the aggregates)")
+        keep = ~np.isin(codes, codes[np.isnan(steps)])
+        codes, steps = codes[keep], steps[keep]
+        cols = {k: v[keep] for k, v in cols.items()}
     steps = steps.astype("int64")
 
     # Keep per-run step order; a resumed run may log a step twice: the later line wins.
@@ -179,7 +266,23 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
         codes, steps = codes[last], steps[last]
         cols = {k: v[last] for k, v in cols.items()}
 
-    eval_by_run = {i: _eval_rows(p) for i, p in enumerate(paths)}
+    eval_by_run: dict[int, list[dict]] = {}
+    for i, p in enumerate(paths):
+        try:
+            eval_by_run[i] = [] if rows[i]["detail"].startswith("unreadable record") else _eval_entries(p)
+        except UserError as err:  # evaluations unreadable: the run stays, without them
+            eval_by_run[i] = []
+            notes.append(f"run record {p}: {err} (its evaluations are left out)")
+    labels, settings = eval_labels([e for es in eval_by_run.values() for e in es])
+    evals: dict[str, dict] = {}
+    for i, es in eval_by_run.items():
+        for e in sorted(es, key=lambda e: e["step"]):  # the latest step of each label wins
+            label = labels[(e["benchmark"], e["setting"])]
+            if isinstance(e["per_problem"], list):
+                evals.setdefault(run_ids[i], {})[label] = {"step": e["step"], "per_problem": e["per_problem"]}
+        eval_by_run[i] = [(e["step"], f"eval/{labels[(e['benchmark'], e['setting'])]}/{name}", float(v))
+                          for e in es for name, v in e["metrics"].items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
     with_eval = np.asarray([i for i, e in eval_by_run.items() if e], dtype="int64")
     named: dict[str, np.ndarray] = {}
     for key, values in cols.items():
@@ -209,4 +312,8 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
             named[name] = old
         # No global re-sort (16 x 10^6 gathers): eval metrics live only in these appended rows,
         # which are in (run, step) order, so per (run, metric) step order still holds.
-    return RunSet(make_runs(rows), wide_from_arrays(run_ids, codes, steps, named), summaries, notes)
+    models = {str(r.get("cfg.model.name")) for r in rows} | {os.path.basename(str(r.get("cfg.model.path")))
+                                                             for r in rows}
+    base = _base_evals(list(base_paths), labels, models, notes)
+    return RunSet(make_runs(rows), wide_from_arrays(run_ids, codes, steps, named), summaries, notes,
+                  evals, settings, base)

@@ -8,7 +8,7 @@ from abcx.errors import UserError
 from abcx.report.runset import RunSet, concat
 from abcx.report.sources import abcx_records, trainer_state, wandb_offline
 
-KINDS = ("abcx", "wandb-offline", "trainer_state")
+KINDS = ("abcx", "wandb-offline", "trainer_state", "base-eval")
 # Folders inside a run that never hold other runs; skipping them keeps the walk cheap.
 SKIP_DIRS = {"checkpoints", "files", "logs", "tmp", "__pycache__", "node_modules"}
 
@@ -22,6 +22,8 @@ def classify(path: str) -> str | None:
         return None
     if abcx_records.is_record(path):
         return "abcx"
+    if os.path.isfile(os.path.join(path, "eval.jsonl")):
+        return "base-eval"  # `abcx eval <model>` of a model that is no run (results/evals/<name>/): a base
     if wandb_offline.is_run_dir(path):
         return "wandb-offline"
     if trainer_state.find_state_file(path):
@@ -76,7 +78,8 @@ def read_sources(sources: list[str], stale_after_s: float = abcx_records.DEFAULT
     found = discover(sources)
     sets = []
     if found["abcx"]:
-        sets.append(abcx_records.read_records(found["abcx"], stale_after_s=stale_after_s))
+        sets.append(abcx_records.read_records(found["abcx"], stale_after_s=stale_after_s,
+                                              base_paths=found["base-eval"]))
     if found["wandb-offline"]:
         sets.append(wandb_offline.read_runs(found["wandb-offline"]))
     if found["trainer_state"]:

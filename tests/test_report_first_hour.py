@@ -1,0 +1,204 @@
+"""The report a new user meets in the first hour (issue 15): it never breaks on a partial record, groups
+by what was trained, keys evaluations by their sampling settings, says when an interval means little,
+and writes CSV/LaTeX/plots that load elsewhere. Records are synthetic here; tests/test_first_hour.py
+replays the same hour with real training."""
+import io
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from abcx.errors import UserError
+from abcx.evaluation.metrics import bootstrap_diff_pooled, summarise
+from abcx.report.command import run_report
+from abcx.report.synth import write_record
+
+STEPS = np.arange(1, 7)
+
+
+def evaluation(per_problem, n, step=6, temperature=1.0):
+    """An eval.jsonl row as `abcx eval` writes it, from per-problem (n, correct) counts."""
+    return {"step": step, "benchmark": "chain", "n": n, "problems": len(per_problem),
+            "sampling": {"n": n, "temperature": temperature, "top_p": 1.0, "top_k": 0, "max_new_tokens": 96, "seed": 7},
+            "metrics": summarise(per_problem, [1, 2, n]), "ci": {}, "per_problem": [list(p) for p in per_problem]}
+
+
+def record(root, method, seed, final, *, max_steps=6, logger_project="p", evals=None, eps3=None, state="finished"):
+    cfg = {"method": {"name": method, **({"eps3": eps3} if eps3 is not None else {})},
+           "train": {"max_steps": max_steps}, "logger": {"project": logger_project},
+           "launcher": {"name": "local"}, "results_dir": f"/abs/{seed}", "eval": {"n": 4}}
+    quads = {f"clip/q{i}": np.full(6, 0.01 * i * (seed + 1)) for i in range(1, 5)}
+    run_id = f"{method}-s{seed}-{max_steps:04d}{(eps3 or 0) * 10:.0f}{logger_project}"
+    return write_record(str(root), run_id, method=method, seed=seed, steps=STEPS, state=state, config=cfg,
+                        metrics={"reward": np.linspace(0.1, final, 6), "entropy": np.linspace(1.0, 0.5, 6), **quads},
+                        evals=evals)
+
+
+def cancelled_while_queued(root, run_id="grpo-s9-queued0000"):
+    """What a run cancelled before it started leaves: meta.json and status.json, no config.yaml."""
+    path = os.path.join(str(root), run_id)
+    os.makedirs(path)
+    json.dump({"run_id": run_id, "method": "grpo", "seed": 9}, open(os.path.join(path, "meta.json"), "w"))
+    json.dump({"state": "cancelled", "step": 0}, open(os.path.join(path, "status.json"), "w"))
+    return path
+
+
+PROBLEMS_A = [(4, c) for c in (4, 3, 1, 0, 2, 4, 3, 1)]  # distinct counts: a swapped side changes the sign
+PROBLEMS_B = [(4, c) for c in (2, 1, 1, 0, 2, 3, 1, 0)]
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """Two methods x two seeds, logged to different W&B projects (not part of what is trained), each
+    evaluated on the same problems, plus one run cancelled while queued."""
+    runs = tmp_path / "results" / "runs"
+    for seed in (0, 1):
+        record(runs, "grpo", seed, 0.4 + 0.1 * seed, logger_project=f"proj{seed}", evals=[evaluation(PROBLEMS_B, 4)])
+        record(runs, "abc_grpo", seed, 0.6 + 0.1 * seed, logger_project="other", evals=[evaluation(PROBLEMS_A, 4)])
+    cancelled_while_queued(runs)
+    return tmp_path / "results"
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "csv", "latex", "json"])
+def test_a_run_cancelled_while_queued_is_listed_and_every_format_still_renders(demo, fmt):
+    out = demo / f"report.{fmt}"
+    report = run_report([str(demo)], fmt=fmt, out=str(out))
+    queued = report.per_run.set_index("run_id").loc["grpo-s9-queued0000"]
+    assert queued["state"] != "finished" and "never started" in queued["detail"]
+    assert "grpo-s9-queued0000" in out.read_text()
+    if fmt == "csv":
+        return
+    groups = report.tables[1].data.set_index("method")
+    assert groups.loc["grpo", "n"] == 2 and groups.loc["grpo", "n_other"] == 1  # listed, not averaged
+
+
+def test_runs_are_grouped_by_what_was_trained_not_by_logger_or_launcher_fields(demo):
+    report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
+    assert report.group_keys == ["method"]  # logger.project and results_dir differ, but train nothing
+    t3 = report.tables[2].data
+    gain = t3[t3["kind"] == "gain"]
+    assert list(gain["method"]) == ["Gain abc_grpo vs grpo"]
+
+
+def test_gains_use_the_paired_two_level_bootstrap_over_problems_and_seeds(demo):
+    report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
+    gain = report.tables[2].data.set_index("method").loc["Gain abc_grpo vs grpo"]
+    est, lo, hi = bootstrap_diff_pooled([PROBLEMS_A] * 2, [PROBLEMS_B] * 2, None, iters=1000)
+    assert gain["Avg@4_mean"] == pytest.approx(100 * est) and est > 0
+    assert (gain["Avg@4_lo"], gain["Avg@4_hi"]) == pytest.approx((100 * lo, 100 * hi))
+    assert gain["Avg@4_test"] == "paired bootstrap"
+    assert "Pass@1_mean" not in report.tables[2].data.columns  # Avg@n = Pass@1: shown once
+
+
+def test_two_seed_intervals_carry_a_visible_caution(demo):
+    console = Console(record=True, width=250)
+    run_report([str(demo)], console=console)
+    text = console.export_text()
+    assert "CAUTION" in text and "t = 12.7" in text
+
+
+def test_evaluations_with_another_n_get_their_own_rows_and_never_mix(demo):
+    run = next(p for p in (demo / "runs").iterdir() if p.name.startswith("grpo-s0"))
+    with open(run / "eval.jsonl", "a") as fh:  # `abcx eval <run> eval.n=8`, twice: the last one counts
+        fh.write(json.dumps(evaluation([(8, 0)] * 8, 8)) + "\n")
+        fh.write(json.dumps(evaluation([(8, 8)] * 8, 8)) + "\n")
+    report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
+    t3 = report.tables[2].data
+    rows = t3[t3["kind"] == "value"].set_index(["benchmark", "method"])
+    assert rows.loc[("chain (n=8)", "grpo"), "n"] == 1 and rows.loc[("chain (n=8)", "grpo"), "Avg@8_mean"] == 100.0
+    assert rows.loc[("chain (n=4)", "grpo"), "n"] == 2
+    assert any(n.startswith("chain (n=8): sampled with n=8") for n in report.notes)
+
+
+def test_groups_table_keeps_eval_n_apart_from_the_runs_count_and_renders_in_rich(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for n in (4, 8):
+            path = record(runs, "grpo", seed, 0.5, max_steps=6 + n)
+            cfg = open(os.path.join(path, "config.yaml")).read().replace("n: 4", f"n: {n}")
+            open(os.path.join(path, "config.yaml"), "w").write(cfg)
+    console = Console(record=True, width=250)
+    report = run_report([str(tmp_path)], console=console)
+    header = next(line for line in console.export_text().splitlines() if "left out" in line)
+    assert "eval.n" in header and "max_steps" in header
+    assert "cfg.eval.n" in report.group_keys
+
+
+def test_a_pivot_cell_averages_seeds_only_and_refuses_mixed_max_steps(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for eps3 in (0.2, 0.4):
+            record(runs, "abc_grpo", seed, 0.3 + eps3 + 0.01 * seed, eps3=eps3)
+    report = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "seed"))
+    assert report.tables[-1].data.loc[0.4, 0] == pytest.approx(0.7)
+    pv = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "method.name"))
+    assert pv.tables[-1].data.loc[0.2, "abc_grpo"] == pytest.approx(0.505)
+    record(runs, "abc_grpo", 2, 0.9, eps3=0.2, max_steps=100)
+    with pytest.raises(UserError, match=r"mixes runs with train.max_steps = 100, 6; a cell averages seeds only"):
+        run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "method.name"))
+
+
+def test_csv_is_one_tidy_long_table_that_pandas_loads_in_one_call(demo, capsys):
+    run_report([str(demo)], fmt="csv", out=str(demo / "r.csv"))
+    df = pd.read_csv(demo / "r.csv")
+    assert list(df.columns) == ["run_id", "state", "method", "seed", "metric", "step", "value"]
+    one = df[(df["run_id"].str.startswith("abc_grpo-s1")) & (df["metric"] == "reward")]
+    assert one["step"].tolist() == [1, 2, 3, 4, 5, 6] and one["value"].iloc[-1] == pytest.approx(0.7)
+    assert df.loc[df["metric"] == "eval/chain/avg@4", "value"].nunique() == 2
+    assert "note:" in capsys.readouterr().err  # notes go to stderr, never into the table
+
+
+def test_latex_left_aligns_text_marks_missing_values_and_has_labels(demo):
+    run_report([str(demo)], fmt="latex", out=str(demo / "r.tex"))
+    tex = (demo / "r.tex").read_text()
+    assert r"\label{tab:abcx-runs}" in tex and r"\label{tab:abcx-table3}" in tex
+    runs_spec = tex.split(r"\label{tab:abcx-runs}")[1].split("\n")[1]
+    assert runs_spec.startswith(r"\begin{tabular}{lll")  # run_id, state, method: text, left
+    queued = next(line for line in tex.splitlines() if line.startswith("grpo-s9-queued"))
+    assert " & -- & " in queued and "–" not in queued
+
+
+def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(tmp_path):
+    runs = tmp_path / "results" / "runs"
+    for seed in (0, 1):
+        for eps3 in (0.2, 0.4):
+            record(runs, "abc_grpo", seed, 0.5, eps3=eps3, evals=[evaluation(PROBLEMS_A, 4, step=s) for s in (3, 6)])
+        record(runs, "grpo", seed, 0.4, evals=[evaluation(PROBLEMS_B, 4, step=s) for s in (3, 6)])
+    base = tmp_path / "results" / "evals" / "tiny"
+    base.mkdir(parents=True)
+    (base / "eval.jsonl").write_text(json.dumps(evaluation([(4, 1)] * 8, 4, step=0)) + "\n")
+    plots = tmp_path / "plots"
+    report = run_report([str(tmp_path / "results")], fmt="json", out=str(tmp_path / "r.json"), plots_dir=str(plots),
+                        plot_format="svg", pivot=[("method.eps3", "seed", "q4_share"), ("method.eps3", "seed")])
+    manifest = json.loads((plots / "plots.json").read_text())
+    figures = {f["file"]: f for f in manifest["figures"]}
+    assert set(figures) == {"reward.svg", "entropy.svg", "eval_chain.svg", "quadrant_shares.svg",
+                            "pivot_heatmap.svg", "pivot_heatmap2.svg"}
+    assert all(os.path.getsize(p) > 1000 for p in report.plots)
+    for figure in figures.values():
+        for panel in figure["panels"]:
+            assert panel["xlabel"] and panel["ylabel"], (figure["file"], panel["title"])
+    avg, passes, by_k = figures["eval_chain.svg"]["panels"]
+    labels = {s["label"]: s["points"] for s in avg["series"]}
+    assert labels == {"abc_grpo eps3=0.2 (n=2)": 3, "abc_grpo eps3=0.4 (n=2)": 3, "grpo (n=2)": 3}  # 0 (base), 3, 6
+    assert by_k["xscale"] == "log" and {"base model (step 0)": 3}.items() <= {s["label"]: s["points"] for s in by_k["series"]}.items()
+    bars = figures["quadrant_shares.svg"]["panels"][0]["bars"]
+    assert len(bars) == 3 and all(len(b["heights"]) == 4 for b in bars)
+    assert all(abs(sum(b["heights"]) - 1) < 1e-9 for b in bars)  # shares of the whole run
+    heat = figures["pivot_heatmap.svg"]["panels"][0]
+    assert (heat["xlabel"], heat["ylabel"], heat["images"]) == ("seed", "method.eps3", 1)
+    assert "min–max over seeds" in figures["reward.svg"]["caption"]
+
+
+def test_the_run_summary_compares_start_and_end_windows_that_never_overlap():
+    from abcx.train import summarise as run_summary
+
+    # 20 steps, reward logged on every 4th (TRL logs it on generation steps only): 5 values.
+    rows = [{"step": s, "entropy": 1.0, **({"reward": float(s)} if s % 4 == 0 else {})} for s in range(1, 21)]
+    s = run_summary(rows, last_n=5)
+    assert s["window/reward"] == 2 and s["first/reward"] == pytest.approx(6.0) and s["last/reward"] == pytest.approx(18.0)
+    assert s["window/entropy"] == 5
+    assert run_summary(rows[:4], last_n=5)["first/reward"] is None  # one value: nothing to compare
