@@ -128,6 +128,22 @@ class RecordCallback(TrainerCallback):
         raise NonFiniteError(f"non-finite gradient at step {state.global_step + 1} (train.nan_policy=fail)")
 
 
+class WandbConfigCallback(TrainerCallback):
+    """Adds abcx's resolved config to the W&B run config. Runs after TRL's WandbCallback (callbacks
+    given to the trainer come after the reporting ones), whose on_train_begin starts the W&B run."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or "wandb" not in sys.modules:
+            return
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.config.update(self.values, allow_val_change=True)
+
+
 class ProgressCallback(TrainerCallback):
     """A rich progress bar on a terminal; one plain line per log step otherwise (rich prints nothing
     until done when stdout is not a terminal)."""

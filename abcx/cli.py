@@ -10,19 +10,58 @@ from abcx.errors import RunFailed, UserError
 
 # Plain click help (rich_markup_mode=None): rich's help renderer imports rich.markdown and friends and
 # took `abcx --help` from ~0.15 s to ~0.35 s on a 2-core machine (bench/bench_cli_start.py).
-PLAIN = dict(no_args_is_help=True, rich_markup_mode=None, context_settings={"max_content_width": 100})
+PLAIN = dict(no_args_is_help=True, rich_markup_mode=None,
+             context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]})
+# Typer's shell completion: `abcx --install-completion` (bash, zsh, fish, PowerShell).
 app = typer.Typer(
-    **PLAIN, add_completion=False, pretty_exceptions_enable=False,
+    **PLAIN, add_completion=True, pretty_exceptions_enable=False,
     help="Run GRPO vs ABC-GRPO clipping ablations: train, sweep, evaluate, report.",
 )
 sweep_app = typer.Typer(**PLAIN, help="Grids of runs: plan, submit, follow, cancel.")
 app.add_typer(sweep_app, name="sweep")
+config_app = typer.Typer(**PLAIN, help="The composed config: see what a command would run with.")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from abcx import __version__
+
+        print(f"abcx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print abcx's version and exit.")) -> None:
+    """Run GRPO vs ABC-GRPO clipping ablations: train, sweep, evaluate, report."""
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=grpo train.max_steps=20 method.eps3=inf")
 
 
+def _show_config(overrides: list[str], what: str = "job") -> None:
+    """Print the composed, validated config as YAML (what `abcx train` would run with) and its run id."""
+    from omegaconf import OmegaConf
+
+    from abcx.config import compose, run_id
+
+    if what != "job":
+        raise UserError(f"--cfg {what!r}: valid: job (the composed config)")
+    cfg = compose(overrides)
+    print(f"# run id: {run_id(cfg)}")
+    print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+
+
+@config_app.command("show")
+def config_show(overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Print the composed config for these overrides (as `abcx train --cfg job`)."""
+    _show_config(overrides or [])
+
+
 @app.command()
-def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
+def train(overrides: Optional[List[str]] = OVERRIDES,
+          cfg_: Optional[str] = typer.Option(None, "--cfg", help="job: print the composed config and exit (Hydra's convention)."),
+          rerun: bool = typer.Option(False, "--rerun", help="Train an ended config again: its old record moves to runs/.superseded/ (kept).")) -> None:
     """Train one run in this process.
 
     The default is ABC-GRPO on the tiny testbed (local model, W&B offline).
@@ -31,8 +70,17 @@ def train(overrides: Optional[List[str]] = OVERRIDES) -> None:
     from abcx.launch.job import train_here
     from abcx.paths import check_results_dir
 
+    if cfg_ is not None:
+        _show_config(overrides or [], cfg_)
+        return
     cfg = compose(overrides or [])
     check_results_dir(cfg.results_dir, f"{cfg.results_dir}/runs/{run_id(cfg)}")  # one line, before any work
+    if rerun:
+        from abcx.train import move_aside, record_for
+
+        moved = move_aside(record_for(cfg))
+        if moved:
+            print(f"--rerun: the previous record is now {moved}")
     record = train_here(cfg, overrides or [])
     from abcx.summary import print_summary
 
@@ -50,7 +98,7 @@ def sweep_epsilons(overrides: Optional[List[str]] = OVERRIDES, dry_run: bool = D
                    yes: bool = YES) -> None:
     """The epsilon grid of sweeps/epsilons.yaml.
 
-    Command-line axes (method.eps3=0.2,inf seed=0,1) extend it.
+    Command-line axes (method.eps3=0.2,inf seed=0,1) replace the file's axis of that name.
     """
     from abcx.sweep.command import sweep_run
 

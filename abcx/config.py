@@ -195,6 +195,7 @@ def check_overrides(overrides: list[str]) -> None:
         raise UserError(f"cannot parse override: {_one_line(err)}") from None
     for o in parsed:
         key = o.key_or_group
+        _refuse_foreign_key(o.input_line, key)
         if o.is_delete() and key not in GROUPS and not _in_free_dict(key.split(".")):
             raise UserError(f"{o.input_line!r} removes {key}, which every run needs; set a value instead "
                             f"({key}=..., or {key}=null where the field allows none)")
@@ -212,6 +213,33 @@ def check_overrides(overrides: list[str]) -> None:
                 f"{o.input_line!r} adds {key!r}, which the config does not have; extra trainer options go "
                 f"under train.extra (e.g. +train.extra.{key.split('.')[-1]}=...)"
             )
+
+
+# TRL GRPOConfig names a user may type under train. where abcx names the field otherwise.
+TRL_NAMES = {"warmup_ratio": "train.warmup_steps (a value below 1 is a fraction of train.max_steps)",
+             "max_prompt_length": "task.options (the task builds its prompts)"}
+
+
+def _refuse_foreign_key(text: str, key: str) -> None:
+    """Keys that would be accepted and mean nothing, or mean something else than they say: refused
+    with the field that does what was meant."""
+    if key.startswith("hydra.") or key == "hydra":
+        raise UserError(f"{text!r}: abcx composes its config with Hydra but is not a Hydra app, so hydra.* "
+                        f"settings have no effect; runs are written to <results_dir>/runs/<run id> (set results_dir=...)")
+    top, _, leaf = key.partition(".")
+    if top != "train" or not leaf or "." in leaf or leaf in {f.name for f in _fields_of(TrainConf)}:
+        return
+    from abcx.trl_args import CONTROLLED
+
+    owner = TRL_NAMES.get(leaf) or CONTROLLED.get(leaf)
+    if owner:
+        raise UserError(f"{text!r}: {leaf} is TRL's GRPOConfig name; in abcx it is {owner}")
+
+
+def _fields_of(cls):
+    import dataclasses
+
+    return dataclasses.fields(cls)
 
 
 MAX_KEY = 200  # no config key is longer; a longer one is not a key (and would reach the file system)

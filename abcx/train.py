@@ -56,6 +56,20 @@ def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
     return ["wandb"]
 
 
+def wandb_config(cfg: Any, record: RunRecord, bounds) -> dict:
+    """What abcx adds to the W&B run config, beside TRL's GRPOConfig: its resolved config (method and
+    bounds, model, task, train, eval, seed) so W&B's filters and panels see the experiment axes. TRL's
+    own epsilon / epsilon_high are not what an abcx run clips with: they are marked as such."""
+    data = C.to_dict(cfg)
+    for key in ("logger", "launcher", "results_dir"):
+        data.pop(key, None)
+    as_dict = {k: float(getattr(bounds, k)) for k in ("eps1", "eps2", "eps3", "eps4")}
+    return {"abcx": {**data, "run_id": record.run_id, "bounds": {k: (str(v) if v == float("inf") else v)
+                                                                  for k, v in as_dict.items()}},
+            "method": cfg.method.name, "epsilon": "unused by abcx: see abcx.bounds",
+            "epsilon_high": "unused by abcx: see abcx.bounds"}
+
+
 @contextmanager
 def exclusive(record: RunRecord):
     """One process trains a run at a time: a second `abcx train` of the same config is refused."""
@@ -93,10 +107,32 @@ def summarise(rows: list[dict], last_n: int = 5) -> dict:
     return summary
 
 
+SUPERSEDED = ".superseded"  # runs/.superseded/<run id>-<UTC time>/: old records, never read by reports
+
+
+def move_aside(record: RunRecord) -> Path | None:
+    """`abcx train --rerun`: move an ended record to runs/.superseded/ (never deleting it) so the same
+    config trains afresh under the same run id. A live run is never moved."""
+    import datetime as dt
+
+    if not record.path.exists():
+        return None
+    state = record.state()
+    if state in ("running", "pending"):
+        raise UserError(f"run {record.run_id} is {state}; --rerun moves only ended runs ({record.path})")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = record.path.parent / SUPERSEDED / f"{record.run_id}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(record.path, target)
+    return target
+
+
 def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRecord:
     record = record_for(cfg)
     if record.state() == "finished":
-        print(f"[{record.run_id}] already finished: {record.path} (nothing to do)")
+        print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
+              f"hash: to train again, change the seed (seed={int(cfg.seed) + 1}) or pass --rerun, which moves "
+              f"this record to {record.path.parent / SUPERSEDED}/ and trains afresh")
         return record
     if int(os.environ.get("RANK", "0")) != 0:
         # Under `accelerate launch` every rank trains; only rank 0 owns the record (and its lock).
@@ -284,6 +320,10 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     callbacks = [RecordCallback(record, cfg.train.nan_policy)]
+    if report_to:
+        from abcx.callbacks import WandbConfigCallback
+
+        callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
     if not quiet:
         callbacks.append(ProgressCallback(record.run_id))
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,

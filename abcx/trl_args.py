@@ -33,7 +33,7 @@ CONTROLLED: dict[str, str] = {
     "generation_batch_size": "train.steps_per_generation (generation batch = batch size x steps_per_generation)",
     "seed": "seed", "data_seed": "seed",
     "output_dir": "results_dir (runs live in <results_dir>/runs/<run id>)",
-    "run_name": "name (the W&B run name is abcx's run id)",
+    "run_name": "name (the W&B display name; the W&B run id is abcx's run id)",
     "report_to": "logger (logger=wandb or logger=none)",
     "importance_sampling_level": "method.importance_sampling_level",
     "epsilon": "method.eps_low (method.eps4 for abc_grpo: the method's bounds)",
@@ -95,7 +95,7 @@ def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
 
     check_extra(cfg.train.extra)
     kwargs = trainer_kwargs(cfg, str(output_dir), report_to=report_to, on_gpu=torch.cuda.is_available(),
-                            run_name=run_id(cfg))
+                            run_name=cfg.name or run_id(cfg))  # the W&B display name; its id stays the run id
     return GRPOConfig(**kwargs)
 
 

@@ -85,7 +85,11 @@ def read_run(path: str):
         elif kind == "history":
             h = rec.history
             values = {("/".join(_key(i, "/"))): _value(i) for i in h.item}
-            step = h.step.num if h.HasField("step") else values.get("_step")
+            # The trainer's step (TRL logs it as train/global_step), not W&B's own counter, which also
+            # counts every eval and end-of-training log call (501 W&B steps for a 100-step run).
+            step = values.get("train/global_step")
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                step = h.step.num if h.HasField("step") else values.get("_step")
             if not isinstance(step, (int, float)):
                 step = (last_step + 1) if last_step is not None else 0
             last_step = int(step)

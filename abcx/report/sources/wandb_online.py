@@ -95,8 +95,10 @@ def read_project(api: WandbApi, path: str, sweep: str | None = None, group: str 
         last_step = None
         for key in keys:
             name = canonical(key)
-            for row in run.scan_history(keys=[key]):
-                value, step = row.get(key), row.get("_step")
+            # The trainer's step where TRL logged it (train/global_step), else W&B's own counter.
+            rows = list(run.scan_history(keys=[key, "train/global_step"])) or run.scan_history(keys=[key])
+            for row in rows:
+                value, step = row.get(key), row.get("train/global_step", row.get("_step"))
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and step is not None \
                         and not math.isnan(float(value)):
                     records.append((run.id, int(step), name, float(value)))
