@@ -9,7 +9,8 @@ from abcx.errors import UserError
 from abcx.report.render import FORMATS, Table, fmt_ci, fmt_num, render
 from abcx.report.runset import RunSet, concat
 
-MAX_LISTED_RUNS = 40  # beyond this the terminal table lists only runs that are not finished
+MAX_LISTED_RUNS = 40
+T_MODEL_FIELDS = ("cfg.model.name",)  # Table 3 has a model column of its own  # beyond this the terminal table lists only runs that are not finished
 
 
 @dataclasses.dataclass
@@ -46,17 +47,17 @@ def _state_label(row) -> str:
 
 def short_names(keys: list[str]) -> dict[str, str]:
     """Display names for group keys: the config leaf ("eps3") unless two keys share it."""
-    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    leaves = ["model" if k == "cfg.model.name" else k.rsplit(".", 1)[-1] for k in keys]
     return {k: (leaf if leaves.count(leaf) == 1 else k.removeprefix("cfg.")) for k, leaf in zip(keys, leaves)}
 
 
-HEADERS = {"reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
+HEADERS = {"label_source": "labels from", "reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
            "completion_length": "length", "q1_share": "Q1", "q2_share": "Q2", "q3_share": "Q3",
            "q4_share": "Q4"}
 
 
 def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
-    cols = ["run_id", "state", "stale", "source", *[k for k in keys if k != "run_id"], "seed", "step",
+    cols = ["run_id", "state", "stale", "source", "label_source", *[k for k in keys if k != "run_id"], "seed", "step",
             "reward_final", "entropy_last", "entropy_ratio", "completion_length",
             "q1_share", "q2_share", "q3_share", "q4_share", "detail", "path"]
     cols = list(dict.fromkeys(c for c in cols if c in per_run.columns))
@@ -75,8 +76,8 @@ def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
     # The per-run view leaves the quadrant shares to the groups table, to fit a terminal.
     display = display.drop(columns=[c for c in display.columns if c.endswith("_share")])
     display = display.rename(columns={**HEADERS, **short_names(keys)})
-    constant = [c for c in ("source", "detail") if display[c].astype(str).nunique() <= 1 and
-                (c == "source" or (display[c].astype(str) == "").all())]
+    constant = [c for c in ("source", "labels from", "detail") if c in display.columns and
+                display[c].astype(str).nunique() <= 1 and (c != "detail" or (display[c].astype(str) == "").all())]
     display = display.drop(columns=constant)
     notes.append(f"reward = last logged; entropy, length = mean of the last {last_n} logged steps; "
                  f"H/H_base = entropy / baseline method's")
@@ -120,7 +121,7 @@ def _table3_display(t3) -> Any:
 def _labelled_by_keys(rs: RunSet, keys: list[str]) -> RunSet:
     """Table 3 groups runs by `method`; when the grouping keys include more (an epsilon grid), the
     label carries them too, so each grid point gets its own row."""
-    extra = [k for k in keys if k != "method" and k in rs.runs.columns]
+    extra = [k for k in keys if k != "method" and k not in T_MODEL_FIELDS and k in rs.runs.columns]
     if not extra:
         return rs
     runs = rs.runs.copy()
@@ -149,14 +150,33 @@ def _check_outputs(out: str | None, plots_dir: str | None) -> None:
         check_writable(plots_dir, "--plots folder")
 
 
+def _group_keys(rs: RunSet, group_by: list[str] | None) -> list[str]:
+    """--group-by, else (model, method) when runs come from other tools too (their configs share no
+    fields with abcx's), else abcx's default: method plus the config fields that differ."""
+    from abcx.report import labels as LB
+    from abcx.report import table as T
+
+    if group_by:
+        return [T.resolve_field(rs.runs, k) for k in group_by]
+    if LB.is_mixed(rs.runs):
+        rs.notes.append("runs from other tools: grouped by model and method (--group-by to change)")
+        return [LB.MODEL_COLUMN, "method"]
+    return T.default_group_keys(rs.runs)
+
+
 def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
                group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
                baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
                out: str | None = None, pivot: tuple | None = None, *, api=None, console=None,
-               stale_after_s: float | None = None) -> Report:
+               stale_after_s: float | None = None, label_rules: list[str] = (), labels_file: str | None = None,
+               metric_map: str | None = None, trust_pickles: bool = False) -> Report:
     """Read every source, summarise, print (or write to `out`) the tables in `fmt`, and write PNG
     panels to `plots_dir`. `pivot` = (row_field, col_field[, metric]) with metric default
-    `reward_final`. `api` replaces the W&B public API (a `WandbApi`), for tests."""
+    `reward_final`. `api` replaces the W&B public API (a `WandbApi`), for tests. `label_rules`
+    (GLOB=key:value,...), `labels_file` and `metric_map` label and translate runs abcx did not train
+    (abcx/report/labels.py, metric_map.py)."""
+    from abcx.report import labels as LB
+    from abcx.report import metric_map as M
     from abcx.report import table as T
     from abcx.report.sources import abcx_records
     from abcx.report.sources.discover import read_sources
@@ -170,21 +190,24 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
         if len(spec) not in (2, 3):
             raise UserError(f"--pivot {','.join(spec)}: expected ROW_FIELD,COL_FIELD[,METRIC]")
     _check_outputs(out, plots_dir)
+    mmap = M.load(metric_map)
+    rules = [LB.parse_rule(r) for r in label_rules] + (LB.load_rules(labels_file) if labels_file else [])
     if not sources and not wandb_project:
         raise UserError("no sources: give paths (results dir, run folders, globs, wandb dirs, "
                         "trainer_state.json) or --wandb-project")
     stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
-    sets = [read_sources(list(sources), stale_after_s=stale)] if sources else []
+    sets = [read_sources(list(sources), stale_after_s=stale, metric_map=mmap)] if sources else []
     if wandb_project:
         from abcx.report.sources import wandb_online
 
-        sets.append(wandb_online.read_project(api or wandb_online.PublicApi(), wandb_project,
-                                              sweep=sweep, group=group, tags=list(tags)))
+        sets.append(M.apply(wandb_online.read_project(api or wandb_online.PublicApi(), wandb_project,
+                                                      sweep=sweep, group=group, tags=list(tags)), mmap))
     rs = _filter(concat(sets), sweep, group, list(tags))
     if rs.runs.empty:
         raise UserError(f"no runs match (sweep={sweep}, group={group}, tags={list(tags)})")
+    rs = LB.apply_labels(rs, rules, trust_pickles=trust_pickles)
 
-    keys = ([T.resolve_field(rs.runs, k) for k in group_by] if group_by else T.default_group_keys(rs.runs))
+    keys = _group_keys(rs, group_by)
     per_run = T.run_summary(rs, last_n=last_n, baseline=baseline, group_keys=keys)
     notes = list(rs.notes)
     from abcx.report.sampling_check import sampling_conflicts
@@ -202,6 +225,10 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     if baseline not in set(per_run["method"]):
         notes.append(f"baseline method {baseline!r} not among the runs: no entropy ratio or gains")
 
+    unknown_q = per_run["q1_share"].isna() & per_run["run_id"].isin(rs.metric("clip/q1")["run_id"].astype(str))
+    if unknown_q.any():
+        notes.append(f"quadrant shares unknown for {int(unknown_q.sum())} run(s) whose source does not log all four "
+                     "quadrants (TRL logs Q1 and Q3 only; abcx/report/metric_map.yaml)")
     metrics = [m for m in T.SUMMARY_METRICS if per_run[m].notna().any()]
     tables = [_runs_table(per_run, keys, last_n, many=len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex"))]
     if n_fin:

@@ -16,6 +16,9 @@ from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, wide_from_records, make_runs
 
 
+TRAINER_STEP = "train/global_step"
+
+
 def is_run_dir(path: str) -> bool:
     return bool(glob.glob(os.path.join(glob.escape(path), "run-*.wandb")))
 
@@ -85,7 +88,11 @@ def read_run(path: str):
         elif kind == "history":
             h = rec.history
             values = {("/".join(_key(i, "/"))): _value(i) for i in h.item}
-            step = h.step.num if h.HasField("step") else values.get("_step")
+            # HF's W&B callback logs the trainer's step as train/global_step; W&B's own step counts
+            # log calls (train and eval lines, the end summary) and runs ahead of it.
+            step = values.get(TRAINER_STEP)
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                step = h.step.num if h.HasField("step") else values.get("_step")
             if not isinstance(step, (int, float)):
                 step = (last_step + 1) if last_step is not None else 0
             last_step = int(step)
