@@ -189,8 +189,10 @@ class FakeApi:
 
 def test_wandb_runs_logged_by_trl_get_method_and_model_without_any_label(tmp_path):
     def rows(reward):
-        return [{"_step": s, "train/reward": reward + 0.01 * s, "train/clip_ratio/high_mean": 0.002,
-                 "train/clip_ratio/low_mean": 0.004, "train/entropy": 0.5} for s in range(5)]
+        # W&B's _step counts log calls (2 per trainer step here); train/global_step is the trainer's.
+        return [{"_step": 2 * s, "train/global_step": s, "train/reward": reward + 0.01 * s,
+                 "train/clip_ratio/high_mean": 0.002, "train/clip_ratio/low_mean": 0.004, "train/entropy": 0.5}
+                for s in range(1, 6)]
 
     base = {"epsilon": 0.2, "loss_type": "dapo", "_name_or_path": "Qwen/Qwen3-4B-Base", "seed": 0}
     api = FakeApi([FakeRun("g0", {**base, "epsilon_high": 0.2}, rows(0.3)),
@@ -206,6 +208,8 @@ def test_wandb_runs_logged_by_trl_get_method_and_model_without_any_label(tmp_pat
     groups = next(t for t in report.tables if t.key == "groups").data.set_index("method")
     assert groups.loc["grpo", "n"] == 2
     assert runs.loc["d0", "entropy_ratio"] == pytest.approx(1.0)  # the baseline (grpo) entropy is the same
+    assert runs["step"].tolist() == [5, 5, 5, 5]
+    assert report.runset.metric("reward").query("run_id == 'g0'")["step"].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_a_user_rule_wins_over_inference_and_says_so(tmp_path):
