@@ -194,6 +194,10 @@ def report(
     sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep."),
     group: Optional[str] = typer.Option(None, help="Only runs of this W&B group."),
     tags: Optional[List[str]] = typer.Option(None, "--tag", help="Only runs with this tag (repeatable)."),
+    label: Optional[List[str]] = typer.Option(None, "--label", help="GLOB=method:NAME,model:NAME,seed:N for runs matching GLOB (path or id; repeatable; wins over inference)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="YAML file of label rules: {GLOB: {method: ..., model: ..., seed: ...}}."),
+    metric_map: Optional[str] = typer.Option(None, "--metric-map", help="YAML file adding to or overriding abcx/report/metric_map.yaml (other loggers' metric names)."),
+    trust_pickles: bool = typer.Option(False, "--trust-pickles", help="Read HF training_args.bin pickles beside trainer_state.json (unpickling can run code)."),
 ) -> None:
     """Comparison tables and plots from runs.
 
@@ -204,7 +208,8 @@ def report(
     pivot_fields = [tuple(f.strip() for f in p.split(",")) for p in pivot] if pivot else None
     run_report(sources or ["results"], wandb_project=wandb_project, sweep=sweep, group=group, tags=tags or [],
                group_by=group_by or None, baseline=baseline, last_n=last_n, fmt=fmt, plots_dir=plots, out=out,
-               pivot=pivot_fields, plot_format=plot_format, smooth=smooth)
+               pivot=pivot_fields, plot_format=plot_format, smooth=smooth, label_rules=label or [],
+               labels_file=labels, metric_map=metric_map, trust_pickles=trust_pickles)
 
 
 def main() -> None:

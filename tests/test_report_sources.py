@@ -336,13 +336,17 @@ def test_trl_trainer_state_is_read_with_abcx_metric_names(trl_output):
     rs = read_sources([str(trl_output)])  # an output dir: its latest checkpoint's trainer_state.json
     run = rs.runs.iloc[0]
     assert (run["source"], run["state"], run["step"]) == ("trainer_state", "finished", 3)
+    # TRL's names mapped onto abcx's (abcx/report/metric_map.yaml); TRL logs no Q2/Q4: they stay unknown.
     assert {"reward", "entropy", "completion_length", "rewards/length_reward/mean",
-            "clip_ratio/region_mean"} <= set(rs.metrics)
-    assert "completions/mean_length" not in rs.metrics
+            "clip/q1", "clip/q3", "clip/q1_q3"} <= set(rs.metrics)
+    assert not {"completions/mean_length", "clip_ratio/high_mean", "clip_ratio/low_mean", "clip/q2",
+                "clip/q4"} & set(rs.metrics)
     assert rs.metric("reward")["step"].tolist() == [1, 2, 3]
     state = json.loads((trl_output / "checkpoint-3" / "trainer_state.json").read_text())
-    logged = [e["completions/mean_length"] for e in state["log_history"] if "completions/mean_length" in e]
-    assert rs.metric("completion_length")["value"].tolist() == pytest.approx(logged)
+    for trl_name, abcx_name in (("completions/mean_length", "completion_length"), ("clip_ratio/high_mean", "clip/q1"),
+                                ("clip_ratio/low_mean", "clip/q3")):
+        logged = [e[trl_name] for e in state["log_history"] if trl_name in e]
+        assert rs.metric(abcx_name)["value"].tolist() == pytest.approx(logged)
 
 
 def test_trainer_state_without_log_history_is_a_user_error(tmp_path):

@@ -48,13 +48,13 @@ def _state_label(row) -> str:
     return f"{row['state']} (stale)" if row.get("stale") else str(row["state"])
 
 
-HEADERS = {"reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
+HEADERS = {"label_source": "labels from", "reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
            "completion_length": "length", "q1_share": "Q1", "q2_share": "Q2", "q3_share": "Q3",
            "q4_share": "Q4"}
 
 
 def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
-    cols = ["run_id", "state", "stale", "source", *[k for k in keys if k != "run_id"], "seed", "step",
+    cols = ["run_id", "state", "stale", "source", "label_source", *[k for k in keys if k != "run_id"], "seed", "step",
             "reward_final", "entropy_last", "entropy_ratio", "completion_length",
             "q1_share", "q2_share", "q3_share", "q4_share", "detail", "path"]
     cols = list(dict.fromkeys(c for c in cols if c in per_run.columns))
@@ -73,8 +73,8 @@ def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
     # The per-run view leaves the quadrant shares to the groups table, to fit a terminal.
     display = display.drop(columns=[c for c in display.columns if c.endswith("_share")])
     display = display.rename(columns={**HEADERS, **short_names(keys)})
-    constant = [c for c in ("source", "detail") if display[c].astype(str).nunique() <= 1 and
-                (c == "source" or (display[c].astype(str) == "").all())]
+    constant = [c for c in ("source", "labels from", "detail") if c in display.columns and
+                display[c].astype(str).nunique() <= 1 and (c != "detail" or (display[c].astype(str) == "").all())]
     display = display.drop(columns=constant)
     notes.append(f"reward = last logged; entropy, length = mean of the last {last_n} logged steps; "
                  f"H/H_base = entropy / baseline method's")
@@ -166,22 +166,41 @@ def _check_args(fmt: str, last_n: int, pivot, out, plots_dir, plot_format: str, 
 
 
 def read_runs(sources, wandb_project=None, sweep=None, group=None, tags=(), *, api=None,
-              stale_after_s: float | None = None) -> RunSet:
-    """Every source read into one RunSet, filtered to the sweep / group / tags asked for."""
+              stale_after_s: float | None = None, metric_map=None, label_rules=(),
+              trust_pickles: bool = False) -> RunSet:
+    """Every source read into one RunSet, filtered to the sweep / group / tags asked for; runs abcx
+    did not train get abcx's metric names (`metric_map`) and labels (`label_rules`, else inferred)."""
+    from abcx.report import labels as LB
+    from abcx.report import metric_map as M
     from abcx.report.sources import abcx_records
     from abcx.report.sources.discover import read_sources
 
+    mmap = metric_map or M.load()
     stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
-    sets = [read_sources(list(sources), stale_after_s=stale)] if sources else []
+    sets = [read_sources(list(sources), stale_after_s=stale, metric_map=mmap)] if sources else []
     if wandb_project:
         from abcx.report.sources import wandb_online
 
-        sets.append(wandb_online.read_project(api or wandb_online.PublicApi(), wandb_project,
-                                              sweep=sweep, group=group, tags=list(tags)))
+        sets.append(M.apply(wandb_online.read_project(api or wandb_online.PublicApi(), wandb_project,
+                                                      sweep=sweep, group=group, tags=list(tags)), mmap))
     rs = _filter(concat(sets), sweep, group, list(tags))
     if rs.runs.empty:
         raise UserError(f"no runs match (sweep={sweep}, group={group}, tags={list(tags)})")
-    return rs
+    return LB.apply_labels(rs, list(label_rules), trust_pickles=trust_pickles)
+
+
+def _group_keys(rs: RunSet, group_by: list[str] | None) -> list[str]:
+    """--group-by, else (model, method) when runs come from other tools too (their configs share no
+    fields with abcx's), else abcx's default: method plus the trained config fields that differ."""
+    from abcx.report import labels as LB
+    from abcx.report import table as T
+
+    if group_by:
+        return [T.resolve_field(rs.runs, k) for k in group_by]
+    if LB.is_mixed(rs.runs):
+        rs.notes.append("runs from other tools: grouped by model and method (--group-by to change)")
+        return [LB.MODEL_COLUMN, "method"]
+    return T.default_group_keys(rs.runs)
 
 
 def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 10,
@@ -190,9 +209,13 @@ def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 1
     from abcx.report import table as T
     from abcx.report.sources import abcx_records
 
-    keys = ([T.resolve_field(rs.runs, k) for k in group_by] if group_by else T.default_group_keys(rs.runs))
+    keys = _group_keys(rs, group_by)
     per_run = T.run_summary(rs, last_n=last_n, baseline=baseline, group_keys=keys)
     notes = list(rs.notes)
+    unknown_q = per_run["q1_share"].isna() & per_run["run_id"].isin(rs.metric("clip/q1")["run_id"].astype(str))
+    if unknown_q.any():
+        notes.append(f"quadrant shares unknown for {int(unknown_q.sum())} run(s) whose source does not log all four "
+                     "quadrants (TRL logs Q1 and Q3 only; abcx/report/metric_map.yaml)")
     states = per_run["state"].value_counts()
     n_fin = int(states.get("finished", 0))
     if n_fin < len(per_run):
@@ -266,14 +289,23 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
                group: str | None = None, tags: list[str] = (), group_by: list[str] | None = None,
                baseline: str = "grpo", last_n: int = 10, fmt: str = "rich", plots_dir: str | None = None,
                out: str | None = None, pivot: tuple | None = None, *, api=None, console=None,
-               stale_after_s: float | None = None, plot_format: str = "png", smooth: int = 5) -> Report:
+               stale_after_s: float | None = None, plot_format: str = "png", smooth: int = 5,
+               label_rules: list[str] = (), labels_file: str | None = None, metric_map: str | None = None,
+               trust_pickles: bool = False) -> Report:
     """Read every source, summarise, print (or write to `out`) the tables in `fmt`, and write the
     panels to `plots_dir` (with plots.json, the list of what was drawn). `pivot` = (row_field,
-    col_field[, metric]) with metric default `reward_final`. `api` replaces the W&B public API."""
+    col_field[, metric]) with metric default `reward_final`. `api` replaces the W&B public API.
+    `label_rules` (GLOB=key:value,...), `labels_file` and `metric_map` label and translate runs abcx
+    did not train (abcx/report/labels.py, metric_map.py)."""
+    from abcx.report import labels as LB
+    from abcx.report import metric_map as M
     from abcx.report import table as T
 
     pivots = _check_args(fmt, last_n, pivot, out, plots_dir, plot_format, smooth, sources, wandb_project)
-    rs = read_runs(sources, wandb_project, sweep, group, tags, api=api, stale_after_s=stale_after_s)
+    mmap = M.load(metric_map)
+    rules = [LB.parse_rule(r) for r in label_rules] + (LB.load_rules(labels_file) if labels_file else [])
+    rs = read_runs(sources, wandb_project, sweep, group, tags, api=api, stale_after_s=stale_after_s,
+                   metric_map=mmap, label_rules=rules, trust_pickles=trust_pickles)
     keys, per_run, notes = summarise(rs, group_by, baseline, last_n, stale_after_s)
     many = len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex")
     tables, table_notes, pivot_tables = build_tables(rs, per_run, keys, baseline, last_n, pivots, many)

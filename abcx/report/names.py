@@ -1,17 +1,13 @@
-"""Metric names from other loggers mapped onto abcx's canonical names (docs/architecture.md)."""
+"""Logged keys that are metrics, as readers see them. Other loggers' names are mapped onto abcx's
+afterwards, by the user-extensible map of abcx/report/metric_map.py."""
 from __future__ import annotations
 
-# TRL logs these under other names; everything else (rewards/<fn>/mean, clip_ratio/*, reward,
-# entropy, ...) already is the abcx name or is kept as TRL wrote it.
-TRL_TO_ABCX = {
-    "completions/mean_length": "completion_length",
-}
 # Bookkeeping keys that are not metrics.
 NOT_METRICS = {"step", "time", "epoch_time", "global_step"}
 
 
 def canonical(name: str) -> str | None:
-    """abcx name for a logged key, or None when the key is bookkeeping, not a metric.
+    """The metric name of a logged key, or None when the key is bookkeeping, not a metric.
 
     HF's W&B callback prefixes training logs with `train/`; W&B's own keys start with `_`.
     """
@@ -19,4 +15,4 @@ def canonical(name: str) -> str | None:
         return None
     if name.startswith("train/"):
         name = name[len("train/"):]
-    return TRL_TO_ABCX.get(name, name)
+    return name

@@ -131,7 +131,8 @@ def run_summary(rs: RunSet, last_n: int = 10, baseline: str = "grpo", group_keys
 
     runs = rs.runs
     keys = list(group_keys) if group_keys is not None else default_group_keys(runs)
-    out = runs[["run_id", "state", "stale", "source", "method", "seed", "step", "detail", "path"]].copy()
+    ident = ["run_id", "state", "stale", "source", "label_source", "method", "seed", "step", "detail", "path"]
+    out = runs[[c for c in ident if c in runs.columns]].copy()
     for k in keys:
         if k not in out.columns:
             out[k] = runs[k]
@@ -160,7 +161,9 @@ def run_summary(rs: RunSet, last_n: int = 10, baseline: str = "grpo", group_keys
         sub = rs.metric(q)
         sums.append(sub.groupby("run_id", observed=True)["value"].sum().reindex(out.index) if len(sub)
                     else pd.Series(np.nan, index=out.index))
-    total = sum(s.fillna(0) for s in sums)
+    # A share needs all four quadrants: a source that does not log one (TRL: Q2, Q4) leaves it
+    # unknown, and a share over the others would pass that unknown off as 0.
+    total = sum(sums)
     for i, s in enumerate(sums, start=1):
         out[f"q{i}_share"] = (s / total.where(total > 0)).to_numpy()
     return out.reset_index(drop=True)

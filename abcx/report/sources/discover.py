@@ -74,15 +74,21 @@ def discover(sources: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def read_sources(sources: list[str], stale_after_s: float = abcx_records.DEFAULT_STALE_AFTER_S) -> RunSet:
+def read_sources(sources: list[str], stale_after_s: float = abcx_records.DEFAULT_STALE_AFTER_S,
+                 metric_map=None) -> RunSet:
+    """Every run under `sources`; the history of runs abcx did not train is put into abcx's metric
+    names by `metric_map` (abcx/report/metric_map.py; the package's map when None)."""
+    from abcx.report import metric_map as M
+
     found = discover(sources)
+    mmap = metric_map or M.load()
     sets = []
     if found["abcx"]:
         sets.append(abcx_records.read_records(found["abcx"], stale_after_s=stale_after_s,
                                               base_paths=found["base-eval"]))
     if found["wandb-offline"]:
-        sets.append(wandb_offline.read_runs(found["wandb-offline"]))
+        sets.append(M.apply(wandb_offline.read_runs(found["wandb-offline"]), mmap))
     if found["trainer_state"]:
         files = [trainer_state.find_state_file(p) for p in found["trainer_state"]]
-        sets.append(trainer_state.read_states(files))
+        sets.append(M.apply(trainer_state.read_states(files), mmap))
     return concat(sets)

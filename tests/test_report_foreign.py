@@ -1,0 +1,301 @@
+"""Reports over runs abcx did not train: labels inferred from the source or given by the user,
+other loggers' metric names mapped onto abcx's quadrants, and mixed reports beside abcx's own runs.
+
+The foreign runs are made here: stock TRL (bench/stock_trl.py) on the testbed, W&B offline runs in
+verl's layout, trainer_state.json files in a fork's layout, and W&B online runs through the one seam."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from abcx.errors import UserError
+from abcx.report import labels as LB
+from abcx.report import metric_map as M
+from abcx.report.command import run_report
+from abcx.report.sources.discover import read_sources
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- method inference from a trainer's config -------------------------------------------------
+
+@pytest.mark.parametrize("cfg, method", [
+    ({"epsilon": 0.2, "epsilon_high": 0.2, "loss_type": "dapo"}, "grpo"),  # TRL's dapo loss_type is an aggregation
+    ({"epsilon": 0.2, "epsilon_high": 0.28, "loss_type": "grpo"}, "dapo"),  # clip-higher
+    ({"epsilon": 0.2, "epsilon_high": 0.28, "delta": 1.7}, "two_sided"),
+    ({"epsilon": 3e-4, "epsilon_high": 4e-4, "importance_sampling_level": "sequence"}, "gspo"),
+    *[({"epsilon": 0.2, "loss_type": t}, t) for t in ("cispo", "sapo", "vespo", "luspo")],
+    ({"actor_rollout_ref.actor.policy_loss.loss_mode": "vanilla"}, "dual_clip"),  # verl's vanilla dual-clips at c=3
+    ({"actor_rollout_ref.actor.policy_loss.loss_mode": "geo_mean"}, "gmpo"),
+    ({"actor_rollout_ref.actor.loss_mode": "clip_cov"}, "clip_cov"),
+])
+def test_the_method_is_inferred_from_trl_or_verl_config_fields(cfg, method):
+    got, why = LB.infer_method(cfg)
+    assert got == method and why
+
+
+def test_a_config_without_clip_fields_says_it_cannot_tell():
+    method, why = LB.infer_method({"learning_rate": 1e-6, "model_type": "qwen3"})
+    assert method is None and "cannot tell" in why
+
+
+def test_the_model_is_the_basename_of_its_name_or_path_and_tiny_for_the_testbed(tiny_model_path):
+    assert LB.infer_model({"_name_or_path": "Qwen/Qwen3-4B-Base"})[0] == "Qwen3-4B-Base"
+    assert LB.infer_model({"actor_rollout_ref.model.path": "/ckpt/Qwen3-1.7B-Base/"})[0] == "Qwen3-1.7B-Base"
+    assert LB.infer_model({"_name_or_path": str(tiny_model_path)})[0] == "tiny"
+    assert LB.infer_model({"model_type": "qwen3"})[0] == "qwen3"
+    assert LB.infer_model({})[0] is None
+
+
+# --- user rules --------------------------------------------------------------------------------
+
+def test_a_label_rule_parses_glob_and_values_and_refuses_bad_input_in_one_line():
+    rule = LB.parse_rule("runs/abc-*=method:abc_grpo,model:4b,seed:3")
+    assert (rule.pattern, rule.values) == ("runs/abc-*", {"method": "abc_grpo", "model": "4b", "seed": 3})
+    for bad, says in (("method:abc", "GLOB=key:value"), ("x=methd:abc", "unknown label 'methd'"),
+                      ("x=seed:one", "seed='one' is not an integer"), ("x=method", "is not key:value"),
+                      ("x=model:", "non-empty")):
+        with pytest.raises(UserError, match=says) as err:
+            LB.parse_rule(bad)
+        assert "\n" not in str(err.value) and "--label" in str(err.value)
+
+
+def test_a_labels_file_holds_rules_in_order(tmp_path):
+    f = tmp_path / "labels.yaml"
+    f.write_text("'*-a': {method: grpo, seed: 1}\n'*': {model: 4b}\n")
+    rules = LB.load_rules(str(f))
+    assert [(r.pattern, r.values) for r in rules] == [("*-a", {"method": "grpo", "seed": 1}), ("*", {"model": "4b"})]
+    f.write_text("- not a mapping\n")
+    with pytest.raises(UserError, match="expected a mapping GLOB"):
+        LB.load_rules(str(f))
+
+
+# --- the metric map -----------------------------------------------------------------------------
+
+def write_state(folder: Path, rows: list[dict], step: int) -> Path:
+    folder.mkdir(parents=True)
+    path = folder / "trainer_state.json"
+    path.write_text(json.dumps({"global_step": step, "max_steps": step, "log_history": rows}))
+    return path
+
+
+FORK_ROWS = [  # a fork that splits clip fractions by the sign of the advantage (fractions, not percent)
+    {"step": 1, "reward": 0.25, "entropy": 0.9, "clip_ratio/ppo_style": 0.010, "clip_ratio/ppo_style_pos_adv_pct": 0.7,
+     "clip_ratio/ppo_style_neg_adv_pct": 0.3, "clip_ratio/overcorrection": 0.004,
+     "clip_ratio/overcorrection_pos_adv_pct": 0.25, "clip_ratio/overcorrection_neg_adv_pct": 0.75},
+    {"step": 2, "reward": 0.5, "entropy": 0.8, "clip_ratio/ppo_style": 0.020, "clip_ratio/ppo_style_pos_adv_pct": 0.6,
+     "clip_ratio/ppo_style_neg_adv_pct": 0.4, "clip_ratio/overcorrection": 0.008,
+     "clip_ratio/overcorrection_pos_adv_pct": 0.5, "clip_ratio/overcorrection_neg_adv_pct": 0.5},
+]
+
+
+def test_a_forks_split_clip_fractions_become_abcx_quadrants_per_step(tmp_path):
+    rs = read_sources([str(write_state(tmp_path / "fork", FORK_ROWS, 2))])
+    values = {q: rs.metric(f"clip/{q}")["value"].tolist() for q in ("q1", "q2", "q3", "q4")}
+    assert values["q1"] == pytest.approx([0.010 * 0.7, 0.020 * 0.6])
+    assert values["q3"] == pytest.approx([0.010 * 0.3, 0.020 * 0.4])
+    assert values["q2"] == pytest.approx([0.004 * 0.25, 0.008 * 0.5])
+    assert values["q4"] == pytest.approx([0.004 * 0.75, 0.008 * 0.5])
+    report = run_report([str(tmp_path / "fork")], fmt="json", out=str(tmp_path / "r.json"),
+                        label_rules=["fork=method:my_fork"])
+    row = report.per_run.iloc[0]
+    q = [sum(values[k]) for k in ("q1", "q2", "q3", "q4")]
+    assert [row[f"q{i}_share"] for i in range(1, 5)] == pytest.approx([v / sum(q) for v in q])
+
+
+def test_percent_shares_are_read_as_percent(tmp_path):
+    rows = [{**r, **{k: v * 100 for k, v in r.items() if k.endswith("_pct")}} for r in FORK_ROWS]
+    rs = read_sources([str(write_state(tmp_path / "fork", rows, 2))])
+    assert rs.metric("clip/q1")["value"].tolist() == pytest.approx([0.010 * 0.7, 0.020 * 0.6])
+    assert any("read as percent" in n for n in rs.notes)
+
+
+def test_trl_logs_no_q2_or_q4_so_its_quadrant_shares_are_unknown_not_zero(tmp_path):
+    rows = [{"step": s, "reward": 0.1 * s, "clip_ratio/high_mean": 0.01 * s, "clip_ratio/low_mean": 0.02 * s}
+            for s in (1, 2, 3)]
+    report = run_report([str(write_state(tmp_path / "trl", rows, 3))], fmt="json", out=str(tmp_path / "r.json"))
+    assert report.runset.metric("clip/q1")["value"].tolist() == pytest.approx([0.01, 0.02, 0.03])
+    assert "clip/q2" not in report.runset.metrics and "clip/q4" not in report.runset.metrics
+    assert report.per_run[["q1_share", "q2_share", "q3_share", "q4_share"]].isna().all(axis=None)
+    assert any("quadrant shares unknown" in n for n in report.notes)
+
+
+def test_a_user_metric_map_adds_overrides_and_removes_entries(tmp_path):
+    rows = [{"step": 1, "my/q4": 0.03, "clip_ratio/high_mean": 0.01, "completions/mean_length": 9.0}]
+    src = write_state(tmp_path / "run", rows, 1)
+    extra = tmp_path / "map.yaml"
+    extra.write_text("rename:\n  my/q4: clip/q4\n  clip_ratio/high_mean: clip/q1_trl\n  completions/mean_length: null\n")
+    rs = read_sources([str(src)], metric_map=M.load(extra))
+    assert rs.metric("clip/q4")["value"].tolist() == [0.03]
+    assert rs.metric("clip/q1_trl")["value"].tolist() == [0.01] and "clip/q1" not in rs.metrics
+    assert "completions/mean_length" in rs.metrics and "completion_length" not in rs.metrics
+    for text, says in (("rename: [a]\n", "rename must map"), ("derive:\n  clip/q1: 3\n", "a list of logged metric"),
+                       ("renames: {}\n", "unknown section 'renames'")):
+        extra.write_text(text)
+        with pytest.raises(UserError, match=says):
+            M.load(extra)
+
+
+# --- pickles ---------------------------------------------------------------------------------------
+
+class _TouchesAFile:
+    """Unpickling this creates a file: the kind of code a pickle can run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_training_args_bin_is_never_unpickled_unless_trusted(tmp_path):
+    run = tmp_path / "out"
+    state = write_state(run / "checkpoint-2", [{"step": 2, "reward": 0.5}], 2)
+    marker = tmp_path / "pickle-ran"
+    import torch
+
+    torch.save(_TouchesAFile(str(marker)), state.parent / "training_args.bin")  # as HF's Trainer saves it
+    report = run_report([str(run)], fmt="json", out=str(tmp_path / "r.json"))
+    assert not marker.exists()
+    assert any("training_args.bin not read" in n and "--trust-pickles" in n for n in report.notes)
+    run_report([str(run)], fmt="json", out=str(tmp_path / "r.json"), trust_pickles=True)
+    assert marker.exists()
+
+
+# --- W&B online, through the seam --------------------------------------------------------------------
+
+class FakeRun:
+    def __init__(self, id, config, rows):
+        self.id, self.name, self.state, self.group, self.tags, self.config = id, id, "finished", "", [], config
+        self._rows = rows
+        self.summary = {k: v for r in rows for k, v in r.items()}
+
+    def scan_history(self, keys=None):
+        return [{k: r[k] for k in [*keys, "_step"]} for r in self._rows if all(k in r for k in keys)]
+
+
+class FakeApi:
+    def __init__(self, runs):
+        self._runs = runs
+
+    def runs(self, path, filters=None):
+        return list(self._runs)
+
+
+def test_wandb_runs_logged_by_trl_get_method_and_model_without_any_label(tmp_path):
+    def rows(reward):
+        # W&B's _step counts log calls (2 per trainer step here); train/global_step is the trainer's.
+        return [{"_step": 2 * s, "train/global_step": s, "train/reward": reward + 0.01 * s,
+                 "train/clip_ratio/high_mean": 0.002, "train/clip_ratio/low_mean": 0.004, "train/entropy": 0.5}
+                for s in range(1, 6)]
+
+    base = {"epsilon": 0.2, "loss_type": "dapo", "_name_or_path": "Qwen/Qwen3-4B-Base", "seed": 0}
+    api = FakeApi([FakeRun("g0", {**base, "epsilon_high": 0.2}, rows(0.3)),
+                   FakeRun("g1", {**base, "epsilon_high": 0.2, "seed": 1}, rows(0.32)),
+                   FakeRun("d0", {**base, "epsilon_high": 0.28}, rows(0.4)),
+                   FakeRun("c0", {**base, "loss_type": "cispo"}, rows(0.35))])
+    report = run_report([], wandb_project="lab/grpo", api=api, fmt="json", out=str(tmp_path / "r.json"))
+    runs = report.per_run.set_index("run_id")
+    assert runs["method"].to_dict() == {"g0": "grpo", "g1": "grpo", "d0": "dapo", "c0": "cispo"}
+    assert set(report.runset.runs["cfg.model.name"]) == {"Qwen3-4B-Base"}
+    assert runs.loc["d0", "label_source"].startswith("method: inferred (TRL epsilon_high=0.28 > epsilon=0.2")
+    assert report.group_keys == ["cfg.model.name", "method"]
+    groups = next(t for t in report.tables if t.key == "groups").data.set_index("method")
+    assert groups.loc["grpo", "n"] == 2
+    assert runs.loc["d0", "entropy_ratio"] == pytest.approx(1.0)  # the baseline (grpo) entropy is the same
+    assert runs["step"].tolist() == [5, 5, 5, 5]
+    assert report.runset.metric("reward").query("run_id == 'g0'")["step"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_a_user_rule_wins_over_inference_and_says_so(tmp_path):
+    api = FakeApi([FakeRun("r1", {"epsilon": 0.2, "epsilon_high": 0.28, "seed": 0}, [{"_step": 0, "reward": 0.1}])])
+    report = run_report([], wandb_project="lab/p", api=api, fmt="json", out=str(tmp_path / "r.json"),
+                        label_rules=["r1=method:abc_grpo,model:4b", "nothing-*=seed:3"])
+    run = report.per_run.iloc[0]
+    assert (run["method"], run["seed"]) == ("abc_grpo", 0)
+    assert report.runset.runs.iloc[0]["cfg.model.name"] == "4b"
+    assert "method+model: user rule 'r1'" in run["label_source"] and "seed: W&B config" in run["label_source"]
+    assert any("matched no run: nothing-*" in n for n in report.notes)
+
+
+# --- the project's own foreign runs: stock TRL and verl-layout W&B logs beside abcx runs -----------------
+
+FAST = ["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
+        "train.save_steps=2", "eval.at_end=false", "seed=0"]
+
+VERL_SCRIPT = textwrap.dedent("""
+    import sys, wandb
+    run = wandb.init(dir=sys.argv[1], mode="offline", project="verl-test", config={
+        "actor_rollout_ref": {"model": {"path": "/models/Qwen3-1.7B-Base"},
+                              "actor": {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0,
+                                        "policy_loss": {"loss_mode": "vanilla"}}},
+        "trainer": {"seed": 5}})
+    for s in range(1, 5):
+        run.log({"actor/entropy": 1.0 - 0.1 * s, "critic/score/mean": 0.2 * s, "response_length/mean": 100.0 + s,
+                 "actor/pg_clipfrac": 0.003 * s, "actor/pg_clipfrac_lower": 0.0005 * s}, step=s)
+    run.finish()
+""")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, tiny_model_path):
+    """A stock-TRL grpo run and abcx grpo + abc_grpo runs with the same settings, and a verl-layout W&B run."""
+    from abcx.config import compose
+    from abcx.train import train
+
+    root = tmp_path_factory.mktemp("mixed")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    subprocess.run([PY, str(REPO / "bench" / "stock_trl.py"), str(root / "stock"), *FAST, "method=grpo"],
+                   env=env, check=True, timeout=600, capture_output=True)
+    script = root / "verl.py"
+    script.write_text(VERL_SCRIPT)
+    subprocess.run([PY, str(script), str(root / "verl")], env=env, check=True, timeout=120, capture_output=True)
+    for method in ("grpo", "abc_grpo"):
+        train(compose(FAST + [f"method={method}", "logger=none", f"results_dir={root / 'results'}"]), quiet=True)
+    return root
+
+
+@pytest.mark.slow
+def test_stock_trl_and_abcx_runs_of_the_same_settings_compare_in_one_report(mixed):
+    report = run_report([str(mixed / "results"), str(mixed / "stock" / "wandb")], fmt="json",
+                        out=str(mixed / "r.json"), plots_dir=str(mixed / "plots"))
+    runs = report.per_run
+    stock = runs[runs["source"] == "wandb-offline"].iloc[0]
+    assert (stock["method"], stock["seed"], stock["step"]) == ("grpo", 0, 4)  # the trainer's steps, not W&B's
+    assert stock["label_source"].startswith("method: inferred (TRL epsilon=0.2")
+    assert set(report.runset.runs["cfg.model.name"]) == {"tiny"}
+    groups = next(t for t in report.tables if t.key == "groups").data.set_index("method")
+    assert groups.loc["grpo", "n"] == 2 and groups.loc["abc_grpo", "n"] == 1
+    # Same settings, same seed: abcx's grpo preset is TRL's loss, so the logged rewards agree exactly.
+    reward = report.runset.metric("reward")
+    by_run = {rid: g["value"].tolist() for rid, g in reward.groupby("run_id", observed=True)}
+    abcx_grpo = runs[(runs["source"] == "abcx") & (runs["method"] == "grpo")]["run_id"].iloc[0]
+    assert by_run[stock["run_id"]] == by_run[abcx_grpo] and len(by_run[abcx_grpo]) == 2
+    assert pd_isnan(stock["q1_share"]) and not pd_isnan(runs.loc[runs["run_id"] == abcx_grpo, "q1_share"].iloc[0])
+    assert report.plots
+
+
+@pytest.mark.slow
+def test_trainer_state_and_verl_logs_are_labelled_and_mapped(mixed):
+    report = run_report([str(mixed / "stock"), str(mixed / "verl")], fmt="json", out=str(mixed / "r2.json"),
+                        trust_pickles=True)
+    runs = report.per_run.set_index("source")
+    assert runs.loc["trainer_state", "method"] == "grpo"  # from training_args.bin, trusted on request
+    verl = runs.loc["wandb-offline"]
+    assert verl["method"] == "dual_clip" and "loss_mode=vanilla" in verl["label_source"]
+    assert verl["reward_final"] == pytest.approx(0.8)
+    rs = report.runset
+    verl_id = verl["run_id"]
+    assert rs.metric("clip/q1_q3").query("run_id == @verl_id")["value"].tolist() == pytest.approx([0.003, 0.006, 0.009, 0.012])
+    assert rs.metric("clip/q4_dual").query("run_id == @verl_id")["value"].tolist() == pytest.approx([0.0005, 0.001, 0.0015, 0.002])
+    models = rs.runs.set_index("source")["cfg.model.name"]
+    assert models["wandb-offline"] == "Qwen3-1.7B-Base"
+
+
+def pd_isnan(value) -> bool:
+    return value != value
