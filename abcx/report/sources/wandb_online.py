@@ -18,6 +18,7 @@ from abcx.errors import UserError
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, wide_from_records, make_runs
 
+TRAINER_STEP = "train/global_step"
 STATE_MAP = {"finished": "finished", "running": "running", "crashed": "crashed", "failed": "failed",
              "killed": "failed", "preempted": "crashed", "pending": "running"}
 
@@ -93,12 +94,13 @@ def read_project(api: WandbApi, path: str, sweep: str | None = None, group: str 
         if metrics is not None:
             keys = [k for k in keys if canonical(k) in metrics]
         last_step = None
+        # HF's W&B callback logs the trainer's step as train/global_step; W&B's _step counts log calls.
+        trainer_step = TRAINER_STEP if TRAINER_STEP in summary else "_step"
         for key in keys:
             name = canonical(key)
-            # The trainer's step where TRL logged it (train/global_step), else W&B's own counter.
-            rows = list(run.scan_history(keys=[key, "train/global_step"])) or run.scan_history(keys=[key])
-            for row in rows:
-                value, step = row.get(key), row.get("train/global_step", row.get("_step"))
+            scan = [key] if trainer_step == "_step" else [key, trainer_step]
+            for row in run.scan_history(keys=scan):
+                value, step = row.get(key), row.get(trainer_step)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and step is not None \
                         and not math.isnan(float(value)):
                     records.append((run.id, int(step), name, float(value)))
