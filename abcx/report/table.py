@@ -72,8 +72,11 @@ def short_names(keys: list[str]) -> dict[str, str]:
     """Display names for group keys: the config leaf ("eps3") unless two keys share it or it is the
     name of a column the tables already have (eval.n is not the runs count `n`)."""
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (leaf if leaves.count(leaf) == 1 and leaf not in RESERVED_NAMES else k.removeprefix("cfg."))
-            for k, leaf in zip(keys, leaves)}
+    names = {k: (leaf if leaves.count(leaf) == 1 and leaf not in RESERVED_NAMES else k.removeprefix("cfg."))
+             for k, leaf in zip(keys, leaves)}
+    if "cfg.model.name" in names:  # the model a run trained: "model", as the (model, method) grouping says
+        names["cfg.model.name"] = "model"
+    return names
 
 
 def _value_text(v) -> str:
