@@ -65,6 +65,18 @@ def test_the_first_hour_of_a_new_user(tmp_path, tiny_model_path):
     demo_run = next(p for p in runs.iterdir() if p.name.startswith("grpo-") and (p / "final").is_dir())
     ok("eval", str(demo_run), "eval.n=2", "eval.benchmarks=[chain]", "eval.max_problems=4", cwd=tmp_path)
 
+    # W&B's run config holds abcx's resolved config; a W&B-sourced report counts the trainer's steps.
+    from abcx.report.sources.wandb_offline import read_runs
+
+    abc = next(p for p in runs.iterdir() if p.name.startswith("abc_grpo-") and (p / "final").is_dir())
+    wandb_run = read_runs([str(next((abc / "wandb").glob("offline-run-*")))])
+    row = wandb_run.runs.iloc[0]
+    assert row["method"] == "abc_grpo" and row["cfg.abcx.bounds.eps1"] == 0.2 and row["step"] == 2
+    assert row["cfg.epsilon"] == "unused by abcx: see abcx.bounds"
+    finished = ok("train", "model=tiny", "task=chain", "train=testbed", "eval=testbed", "eval.benchmarks=[chain]",
+                  "logger=wandb_offline", "method=abc_grpo", *FAST, cwd=tmp_path)
+    assert "already finished" in finished and "seed=1" in finished and "--rerun" in finished
+
     text = ok("report", "results", cwd=tmp_path)  # piped: nothing cut
     assert never_started[0].name in text and "Gain abc_grpo vs grpo" in text
     assert "chain (n=2)" in text and "chain (n=4)" in text  # the two settings never share a row
