@@ -143,7 +143,9 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRec
                        _bounds(cfg), quiet=True, primary=False).train(
             resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return record
-    with exclusive(record), _terminate_as_interrupt():
+    from abcx.runlog import library_noise_to
+
+    with exclusive(record), _terminate_as_interrupt(), library_noise_to(record.path):
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
 
 
@@ -319,13 +321,15 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    callbacks = [RecordCallback(record, cfg.train.nan_policy)]
+    from abcx.callbacks import ModelCardCallback
+
+    callbacks = [RecordCallback(record, cfg.train.nan_policy), ModelCardCallback(str(path), record.run_id, cfg.method.name)]
     if report_to:
         from abcx.callbacks import WandbConfigCallback
 
         callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
-    if not quiet:
-        callbacks.append(ProgressCallback(record.run_id))
+    # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.
+    callbacks.append(ProgressCallback(record.run_id, plain=quiet))
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
                               reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds,
                               logprob_path=cfg.train.logprob_path)

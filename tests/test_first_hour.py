@@ -65,6 +65,13 @@ def test_the_first_hour_of_a_new_user(tmp_path, tiny_model_path):
     demo_run = next(p for p in runs.iterdir() if p.name.startswith("grpo-") and (p / "final").is_dir())
     ok("eval", str(demo_run), "eval.n=2", "eval.benchmarks=[chain]", "eval.max_problems=4", cwd=tmp_path)
 
+    # Job logs: one line per logged step; library warnings and HF progress bars in the run's library.log.
+    logs = [p.read_text() for p in (tmp_path / "results" / "sweeps" / "demo" / "jobs").glob("*/*_log.*")]
+    assert sum("step 2/2" in text for text in logs) == 2
+    assert not any("Loading weights" in text or "FutureWarning" in text for text in logs)
+    assert all((p / "library.log").exists() for p in runs.iterdir() if (p / "config.yaml").exists())
+    card = (demo_run / "checkpoints" / "README.md").read_text()
+    assert "[None]" not in card and demo_run.name in card  # the model card names the run and its base model
     # W&B's run config holds abcx's resolved config; a W&B-sourced report counts the trainer's steps.
     from abcx.report.sources.wandb_offline import read_runs
 

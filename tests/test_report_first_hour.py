@@ -122,8 +122,9 @@ def test_groups_table_keeps_eval_n_apart_from_the_runs_count_and_renders_in_rich
             open(os.path.join(path, "config.yaml"), "w").write(cfg)
     console = Console(record=True, width=250)
     report = run_report([str(tmp_path)], console=console)
-    header = next(line for line in console.export_text().splitlines() if "left out" in line)
-    assert "eval.n" in header and "max_steps" in header
+    groups = console.export_text().split("Groups:")[1]
+    header = next(line for line in groups.splitlines() if "eval.n" in line)
+    assert "max_steps" in header and " n " in header  # the runs count and eval.n: two columns, two names
     assert "cfg.eval.n" in report.group_keys
 
 
@@ -202,3 +203,35 @@ def test_the_run_summary_compares_start_and_end_windows_that_never_overlap():
     assert s["window/reward"] == 2 and s["first/reward"] == pytest.approx(6.0) and s["last/reward"] == pytest.approx(18.0)
     assert s["window/entropy"] == 5
     assert run_summary(rows[:4], last_n=5)["first/reward"] is None  # one value: nothing to compare
+
+
+def test_a_wide_table_on_an_80_column_terminal_is_shown_in_parts_never_cut(demo):
+    console = Console(record=True, width=80)
+    run_report([str(demo)], console=console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "(continued, 2/" in text and "…" not in text  # every cell whole
+    assert "0.700" in text  # abc_grpo seed 1's final reward, shown in full
+
+
+def test_the_progress_bar_fits_80_columns_with_the_step_count_whole(monkeypatch):
+    import re
+    import types
+
+    from abcx.callbacks import ProgressCallback
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    progress = ProgressCallback("abc_grpo-s0-9412df9fe3", stream=out)
+    state = types.SimpleNamespace(global_step=0, max_steps=100, is_world_process_zero=True)
+    progress.on_train_begin(None, state, None)
+    state.global_step = 99
+    progress.on_log(None, state, None, logs={"reward": 0.5123, "entropy": 0.0481, "clip/clipped": 0.012, "clip/q4": 0.003})
+    progress.on_train_end(None, state, None)
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in out.getvalue().splitlines()]
+    last = [line for line in lines if "99/100" in line][-1]
+    assert len(last.rstrip()) <= 80 and "abc_grpo-s0" in last and "r 0.512" in last and "clip 1.2%" in last
