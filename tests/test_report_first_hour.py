@@ -174,6 +174,8 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     plots = tmp_path / "plots"
     report = run_report([str(tmp_path / "results")], fmt="json", out=str(tmp_path / "r.json"), plots_dir=str(plots),
                         plot_format="svg", pivot=[("method.eps3", "seed", "q4_share"), ("method.eps3", "seed")])
+    base_row = report.tables[2].data.set_index("method").loc["base (tiny)"]  # Table 3 lists the starting model
+    assert (base_row["n"], base_row["Avg@4_mean"]) == (1, pytest.approx(25.0))
     manifest = json.loads((plots / "plots.json").read_text())
     figures = {f["file"]: f for f in manifest["figures"]}
     assert set(figures) == {"reward.svg", "entropy.svg", "eval_chain.svg", "quadrant_shares.svg",

@@ -300,6 +300,15 @@ def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, conte
     for (model, bench, config), g in ev.groupby(["model", "benchmark", "config"], sort=True):
         order = sorted(g["label"].unique(), key=lambda m: (m != baseline, m))
         head = {"model": model, "benchmark": bench, "config": config}
+        base_eval = rs.base_evals.get(bench)
+        if base_eval and not any(r.get("kind") == "base" and r["benchmark"] == bench for r in rows):
+            # The starting model, as the paper's Table 3 lists it: one evaluation, so no interval.
+            row = {**head, "config": "", "method": f"base ({base_eval['name']})", "kind": "base", "n": 1}
+            for c in cols:
+                value = base_eval["metrics"].get(c.lower())
+                row[f"{c}_mean"] = float(value) * scale if isinstance(value, (int, float)) else math.nan
+                row[f"{c}_ci"] = math.nan
+            rows.append(row)
         for label in order:
             gm = g[g["label"] == label]
             row = {**head, "method": label, "kind": "value", "n": gm["run_id"].nunique()}
