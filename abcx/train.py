@@ -177,6 +177,16 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _as_typed(results_dir: str) -> str:
+    path = Path(results_dir)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return results_dir
+    return results_dir
+
+
 def _trained_to_the_end(checkpoint: Path) -> bool:
     step, max_steps = RunRecord.checkpoint_progress(checkpoint)
     return max_steps > 0 and step >= max_steps
@@ -190,6 +200,9 @@ def _bounds(cfg: Any):
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
     data = C.to_dict(cfg)
+    # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
+    # results_dir, stored relative to the working directory when it lies inside it.
+    data["results_dir"] = _as_typed(str(data.get("results_dir", "results")))
     # Runs of one sweep share a W&B group, so a comparison's runs sit together.
     group = cfg.group or record.meta().get("sweep") or f"{cfg.model.name}-{cfg.task.name}"
     off_policy = C.is_off_policy(cfg.train)

@@ -70,6 +70,9 @@ def test_the_first_hour_of_a_new_user(tmp_path, tiny_model_path):
     assert sum("step 2/2" in text for text in logs) == 2
     assert not any("Loading weights" in text or "FutureWarning" in text for text in logs)
     assert all((p / "library.log").exists() for p in runs.iterdir() if (p / "config.yaml").exists())
+    import yaml
+
+    assert yaml.safe_load((demo_run / "config.yaml").read_text())["results_dir"] == "results"  # as typed, relative
     card = (demo_run / "checkpoints" / "README.md").read_text()
     assert "[None]" not in card and demo_run.name in card  # the model card names the run and its base model
     # W&B's run config holds abcx's resolved config; a W&B-sourced report counts the trainer's steps.
