@@ -237,3 +237,11 @@ def test_the_progress_bar_fits_80_columns_with_the_step_count_whole(monkeypatch)
     lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in out.getvalue().splitlines()]
     last = [line for line in lines if "99/100" in line][-1]
     assert len(last.rstrip()) <= 80 and "abc_grpo-s0" in last and "r 0.512" in last and "clip 1.2%" in last
+
+
+def test_group_keys_come_from_the_finished_runs_so_a_cancelled_sweep_does_not_lengthen_every_label(demo):
+    runs = demo / "runs"
+    record(runs, "grpo", 3, 0.1, max_steps=4, state="failed")  # another sweep's run, cancelled: other max_steps
+    report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
+    assert report.group_keys == ["method"]
+    assert set(report.tables[1].data["method"]) == {"grpo", "abc_grpo"}

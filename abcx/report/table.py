@@ -46,11 +46,14 @@ def _configured(runs):
 
 def default_group_keys(runs) -> list[str]:
     """`method` (when set) plus the config fields that enter the config hash (what is trained) and
-    differ among these runs, minus seeds/ids/paths and fields that only restate the method (e.g. a
+    differ among these runs (the finished ones, when there are any), minus seeds/ids/paths and fields that only restate the method (e.g. a
     preset's eps values). Logger, launcher and results_dir fields never split groups."""
     from abcx.config import enters_hash
 
     runs = _configured(runs)
+    finished = (runs["state"] == "finished").to_numpy()
+    if finished.any():  # the means are over finished runs: what differs among them names the groups
+        runs = runs[finished]
     keys = ["method"] if (runs["method"].astype(str) != "").any() else []
     for col in runs.columns:
         if not col.startswith("cfg.") or _ID_LEAF.search(_leaf(col)) or not enters_hash(col[4:]):
