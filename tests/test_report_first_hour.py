@@ -184,6 +184,8 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     for figure in figures.values():
         for panel in figure["panels"]:
             assert panel["xlabel"] and panel["ylabel"], (figure["file"], panel["title"])
+            assert panel["legend_outside"] in (None, True), (figure["file"], panel["title"])  # never on the data
+    assert sum(p["legend"] for f in figures.values() for p in f["panels"]) >= 4
     avg, passes, by_k = figures["eval_chain.svg"]["panels"]
     labels = {s["label"]: s["points"] for s in avg["series"]}
     assert labels == {"abc_grpo eps3=0.2 (n=2)": 3, "abc_grpo eps3=0.4 (n=2)": 3, "grpo (n=2)": 3}  # 0 (base), 3, 6
