@@ -34,9 +34,12 @@ def on_terminal(*args: str, cwd: Path) -> str:
     """The command's output as an 80-column terminal shows it (a real pty, so isatty() is true)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="80", LINES="40")
     pid, fd = pty.fork()
-    if pid == 0:  # the child: becomes the command on the pty
-        os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "abcx.cli", *args], env)
+    if pid == 0:  # the child: becomes the command on the pty (and never returns into pytest)
+        try:
+            os.chdir(cwd)
+            os.execve(sys.executable, [sys.executable, "-m", "abcx.cli", *args], env)
+        finally:
+            os._exit(127)
     chunks = []
     while True:
         try:
