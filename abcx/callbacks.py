@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 import sys
 import time
 from typing import Any
@@ -144,17 +145,40 @@ class WandbConfigCallback(TrainerCallback):
             wandb.run.config.update(self.values, allow_val_change=True)
 
 
+class ModelCardCallback(TrainerCallback):
+    """TRL's model card names a local base model "[None](https://huggingface.co/None)" (it links hub
+    ids only): after each save, name the real base model, the run and the method instead."""
+
+    def __init__(self, base_model: str, run_id: str, method: str):
+        self.base_model, self.run_id, self.method = base_model, run_id, method
+
+    def on_save(self, args, state, control, **kwargs):
+        card = Path(args.output_dir) / "README.md"
+        if not state.is_world_process_zero or not card.is_file():
+            return
+        text = card.read_text(encoding="utf-8")
+        local = os.path.isdir(self.base_model)
+        base = f"`{self.base_model}` (a local model)" if local else f"[{self.base_model}](https://huggingface.co/{self.base_model})"
+        fixed = (text.replace("[None](https://huggingface.co/None)", f"{base}, by abcx run `{self.run_id}` ({self.method})")
+                 .replace('model="None"', f'model="{args.output_dir}/checkpoint-{state.global_step}"')
+                 .replace("model_name: checkpoints", f"model_name: {self.run_id}")
+                 .replace("# Model Card for checkpoints", f"# Model Card for {self.run_id}"))
+        if fixed != text:
+            card.write_text(fixed, encoding="utf-8")
+
+
 class ProgressCallback(TrainerCallback):
     """A rich progress bar on a terminal; one plain line per log step otherwise (rich prints nothing
     until done when stdout is not a terminal)."""
 
     KEYS = (("reward", "reward", "{:.3f}"), ("entropy", "entropy", "{:.3f}"), ("clip/clipped", "clipped", "{:.1%}"),
             ("clip/q4", "q4", "{:.1%}"))
+    SHORT = (("reward", "r", "{:.3f}"), ("entropy", "H", "{:.3f}"), ("clip/clipped", "clip", "{:.1%}"))
 
-    def __init__(self, run_id: str, stream=None):
+    def __init__(self, run_id: str, stream=None, plain: bool = False):
         self.run_id = run_id
         self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty()
+        self.tty = self.stream.isatty() and not plain
         self.progress = None
         self.task = None
         self.t0, self.start_step = time.time(), 0
@@ -162,17 +186,26 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0, self.start_step = time.time(), state.global_step
         if self.tty and state.is_world_process_zero:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+            console = Console(file=self.stream)
+            narrow = console.width < 110
+            # At 80 columns: the run id without its hash, a short bar and the compact metric labels fit
+            # on one line (rich would otherwise cut the step count to "99/1…").
+            self.short = narrow
+            name = self.run_id.rsplit("-", 1)[0] if narrow and self.run_id.count("-") >= 2 else self.run_id
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=12 if narrow else 30),
+                                     MofNCompleteColumn(), TimeRemainingColumn(compact=narrow),
+                                     TextColumn("{task.fields[info]}"), console=console)
             self.progress.start()
-            self.task = self.progress.add_task(self.run_id, total=state.max_steps, completed=state.global_step, info="")
+            self.task = self.progress.add_task(name, total=state.max_steps, completed=state.global_step, info="")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "train_runtime" in logs:
             return
-        parts = [f"{label} {_shown(logs[key], fmt)}" for key, label, fmt in self.KEYS if key in logs]
+        keys = self.SHORT if self.progress is not None and getattr(self, "short", False) else self.KEYS
+        parts = [f"{label} {_shown(logs[key], fmt)}" for key, label, fmt in keys if key in logs]
         info = "  ".join(parts)
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step, info=info)

@@ -75,6 +75,9 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
         return
     cfg = compose(overrides or [])
     check_results_dir(cfg.results_dir, f"{cfg.results_dir}/runs/{run_id(cfg)}")  # one line, before any work
+    from abcx.preflight import check_machine
+
+    check_machine(cfg)  # GPUs, DeepSpeed, a loadable hub model: one line each, before anything starts
     if rerun:
         from abcx.train import move_aside, record_for
 

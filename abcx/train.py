@@ -143,7 +143,9 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRec
                        _bounds(cfg), quiet=True, primary=False).train(
             resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return record
-    with exclusive(record), _terminate_as_interrupt():
+    from abcx.runlog import library_noise_to
+
+    with exclusive(record), _terminate_as_interrupt(), library_noise_to(record.path):
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
 
 
@@ -175,6 +177,16 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _as_typed(results_dir: str) -> str:
+    path = Path(results_dir)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return results_dir
+    return results_dir
+
+
 def _trained_to_the_end(checkpoint: Path) -> bool:
     step, max_steps = RunRecord.checkpoint_progress(checkpoint)
     return max_steps > 0 and step >= max_steps
@@ -188,6 +200,9 @@ def _bounds(cfg: Any):
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
     data = C.to_dict(cfg)
+    # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
+    # results_dir, stored relative to the working directory when it lies inside it.
+    data["results_dir"] = _as_typed(str(data.get("results_dir", "results")))
     # Runs of one sweep share a W&B group, so a comparison's runs sit together.
     group = cfg.group or record.meta().get("sweep") or f"{cfg.model.name}-{cfg.task.name}"
     off_policy = C.is_off_policy(cfg.train)
@@ -319,13 +334,15 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    callbacks = [RecordCallback(record, cfg.train.nan_policy)]
+    from abcx.callbacks import ModelCardCallback
+
+    callbacks = [RecordCallback(record, cfg.train.nan_policy), ModelCardCallback(str(path), record.run_id, cfg.method.name)]
     if report_to:
         from abcx.callbacks import WandbConfigCallback
 
         callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
-    if not quiet:
-        callbacks.append(ProgressCallback(record.run_id))
+    # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.
+    callbacks.append(ProgressCallback(record.run_id, plain=quiet))
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
                               reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds,
                               logprob_path=cfg.train.logprob_path)

@@ -34,9 +34,12 @@ def on_terminal(*args: str, cwd: Path) -> str:
     """The command's output as an 80-column terminal shows it (a real pty, so isatty() is true)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="80", LINES="40")
     pid, fd = pty.fork()
-    if pid == 0:  # the child: becomes the command on the pty
-        os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "abcx.cli", *args], env)
+    if pid == 0:  # the child: becomes the command on the pty (and never returns into pytest)
+        try:
+            os.chdir(cwd)
+            os.execve(sys.executable, [sys.executable, "-m", "abcx.cli", *args], env)
+        finally:
+            os._exit(127)
     chunks = []
     while True:
         try:
@@ -64,6 +67,28 @@ def test_the_first_hour_of_a_new_user(tmp_path, tiny_model_path):
     assert never_started, "expected a run cancelled while queued"
     demo_run = next(p for p in runs.iterdir() if p.name.startswith("grpo-") and (p / "final").is_dir())
     ok("eval", str(demo_run), "eval.n=2", "eval.benchmarks=[chain]", "eval.max_problems=4", cwd=tmp_path)
+
+    # Job logs: one line per logged step; library warnings and HF progress bars in the run's library.log.
+    logs = [p.read_text() for p in (tmp_path / "results" / "sweeps" / "demo" / "jobs").glob("*/*_log.*")]
+    assert sum("step 2/2" in text for text in logs) == 2
+    assert not any("Loading weights" in text or "FutureWarning" in text for text in logs)
+    assert all((p / "library.log").exists() for p in runs.iterdir() if (p / "config.yaml").exists())
+    import yaml
+
+    assert yaml.safe_load((demo_run / "config.yaml").read_text())["results_dir"] == "results"  # as typed, relative
+    card = (demo_run / "checkpoints" / "README.md").read_text()
+    assert "[None]" not in card and demo_run.name in card  # the model card names the run and its base model
+    # W&B's run config holds abcx's resolved config; a W&B-sourced report counts the trainer's steps.
+    from abcx.report.sources.wandb_offline import read_runs
+
+    abc = next(p for p in runs.iterdir() if p.name.startswith("abc_grpo-") and (p / "final").is_dir())
+    wandb_run = read_runs([str(next((abc / "wandb").glob("offline-run-*")))])
+    row = wandb_run.runs.iloc[0]
+    assert row["method"] == "abc_grpo" and row["cfg.abcx.bounds.eps1"] == 0.2 and row["step"] == 2
+    assert row["cfg.epsilon"] == "unused by abcx: see abcx.bounds"
+    finished = ok("train", "model=tiny", "task=chain", "train=testbed", "eval=testbed", "eval.benchmarks=[chain]",
+                  "logger=wandb_offline", "method=abc_grpo", *FAST, cwd=tmp_path)
+    assert "already finished" in finished and "seed=1" in finished and "--rerun" in finished
 
     text = ok("report", "results", cwd=tmp_path)  # piped: nothing cut
     assert never_started[0].name in text and "Gain abc_grpo vs grpo" in text

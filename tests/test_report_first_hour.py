@@ -122,8 +122,9 @@ def test_groups_table_keeps_eval_n_apart_from_the_runs_count_and_renders_in_rich
             open(os.path.join(path, "config.yaml"), "w").write(cfg)
     console = Console(record=True, width=250)
     report = run_report([str(tmp_path)], console=console)
-    header = next(line for line in console.export_text().splitlines() if "left out" in line)
-    assert "eval.n" in header and "max_steps" in header
+    groups = console.export_text().split("Groups:")[1]
+    header = next(line for line in groups.splitlines() if "eval.n" in line)
+    assert "max_steps" in header and " n " in header  # the runs count and eval.n: two columns, two names
     assert "cfg.eval.n" in report.group_keys
 
 
@@ -173,6 +174,8 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     plots = tmp_path / "plots"
     report = run_report([str(tmp_path / "results")], fmt="json", out=str(tmp_path / "r.json"), plots_dir=str(plots),
                         plot_format="svg", pivot=[("method.eps3", "seed", "q4_share"), ("method.eps3", "seed")])
+    base_row = report.tables[2].data.set_index("method").loc["base (tiny)"]  # Table 3 lists the starting model
+    assert (base_row["n"], base_row["Avg@4_mean"]) == (1, pytest.approx(25.0))
     manifest = json.loads((plots / "plots.json").read_text())
     figures = {f["file"]: f for f in manifest["figures"]}
     assert set(figures) == {"reward.svg", "entropy.svg", "eval_chain.svg", "quadrant_shares.svg",
@@ -181,6 +184,8 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     for figure in figures.values():
         for panel in figure["panels"]:
             assert panel["xlabel"] and panel["ylabel"], (figure["file"], panel["title"])
+            assert panel["legend_outside"] in (None, True), (figure["file"], panel["title"])  # never on the data
+    assert sum(p["legend"] for f in figures.values() for p in f["panels"]) >= 4
     avg, passes, by_k = figures["eval_chain.svg"]["panels"]
     labels = {s["label"]: s["points"] for s in avg["series"]}
     assert labels == {"abc_grpo eps3=0.2 (n=2)": 3, "abc_grpo eps3=0.4 (n=2)": 3, "grpo (n=2)": 3}  # 0 (base), 3, 6
@@ -202,3 +207,43 @@ def test_the_run_summary_compares_start_and_end_windows_that_never_overlap():
     assert s["window/reward"] == 2 and s["first/reward"] == pytest.approx(6.0) and s["last/reward"] == pytest.approx(18.0)
     assert s["window/entropy"] == 5
     assert run_summary(rows[:4], last_n=5)["first/reward"] is None  # one value: nothing to compare
+
+
+def test_a_wide_table_on_an_80_column_terminal_is_shown_in_parts_never_cut(demo):
+    console = Console(record=True, width=80)
+    run_report([str(demo)], console=console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "(continued, 2/" in text and "…" not in text  # every cell whole
+    assert "0.700" in text  # abc_grpo seed 1's final reward, shown in full
+
+
+def test_the_progress_bar_fits_80_columns_with_the_step_count_whole(monkeypatch):
+    import re
+    import types
+
+    from abcx.callbacks import ProgressCallback
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = Terminal()
+    progress = ProgressCallback("abc_grpo-s0-9412df9fe3", stream=out)
+    state = types.SimpleNamespace(global_step=0, max_steps=100, is_world_process_zero=True)
+    progress.on_train_begin(None, state, None)
+    state.global_step = 99
+    progress.on_log(None, state, None, logs={"reward": 0.5123, "entropy": 0.0481, "clip/clipped": 0.012, "clip/q4": 0.003})
+    progress.on_train_end(None, state, None)
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line) for line in out.getvalue().splitlines()]
+    last = [line for line in lines if "99/100" in line][-1]
+    assert len(last.rstrip()) <= 80 and "abc_grpo-s0" in last and "r 0.512" in last and "clip 1.2%" in last
+
+
+def test_group_keys_come_from_the_finished_runs_so_a_cancelled_sweep_does_not_lengthen_every_label(demo):
+    runs = demo / "runs"
+    record(runs, "grpo", 3, 0.1, max_steps=4, state="failed")  # another sweep's run, cancelled: other max_steps
+    report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
+    assert report.group_keys == ["method"]
+    assert set(report.tables[1].data["method"]) == {"grpo", "abc_grpo"}

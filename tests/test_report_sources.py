@@ -273,22 +273,27 @@ class FakeApi:
         return list(self._runs)
 
 
-def test_wandb_online_scans_each_key_alone_and_maps_state_and_config():
-    rows = [{"_step": 0, "train/reward": 0.1}, {"_step": 1, "train/reward": 0.2},
-            {"_step": 1, "eval/arith/avg@8": 0.4}, {"_step": 2, "train/reward": 0.3, "_runtime": 5}]
+def test_wandb_online_scans_each_key_with_the_trainer_step_and_maps_state_and_config():
+    # W&B's _step counts every log call (evals too); TRL logs the trainer's step as train/global_step.
+    rows = [{"_step": 0, "train/reward": 0.1, "train/global_step": 1}, {"_step": 1, "train/reward": 0.2, "train/global_step": 2},
+            {"_step": 2, "eval/arith/avg@8": 0.4, "train/global_step": 2},
+            {"_step": 3, "train/reward": 0.3, "_runtime": 5, "train/global_step": 3}]
     fake_run = FakeRun("r1", "crashed", {"method": {"value": {"name": "grpo"}}, "seed": {"value": 1}},
                        "g", ["x"], rows)
-    api = FakeApi([fake_run, FakeRun("r2", "finished", {"method": {"name": "abc"}, "seed": 2}, None, [], rows[:2])])
+    no_trainer_step = [{k: v for k, v in r.items() if k != "train/global_step"} for r in rows[:2]]
+    api = FakeApi([fake_run, FakeRun("r2", "finished", {"method": {"name": "abc"}, "seed": 2}, None, [], no_trainer_step)])
     assert isinstance(api, wandb_online.WandbApi) and isinstance(fake_run, wandb_online.WandbRun)
     rs = wandb_online.read_project(api, "ent/proj", sweep="sw1", group="g", tags=["x", "y"])
     assert api.calls == [("ent/proj", {"$and": [{"sweep": "sw1"}, {"group": "g"},
                                                  {"tags": {"$in": ["x"]}}, {"tags": {"$in": ["y"]}}]})]
-    assert sorted(fake_run.scanned) == [("eval/arith/avg@8",), ("train/reward",)]
+    assert sorted(fake_run.scanned) == [("eval/arith/avg@8", "train/global_step"), ("train/reward", "train/global_step")]
     r1 = rs.runs.loc["r1"]
-    assert (r1["state"], r1["method"], r1["seed"], r1["source"]) == ("crashed", "grpo", 1, "wandb")
+    assert (r1["state"], r1["method"], r1["seed"], r1["source"], r1["step"]) == ("crashed", "grpo", 1, "wandb", 3)
     reward = rs.metric("reward")
+    assert reward[reward["run_id"] == "r1"]["step"].tolist() == [1, 2, 3]
     assert reward[reward["run_id"] == "r1"]["value"].tolist() == [0.1, 0.2, 0.3]
-    assert rs.metric("eval/arith/avg@8")["step"].tolist() == [1]
+    assert reward[reward["run_id"] == "r2"]["step"].tolist() == [0, 1]  # no trainer step logged: W&B's
+    assert rs.metric("eval/arith/avg@8")["step"].tolist() == [2]
     with pytest.raises(UserError, match="entity/project"):
         wandb_online.read_project(api, "justproject")
 

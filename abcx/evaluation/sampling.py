@@ -7,14 +7,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 
+from abcx.config import EvalConf
+
+_DEFAULTS = EvalConf()  # the eval group's schema declares the sampling defaults; this reuses them
+
+
 @dataclass(frozen=True)
 class Sampling:
-    n: int = 16
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int = 20
-    max_new_tokens: int = 8
-    seed: int = 1234
+    n: int = _DEFAULTS.n
+    temperature: float = _DEFAULTS.temperature
+    top_p: float = _DEFAULTS.top_p
+    top_k: int = _DEFAULTS.top_k
+    max_new_tokens: int = _DEFAULTS.max_new_tokens
+    seed: int = _DEFAULTS.seed
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "Sampling":

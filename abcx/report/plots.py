@@ -93,8 +93,19 @@ def _footnote(fig, text: str) -> None:
     fig.text(0.01, -0.02, text, fontsize=8, ha="left", va="top", color="0.3")
 
 
+def _legend_outside(ax) -> bool | None:
+    """Whether the axes' legend lies entirely outside its data area (None: no legend)."""
+    legend = ax.get_legend()
+    if legend is None:
+        return None
+    renderer = ax.figure.canvas.get_renderer()
+    box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    return bool(box.x0 >= area.x1 or box.x1 <= area.x0 or box.y0 >= area.y1 or box.y1 <= area.y0)
+
+
 def _describe(fig) -> list[dict]:
     """What a figure holds, read from its artists: the machine-readable list of plots.json."""
+    fig.canvas.draw()  # lays out text and legends, so their extents are final
     panels = []
     for ax in fig.axes:
         if ax.get_label() == "<colorbar>":
@@ -105,7 +116,8 @@ def _describe(fig) -> list[dict]:
                 for c in ax.containers]
         panels.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
                        "xscale": ax.get_xscale(), "series": series, "bars": bars,
-                       "images": len(ax.get_images()), "legend": ax.get_legend() is not None})
+                       "images": len(ax.get_images()), "legend": ax.get_legend() is not None,
+                       "legend_outside": _legend_outside(ax)})
     return panels
 
 

@@ -131,6 +131,30 @@ def to_json(tables: list[Table], notes: list[str]) -> str:
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
+def _column_chunks(display, width: int) -> list[list]:
+    """Columns in groups that fit `width`: the leading text columns (the row's identity) repeat in each
+    group, so a narrow terminal shows the table in parts instead of cutting every cell to "0.5…"."""
+    cols = list(display.columns)
+    natural = {c: max([len(str(c))] + [len(_cell(v)) for v in display[c]]) + 3 for c in cols}
+    if sum(natural.values()) + 1 <= width:
+        return [cols]
+    ids = []
+    for c in cols:
+        if ids and _numeric_column(display[c]):
+            break
+        ids.append(c)
+    ids = ids[:max(1, len(cols) - 1)]
+    chunks, current, used = [], list(ids), sum(natural[c] for c in ids) + 1
+    for c in cols[len(ids):]:
+        if current != ids and used + natural[c] > width:
+            chunks.append(current)
+            current, used = list(ids), sum(natural[c] for c in ids) + 1
+        current.append(c)
+        used += natural[c]
+    chunks.append(current)
+    return chunks
+
+
 def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
@@ -139,21 +163,25 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
     # (rich would otherwise shrink every column to fit 80 and drop cells behind an ellipsis).
     console = console or Console(width=None if sys.stdout.isatty() else 10_000)
     for t in tables:
-        rt = RichTable(title=t.title, title_justify="left", show_lines=False)
-        for i, c in enumerate(t.display.columns):
-            numeric = i > 0 and _numeric_column(t.display[c])
-            # Only free text may wrap; ids and numbers are cut with an ellipsis rather than folded.
-            free = str(c) in ("detail", "left out", "path")
-            rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
-                          overflow="fold" if free else "ellipsis")
-        for row in t.display.itertuples(index=False):
-            cells = [_cell(v) for v in row]
-            style = None
-            if "state" in t.display.columns:
-                state = str(row[list(t.display.columns).index("state")])
-                style = None if state == "finished" else "yellow" if state.startswith("running") else "red"
-            rt.add_row(*cells, style=style)
-        console.print(rt)
+        display = t.display[[c for c in t.display.columns if not (t.display[c].map(_cell) == "").all()]]
+        chunks = _column_chunks(display, console.width)
+        for part, cols in enumerate(chunks):
+            title = t.title if part == 0 else f"{t.title} (continued, {part + 1}/{len(chunks)})"
+            rt = RichTable(title=title, title_justify="left", show_lines=False)
+            for i, c in enumerate(cols):
+                numeric = i > 0 and _numeric_column(display[c])
+                # Only free text may wrap; ids and numbers are cut with an ellipsis rather than folded.
+                free = str(c) in ("detail", "left out", "path")
+                rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
+                              overflow="fold" if free else "ellipsis")
+            states = display["state"].astype(str).tolist() if "state" in display.columns else None
+            for r, row in enumerate(display[cols].itertuples(index=False)):
+                style = None
+                if states is not None:
+                    state = states[r]
+                    style = None if state == "finished" else "yellow" if state.startswith("running") else "red"
+                rt.add_row(*[_cell(v) for v in row], style=style)
+            console.print(rt)
         for n in t.notes:
             console.print(f"[dim]{n}[/dim]")
         console.print()

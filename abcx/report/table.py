@@ -46,11 +46,14 @@ def _configured(runs):
 
 def default_group_keys(runs) -> list[str]:
     """`method` (when set) plus the config fields that enter the config hash (what is trained) and
-    differ among these runs, minus seeds/ids/paths and fields that only restate the method (e.g. a
+    differ among these runs (the finished ones, when there are any), minus seeds/ids/paths and fields that only restate the method (e.g. a
     preset's eps values). Logger, launcher and results_dir fields never split groups."""
     from abcx.config import enters_hash
 
     runs = _configured(runs)
+    finished = (runs["state"] == "finished").to_numpy()
+    if finished.any():  # the means are over finished runs: what differs among them names the groups
+        runs = runs[finished]
     keys = ["method"] if (runs["method"].astype(str) != "").any() else []
     for col in runs.columns:
         if not col.startswith("cfg.") or _ID_LEAF.search(_leaf(col)) or not enters_hash(col[4:]):
@@ -306,6 +309,15 @@ def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, conte
     for (model, bench, config), g in ev.groupby(["model", "benchmark", "config"], sort=True):
         order = sorted(g["label"].unique(), key=lambda m: (m != baseline, m))
         head = {"model": model, "benchmark": bench, "config": config}
+        base_eval = rs.base_evals.get(bench)
+        if base_eval and not any(r.get("kind") == "base" and r["benchmark"] == bench for r in rows):
+            # The starting model, as the paper's Table 3 lists it: one evaluation, so no interval.
+            row = {**head, "config": "", "method": f"base ({base_eval['name']})", "kind": "base", "n": 1}
+            for c in cols:
+                value = base_eval["metrics"].get(c.lower())
+                row[f"{c}_mean"] = float(value) * scale if isinstance(value, (int, float)) else math.nan
+                row[f"{c}_ci"] = math.nan
+            rows.append(row)
         for label in order:
             gm = g[g["label"] == label]
             row = {**head, "method": label, "kind": "value", "n": gm["run_id"].nunique()}

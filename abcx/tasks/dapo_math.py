@@ -70,16 +70,16 @@ def _load_train(path: str, subset: str | None, split: str) -> Any:
     if Path(path).expanduser().exists():
         return load_local_dataset(path, split=split, subset=subset)
     if path == HUB_ID and subset not in SUBSETS:
-        raise UserError(f"task.subset={subset!r} is not a config of {HUB_ID}; valid: {', '.join(SUBSETS)}")
+        raise UserError(f"task.options.subset={subset!r} is not a config of {HUB_ID}; valid: {', '.join(SUBSETS)}")
     import datasets
 
     try:
         return datasets.load_dataset(path, subset, split=split)
     except Exception as e:  # offline, renamed, gated
         raise UserError(
-            f"task.path={path!r} (subset {subset!r}, split {split!r}) could not be loaded from the hub: "
+            f"task.options.path={path!r} (subset {subset!r}, split {split!r}) could not be loaded from the hub: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; on an offline machine pass a local "
-            f"file or folder as task.path"
+            f"file or folder as task.options.path (or set HF_HUB_OFFLINE=1 once it is in the datasets cache)"
         ) from e
 
 
@@ -109,7 +109,7 @@ def build(
     if max_train_samples is not None:
         raw = raw.select(range(min(int(max_train_samples), len(raw))))
     if "prompt" not in raw.column_names:
-        raise UserError(f"task.path={path!r}: no 'prompt' column; found {', '.join(raw.column_names)}")
+        raise UserError(f"task.options.path={path!r}: no 'prompt' column; found {', '.join(raw.column_names)}")
     train = _rows_to_dataset(
         [{"prompt": conversation(_problem_text(r["prompt"]), system_prompt), "answer": _answer(r)} for r in raw]
     )

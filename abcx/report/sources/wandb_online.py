@@ -78,7 +78,7 @@ def _plain_config(config: Any) -> dict:
 def _metric_keys(summary: Any) -> list[str]:
     items = dict(summary.items()) if hasattr(summary, "items") else {}
     return sorted(k for k, v in items.items()
-                  if canonical(k) is not None and isinstance(v, (int, float)) and not isinstance(v, bool))
+                  if canonical(k) not in (None, "global_step") and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def read_project(api: WandbApi, path: str, sweep: str | None = None, group: str | None = None,
