@@ -21,9 +21,12 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
+
+if TYPE_CHECKING:
+    from abcx.launch.rendezvous import Rendezvous
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -60,10 +63,14 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from abcx.record import RunRecord
 
+        from abcx.launch.rendezvous import slurm_nodes
+
         job_id = current_job_id()
         record = RunRecord(self.run_path)
         try:
-            if self.num_processes > 1:
+            # A multi-node job always goes through accelerate: one plain process per node would train
+            # the same run twice (and with too few processes the rendezvous names the mistake).
+            if self.num_processes > 1 or slurm_nodes(os.environ) > 1:
                 self.run_distributed(job_id)
             else:
                 run_point(self.overrides, self.results_dir, self.run_id, job_id)
@@ -80,11 +87,14 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def run_distributed(self, job_id: str | None, cwd: str | Path = REPO_ROOT) -> None:
         env = dict(os.environ, ABCX_JOB_ID=job_id or "")
+        rdzv = job_rendezvous(self.num_processes)
         cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
-                                 self.accelerate_config)
+                                 self.accelerate_config, rdzv)
         proc = subprocess.run(cmd, env=env, cwd=cwd)
         if proc.returncode:
-            raise RuntimeError(f"accelerate launch exited {proc.returncode}: {shlex.join(cmd)}")
+            where = "" if rdzv is None else (f" on node rank {rdzv.machine_rank} of {rdzv.num_machines} "
+                                             f"(rendezvous {rdzv.main_host}:{rdzv.main_port})")
+            raise RuntimeError(f"accelerate launch exited {proc.returncode}{where}: {shlex.join(cmd)}")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Nothing to save here: the trainer checkpoints every train.save_steps and the requeued job
@@ -112,31 +122,40 @@ def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str |
 
 
 def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
-                       accelerate_config: str | None) -> list[str]:
-    """`accelerate launch` of this module for one point.
+                       accelerate_config: str | None, rendezvous: Rendezvous | None = None) -> list[str]:
+    """`accelerate launch` of this module for one point (see `accelerate_prefix`)."""
+    return [*accelerate_prefix(num_processes, accelerate_config, rendezvous),
+            "-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
 
-    Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs.
-    Multi-node (profile `nodes` > 1): submitit starts one task per node (tasks_per_node=1); each task
-    runs this command with its node rank from submitit's JobEnvironment, the first host as the
-    rendezvous address and `num_processes` counting all GPUs of all nodes. The tests run the
-    single-node path on CPU processes (conf/accelerate/cpu.yaml); multi-node needs a real cluster.
+
+def accelerate_prefix(num_processes: int, accelerate_config: str | None,
+                      rendezvous: Rendezvous | None = None) -> list[str]:
+    """`accelerate launch` with its options, before the program to launch.
+
+    Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs (the
+    tests: CPU processes over gloo, conf/accelerate/cpu.yaml), meeting on a free local port.
+    Multi-node (profile `nodes` > 1): one task per node; each runs this command with the rendezvous
+    read from SLURM (abcx.launch.rendezvous) and starts num_processes / nodes workers; `num_processes`
+    counts the processes of all nodes.
     """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         cmd += ["--config_file", str(REPO_ROOT / "conf" / "accelerate" / f"{accelerate_config}.yaml")]
     cmd += ["--num_processes", str(num_processes)]
-    try:
-        env = submitit.JobEnvironment()
-        nodes, rank, hosts = env.num_nodes, env.node, env.hostnames
-    except Exception:  # noqa: BLE001 - outside a submitit job: single node
-        nodes, rank, hosts = 1, 0, []
-    if nodes > 1:
-        cmd += ["--num_machines", str(nodes), "--machine_rank", str(rank), "--main_process_ip", hosts[0],
-                "--main_process_port", os.environ.get("ABCX_MAIN_PORT", "29500"), "--rdzv_backend", "static"]
+    if rendezvous is not None:
+        cmd += rendezvous.accelerate_args()
     else:  # a free port, so that parallel jobs on one machine do not all rendezvous on 29500
         cmd += ["--main_process_port", os.environ.get("ABCX_MAIN_PORT") or str(_free_port())]
-    cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
     return cmd
+
+
+def job_rendezvous(num_processes: int) -> Rendezvous | None:
+    """The rendezvous of this task when it is one node of a multi-node SLURM job, else None."""
+    from abcx.launch import rendezvous
+
+    if rendezvous.slurm_nodes(os.environ) <= 1:
+        return None
+    return rendezvous.from_slurm(os.environ, submitit.JobEnvironment().paths.folder, num_processes)
 
 
 def _free_port() -> int:
