@@ -79,7 +79,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             # except when another process trains the run right now (its run lock is held): its record.
             from abcx.sweep.plan import lock_held
 
-            if record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path):
+            # Nor once a newer submission owns the record (a sweep resubmitted while this job wound down).
+            owner = record.status().get("job_id")
+            if (record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path)
+                    and owner in (None, "", job_id)):
                 state = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
                 record.set_status(state, error=f"{type(err).__name__}: {err}".splitlines()[0], job_id=job_id)
             raise
