@@ -52,7 +52,7 @@ def test_a_later_node_waits_for_node_zero_and_a_requeued_attempt_gets_a_new_port
 
 
 def test_process_counts_that_do_not_fit_the_nodes_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match=r"launcher.num_processes=4 does not divide over 3 nodes; valid: a multiple of 3"):
+    with pytest.raises(UserError, match=r"launcher.num_processes=4 does not divide over 3 training nodes; valid: a multiple of 3"):
         R.from_slurm(slurm_env(0), tmp_path, num_processes=4)
     with pytest.raises(UserError, match="one task per node; this job has 6 tasks on 3 nodes"):
         R.from_slurm(slurm_env(0, SLURM_NTASKS="6"), tmp_path, num_processes=6)

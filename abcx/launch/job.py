@@ -90,14 +90,60 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def run_distributed(self, job_id: str | None, cwd: str | Path = REPO_ROOT) -> None:
         env = dict(os.environ, ABCX_JOB_ID=job_id or "")
-        rdzv = job_rendezvous(self.num_processes)
+        lay = self.layout()
+        if lay is not None and lay.server_nodes:
+            from abcx.launch import layout
+
+            if lay.role(int(os.environ["SLURM_NODEID"])) == "vllm-serve":
+                return self.serve(lay)
+            hosts = _job_hosts()
+            env.update({layout.HOST_ENV: lay.server_host(hosts), layout.PORT_ENV: str(lay.server["port"])})
+        rdzv = job_rendezvous(self.num_processes, train_nodes=lay.train_nodes if lay else None)
         cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
                                  self.accelerate_config, rdzv)
-        proc = subprocess.run(cmd, env=env, cwd=cwd)
+        try:
+            proc = subprocess.run(cmd, env=env, cwd=cwd)
+        finally:
+            if lay is not None and lay.server_nodes and rdzv.machine_rank == 0:
+                from abcx.launch.layout import done_file
+
+                done_file(submitit.JobEnvironment().paths.folder, os.environ).touch()  # the server may stop
         if proc.returncode:
             where = "" if rdzv is None else (f" on node rank {rdzv.machine_rank} of {rdzv.num_machines} "
                                              f"(rendezvous {rdzv.main_host}:{rdzv.main_port})")
             raise RuntimeError(f"accelerate launch exited {proc.returncode}{where}: {shlex.join(cmd)}")
+
+    def layout(self):
+        """This job's node layout (abcx.launch.layout) when it spans several SLURM nodes, else None."""
+        from abcx.launch.rendezvous import slurm_nodes
+
+        if slurm_nodes(os.environ) <= 1:
+            return None
+        from abcx import config as C
+        from abcx.launch.layout import for_config
+
+        return for_config(C.compose(point_overrides(self.overrides, self.results_dir)))
+
+    def serve(self, lay) -> None:
+        """A server node's task: `trl vllm-serve` of the run's model until node 0's training has ended."""
+        import time
+
+        from abcx import config as C
+        from abcx.launch.layout import done_file
+        from abcx.train import model_path
+
+        cmd = lay.serve_command(model_path(C.compose(point_overrides(self.overrides, self.results_dir))))
+        done = done_file(submitit.JobEnvironment().paths.folder, os.environ)
+        server = subprocess.Popen(cmd)
+        try:
+            while not done.exists():
+                if server.poll() is not None:
+                    raise RuntimeError(f"{shlex.join(cmd)} exited {server.returncode} before training ended")
+                time.sleep(2)
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=60)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Nothing to save here: the trainer checkpoints every train.save_steps and the requeued job
@@ -152,13 +198,20 @@ def accelerate_prefix(num_processes: int, accelerate_config: str | None,
     return cmd
 
 
-def job_rendezvous(num_processes: int) -> Rendezvous | None:
+def job_rendezvous(num_processes: int, train_nodes: int | None = None) -> Rendezvous | None:
     """The rendezvous of this task when it is one node of a multi-node SLURM job, else None."""
     from abcx.launch import rendezvous
 
     if rendezvous.slurm_nodes(os.environ) <= 1:
         return None
-    return rendezvous.from_slurm(os.environ, submitit.JobEnvironment().paths.folder, num_processes)
+    return rendezvous.from_slurm(os.environ, submitit.JobEnvironment().paths.folder, num_processes,
+                                 train_nodes=train_nodes)
+
+
+def _job_hosts() -> list[str]:
+    from abcx.launch.rendezvous import expand_nodelist
+
+    return expand_nodelist(os.environ["SLURM_JOB_NODELIST"])
 
 
 def _free_port() -> int:

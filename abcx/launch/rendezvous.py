@@ -87,14 +87,16 @@ def port_file(folder: str | Path, env: Mapping[str, str]) -> Path:
 
 
 def from_slurm(env: Mapping[str, str], folder: str | Path, num_processes: int,
-               wait_s: float = PORT_WAIT_S) -> Rendezvous:
-    """The rendezvous of this task of a multi-node job; `folder` is shared by all its nodes."""
-    nodes = slurm_nodes(env)
-    tasks = int(env.get("SLURM_NTASKS") or nodes)
-    if tasks != nodes:
-        raise UserError(f"a multi-node run needs one task per node; this job has {tasks} tasks on {nodes} nodes")
+               wait_s: float = PORT_WAIT_S, train_nodes: int | None = None) -> Rendezvous:
+    """The rendezvous of this task of a multi-node job; `folder` is shared by all its nodes.
+    `train_nodes`: how many of the job's nodes (the first ones) train, when the others serve vLLM."""
+    allocated = slurm_nodes(env)
+    tasks = int(env.get("SLURM_NTASKS") or allocated)
+    if tasks != allocated:
+        raise UserError(f"a multi-node run needs one task per node; this job has {tasks} tasks on {allocated} nodes")
+    nodes = train_nodes or allocated
     if num_processes % nodes:
-        raise UserError(f"launcher.num_processes={num_processes} does not divide over {nodes} nodes; "
+        raise UserError(f"launcher.num_processes={num_processes} does not divide over {nodes} training nodes; "
                         f"valid: a multiple of {nodes} (processes per node x nodes)")
     rank = int(env["SLURM_NODEID"])
     host = expand_nodelist(env["SLURM_JOB_NODELIST"])[0]
