@@ -25,7 +25,8 @@
 #   ABCX_SLURM_TIMEOUT    seconds to wait for the node(s) to become idle; default 90
 #   ABCX_SLURM_NODES      compute nodes; default 1 (loopback, no namespaces)
 #   ABCX_SLURM_NET_NAME   multi-node: prefix of the namespace, bridge and veth names; default abcx<PORT_BASE>
-#   ABCX_SLURM_SUBNET     multi-node: first three octets of the private /24; default 10.218.<PORT_BASE/1000>
+#   ABCX_SLURM_SUBNET     multi-node: first three octets of the private /24; default from the port base,
+#                         10.<PORT_BASE / 256>.<PORT_BASE % 256> (10.73.133 for 18821)
 set -euo pipefail
 
 # fd 3 is the real stdout (for the export lines); all other output goes to stderr.
@@ -40,7 +41,8 @@ NODES="${ABCX_SLURM_NODES:-1}"
 WANT_ACCOUNTING="${ABCX_SLURM_ACCOUNTING:-$([[ "$NODES" == 1 ]] && echo 1 || echo 0)}"
 TIMEOUT="${ABCX_SLURM_TIMEOUT:-90}"
 NET_NAME="${ABCX_SLURM_NET_NAME:-abcx$PORT_BASE}"
-SUBNET="${ABCX_SLURM_SUBNET:-10.218.$(( PORT_BASE / 1000 % 256 ))}"
+# The port base names the subnet too (10.<high byte>.<low byte>): clusters on other port bases never share one.
+SUBNET="${ABCX_SLURM_SUBNET:-10.$(( PORT_BASE >> 8 & 255 )).$(( PORT_BASE & 255 ))}"
 CLUSTER_NAME=abcx
 # Exit codes: 0 up, 1 the cluster failed to start, 3 SLURM cannot be installed or run here
 # (not root, no apt-get, packages unavailable) -- callers may treat 3 as "skip".
@@ -182,11 +184,14 @@ net() { "$@" 2>>"$LOG/net.err" || netfail "$@"; }
 net_up() {
     command -v ip >/dev/null || cannot "no ip command (iproute2) to create network namespaces"
     local br="${NET_NAME}br" i ns addr
-    if ip route show | grep -q "^$SUBNET\.0/24 "; then
+    # (Captured first: with pipefail, `ip ... | grep -q` can fail on SIGPIPE although grep matched.)
+    local routes namespaces
+    routes="$(ip route show)" namespaces="$(ip netns list)"
+    if grep -q "^$SUBNET\.0/24 " <<<"$routes"; then
         die "subnet $SUBNET.0/24 is already routed here (another cluster?); set ABCX_SLURM_SUBNET"
     fi
     for i in $(seq "$NODES"); do
-        ! ip netns list | grep -q "^$NET_NAME-n$i\b" \
+        ! grep -q "^$NET_NAME-n$i\b" <<<"$namespaces" \
             || die "namespace $NET_NAME-n$i exists but is not listed in $NET_LIST (another cluster?); set ABCX_SLURM_NET_NAME"
     done
     : >"$LOG/net.err"

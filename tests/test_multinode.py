@@ -14,7 +14,7 @@ import pytest
 
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
-from tests.slurm_harness import job_result, multi_node_cluster  # noqa: F401  (fixture, used by name)
+from tests.slurm_harness import DEFAULT_PORT_BASE, job_result, multi_node_cluster, start_cluster, stop_cluster  # noqa: F401
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +22,31 @@ TWO_NODES = ["launcher=slurm", "launcher.profile=local_2nodes", "launcher.num_pr
              "launcher.accelerate_config=cpu", "method=grpo"]
 # Steps that take the same short time whatever the default task: what is tested is the record, not learning.
 QUICK_STEPS = ["train.per_device_train_batch_size=16", "train.max_completion_length=16"]
+
+
+def test_each_node_is_a_host_of_its_own_and_the_harness_removes_what_it_made(multi_node_cluster, tmp_path):
+    """Every node has its own name and address and reaches the others; a cluster stopped by the
+    harness leaves no namespace, bridge or veth behind (checked on a second, throwaway cluster)."""
+    out = multi_node_cluster.run("srun", "-N2", "-n2", "-l", "bash", "-c",
+                                 "echo $(hostname) $(hostname -i) $(getent hosts n1 n2 | wc -l)", timeout=60)
+    rows = sorted(line.split(": ", 1)[1].split() for line in out.strip().splitlines())
+    names = multi_node_cluster.node_names()
+    assert [r[0] for r in rows] == names and len({r[1] for r in rows}) == 2 and all(r[2] == "2" for r in rows)
+    port_base = int(os.environ.get("ABCX_SLURM_PORT_BASE") or DEFAULT_PORT_BASE) + 8
+    spare = start_cluster(tmp_path / "spare", nodes=2, port_base=port_base)
+    made = set(spare.netns) | {f"abcx{port_base}br", f"abcx{port_base}h1", f"abcx{port_base}h2"}
+    assert set(spare.netns) <= set(_netns()) and len(spare.netns) == 2
+    stop_cluster(spare)
+    assert not made & (set(_netns()) | set(_links()))
+
+
+def _netns() -> list[str]:
+    return [line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()]
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    return [line.split()[0].split("@")[0] for line in out.splitlines()]
 
 
 def launch_on_each_node(script: str, out: str) -> dict:
