@@ -94,7 +94,10 @@ emit_exports() {  # emit_exports ACCOUNTING(0|1) REUSED(0|1)
 # the node count asked for (a cluster of another size in the same STATE_DIR is restarted).
 cluster_answers() {
     [[ -f "$CONF" ]] || return 1
-    grep -qx "# nodes=$NODES" "$CONF" || return 1
+    # (A config written before multi-node mode has no "# nodes=" line: it is a single-node cluster.)
+    local conf_nodes
+    conf_nodes="$(sed -n 's/^# nodes=\([0-9]*\)$/\1/p' "$CONF")"
+    [[ "${conf_nodes:-1}" == "$NODES" ]] || return 1
     local states f
     # slurmctld reports a dead slurmd only after SlurmdTimeout: check our own daemons first.
     for f in "$RUN"/*.pid; do pid_alive "$f" || return 1; done
@@ -182,7 +185,10 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 netfail() { cannot "network namespace setup failed at '$*' (needs root with CAP_NET_ADMIN and ip from iproute2): $(cat "$LOG/net.err" 2>/dev/null | tail -1)"; }
 net() { "$@" 2>>"$LOG/net.err" || netfail "$@"; }
 net_up() {
-    command -v ip >/dev/null || cannot "no ip command (iproute2) to create network namespaces"
+    local tool
+    for tool in ip nsenter unshare mount; do
+        command -v "$tool" >/dev/null || cannot "no $tool command (iproute2 / util-linux) to run nodes in network namespaces"
+    done
     local br="${NET_NAME}br" i ns addr
     # (Captured first: with pipefail, `ip ... | grep -q` can fail on SIGPIPE although grep matched.)
     local routes namespaces

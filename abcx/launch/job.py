@@ -13,6 +13,9 @@ SIGTERM is unhandled), so SLURM's preemption and requeue signals keep their mean
 
 With `launcher.num_processes > 1` the job runs the trainer under `accelerate launch` instead of in
 its own process (see `accelerate_command`); `python -m abcx.launch.job` is that trainer entry point.
+A multi-node SLURM job runs one TrainJob per node: each launches its node's processes with the
+rendezvous read from SLURM (abcx.launch.rendezvous), or, on the nodes a profile's `vllm_server`
+reserves, runs `trl vllm-serve` until node 0's training has ended (abcx.launch.layout).
 """
 from __future__ import annotations
 
@@ -98,16 +101,16 @@ class TrainJob(submitit.helpers.Checkpointable):
                 return self.serve(lay)
             hosts = _job_hosts()
             env.update({layout.HOST_ENV: lay.server_host(hosts), layout.PORT_ENV: str(lay.server["port"])})
-        rdzv = job_rendezvous(self.num_processes, train_nodes=lay.train_nodes if lay else None)
-        cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
-                                 self.accelerate_config, rdzv)
         try:
+            rdzv = job_rendezvous(self.num_processes, train_nodes=lay.train_nodes if lay else None)
+            cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
+                                     self.accelerate_config, rdzv)
             proc = subprocess.run(cmd, env=env, cwd=cwd)
-        finally:
-            if lay is not None and lay.server_nodes and rdzv.machine_rank == 0:
+        finally:  # however training ended (even before it started), node 0 lets the server node stop
+            if lay is not None and lay.server_nodes and os.environ.get("SLURM_NODEID") == "0":
                 from abcx.launch.layout import done_file
 
-                done_file(submitit.JobEnvironment().paths.folder, os.environ).touch()  # the server may stop
+                done_file(submitit.JobEnvironment().paths.folder, os.environ).touch()
         if proc.returncode:
             where = "" if rdzv is None else (f" on node rank {rdzv.machine_rank} of {rdzv.num_machines} "
                                              f"(rendezvous {rdzv.main_host}:{rdzv.main_port})")
