@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench study testbed-validity clean-cluster
+.PHONY: install demo test bench study testbed-validity clean-cluster gpu-check
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,20 @@ study: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# What the CPU tests cannot check, on one CUDA GPU in under 8 minutes (bench/gpu_check.py; not part of
+# `make test`): bf16 training, chunked vs fused LM head, vLLM colocate weight sync, the LM-head roofline,
+# `abcx eval` through vLLM. Writes results/gpu/README.md. Its own environment: CUDA torch and vLLM (the
+# CPU venv pins the CPU torch wheel); GPU_PY=<python> uses an environment that already has them.
+GPU_VENV ?= .venv-gpu
+GPU_PY ?= $(GPU_VENV)/bin/python
+
+$(GPU_VENV)/bin/python: pyproject.toml
+	$(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q -e '.[dev,vllm]'
+
+gpu-check: $(GPU_PY)
+	$(GPU_PY) bench/gpu_check.py --out results/gpu
 
 clean-cluster:
 	bash slurm/cluster_down.sh

@@ -232,6 +232,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         _interrupted(record, err, checkpoint)
     except BaseException as err:  # noqa: BLE001 - recorded, then one line instead of chained tracebacks
         error = f"{type(err).__name__}: {err}".splitlines()[0]
+        error = _peer_loss(error) or error
         record.fail(error, details=traceback.format_exc())
         # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
         during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
@@ -240,6 +241,13 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     finally:
         _close_wandb()
     return record
+
+
+def _peer_loss(error: str) -> str | None:
+    """In a multi-process run, a collective that failed because another rank vanished: say so."""
+    from abcx.launch.rendezvous import peer_loss
+
+    return peer_loss(error, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _interrupted(record: RunRecord, err: BaseException, checkpoint: Path | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ def trainer_kwargs(cfg: Any, output_dir: str, *, report_to: list[str], on_gpu: b
                                                         if cfg.model.attn_implementation else {})},
     )
     kwargs.update(_plain(t.extra))
+    if t.use_vllm and t.vllm_mode == "server" and os.environ.get("ABCX_VLLM_SERVER_HOST"):
+        # Set by a SLURM job whose layout reserves server nodes (abcx.launch.layout); volatile, not config.
+        kwargs.update(vllm_server_host=os.environ["ABCX_VLLM_SERVER_HOST"],
+                      vllm_server_port=int(os.environ["ABCX_VLLM_SERVER_PORT"]))
     if kwargs["epsilon"] is None or kwargs["epsilon"] == math.inf:
         kwargs["epsilon"] = 0.2
     if kwargs["epsilon_high"] is None or kwargs["epsilon_high"] == math.inf:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Stop the test cluster started by slurm/cluster_up.sh from the same STATE_DIR (default /tmp/abcx-slurm).
+# A multi-node cluster's namespaces and bridge (listed in STATE_DIR/etc/network.list) are removed.
 # Only daemons named in STATE_DIR/run/*.pid are stopped, each checked against its expected program
 # name so a recycled PID is never hit. Already-dead daemons and missing pid files are fine.
 # State (job ids, the accounting database) stays in STATE_DIR for the next start; delete it to reset.
@@ -46,7 +47,7 @@ signal_daemon() {  # signal_daemon NAME COMM: SIGTERM the pid in RUN/NAME.pid if
 stop_all() {  # stop_all NAME... : SIGTERM them together (each takes ~2 s to exit), SIGKILL stragglers
     local name entries=() e
     for name in "$@"; do
-        e="$(signal_daemon "$name" "$name")"
+        e="$(signal_daemon "$name" "${name%%-*}")"  # slurmd-n1.pid belongs to a slurmd
         [[ -n "$e" ]] && entries+=("$e")
     done
     for e in "${entries[@]}"; do
@@ -61,6 +62,28 @@ stop_all() {  # stop_all NAME... : SIGTERM them together (each takes ~2 s to exi
 }
 
 # Slurm daemons first, while accounting and munge still answer, then what they depended on.
-stop_all slurmd slurmctld
+# A multi-node cluster has one slurmd per node (slurmd-<node>.pid).
+slurmds=()
+for f in "$RUN"/slurmd.pid "$RUN"/slurmd-*.pid; do [[ -f "$f" ]] && slurmds+=("$(basename "$f" .pid)"); done
+stop_all "${slurmds[@]}" slurmctld
 stop_all slurmdbd mariadbd munged
+
+# Multi-node: remove the namespaces and the bridge cluster_up.sh listed, newest first. Any
+# process still inside one of these namespaces (a job step slurmd left behind) is ours: stop it first.
+NET_LIST="$STATE_DIR/etc/network.list"
+if [[ -s "$NET_LIST" ]]; then
+    tac "$NET_LIST" | while read -r kind name; do
+        case "$kind" in
+            netns)
+                pids="$(ip netns pids "$name" 2>/dev/null)"
+                # shellcheck disable=SC2086
+                [[ -n "$pids" ]] && { log "$name: killing leftover processes $(echo $pids)"; kill -KILL $pids 2>/dev/null; sleep 0.5; }
+                ip netns del "$name" 2>/dev/null && log "$name: namespace removed" ;;
+            bridge) ip link del "$name" 2>/dev/null && log "$name: bridge removed" ;;
+            # Deleting a namespace destroys its veth end; the host end may linger a moment: delete it too.
+            veth) ip link del "$name" 2>/dev/null || true ;;
+        esac
+    done
+    rm -f "$NET_LIST"
+fi
 exit 0

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Start a real single-node SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) for tests.
+# Start a real SLURM cluster (munge, MariaDB, slurmdbd, slurmctld, slurmd) for tests: one node on
+# loopback, or (ABCX_SLURM_NODES=N >= 2) N compute nodes on this one machine, each slurmd in a network
+# namespace of its own with its own address on a bridge (veth pairs), slurmctld on the host side.
 #
 #   eval "$(slurm/cluster_up.sh [STATE_DIR])"     # default STATE_DIR: /tmp/abcx-slurm
+#
+# Multi-node layout (SUBNET = ABCX_SLURM_SUBNET, NET = ABCX_SLURM_NET_NAME):
+#   host:  bridge NETbr at SUBNET.1 (slurmctld, munge, slurmdbd stay on the host)
+#   node i (n1..nN): namespace NET-ni, veth NETci at SUBNET.(10+i); its slurmd (and so every job step
+#   on it) runs in that network namespace, with host name ni (a UTS namespace), and in a mount
+#   namespace of its own where STATE_DIR/etc/hosts (every node's name and address) is bound over
+#   /etc/hosts, so node names resolve in jobs.
+# Everything created is listed in STATE_DIR/etc/network.list; cluster_down.sh removes exactly that.
+# Nothing under /etc is changed (not `ip netns exec`: it remounts /sys, hiding the cgroup mounts slurmd needs).
 #
 # Needs root on Debian (apt-get) and no systemd: every daemon is started directly and records its
 # PID under STATE_DIR/run, which slurm/cluster_down.sh uses to stop exactly what was started here.
@@ -11,7 +22,11 @@
 # Environment knobs:
 #   ABCX_SLURM_PORT_BASE  first of 4 TCP ports on loopback (slurmctld, slurmd, slurmdbd, mariadb); 16817
 #   ABCX_SLURM_ACCOUNTING 0 to skip slurmdbd/MariaDB (no sacct); default 1
-#   ABCX_SLURM_TIMEOUT    seconds to wait for the node to become idle; default 90
+#   ABCX_SLURM_TIMEOUT    seconds to wait for the node(s) to become idle; default 90
+#   ABCX_SLURM_NODES      compute nodes; default 1 (loopback, no namespaces)
+#   ABCX_SLURM_NET_NAME   multi-node: prefix of the namespace, bridge and veth names; default abcx<PORT_BASE>
+#   ABCX_SLURM_SUBNET     multi-node: first three octets of the private /24; default from the port base,
+#                         10.<PORT_BASE / 256>.<PORT_BASE % 256> (10.73.133 for 18821)
 set -euo pipefail
 
 # fd 3 is the real stdout (for the export lines); all other output goes to stderr.
@@ -21,8 +36,13 @@ STATE_DIR="${1:-/tmp/abcx-slurm}"
 mkdir -p "$STATE_DIR"
 STATE_DIR="$(cd "$STATE_DIR" && pwd)"
 PORT_BASE="${ABCX_SLURM_PORT_BASE:-16817}"
-WANT_ACCOUNTING="${ABCX_SLURM_ACCOUNTING:-1}"
+NODES="${ABCX_SLURM_NODES:-1}"
+# Multi-node clusters skip accounting unless asked: squeue keeps finished jobs for MinJobAge anyway.
+WANT_ACCOUNTING="${ABCX_SLURM_ACCOUNTING:-$([[ "$NODES" == 1 ]] && echo 1 || echo 0)}"
 TIMEOUT="${ABCX_SLURM_TIMEOUT:-90}"
+NET_NAME="${ABCX_SLURM_NET_NAME:-abcx$PORT_BASE}"
+# The port base names the subnet too (10.<high byte>.<low byte>): clusters on other port bases never share one.
+SUBNET="${ABCX_SLURM_SUBNET:-10.$(( PORT_BASE >> 8 & 255 )).$(( PORT_BASE & 255 ))}"
 CLUSTER_NAME=abcx
 # Exit codes: 0 up, 1 the cluster failed to start, 3 SLURM cannot be installed or run here
 # (not root, no apt-get, packages unavailable) -- callers may treat 3 as "skip".
@@ -37,9 +57,25 @@ SLURMD_PORT=$((PORT_BASE + 1))
 DBD_PORT=$((PORT_BASE + 2))
 DB_PORT=$((PORT_BASE + 3))
 
+NET_LIST="$STATE_DIR/etc/network.list"
+
 log() { echo "[cluster_up] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 cannot() { log "CANNOT RUN SLURM HERE: $*"; exit 3; }
+
+[[ "$NODES" =~ ^[1-9][0-9]?$ ]] || die "ABCX_SLURM_NODES=$NODES: a node count from 1 to 99"
+if ((NODES > 1)); then
+    # Interface names have at most 15 characters: NET + "br" / "h<i>" / "c<i>".
+    [[ "$NET_NAME" =~ ^[a-z][a-z0-9]{0,11}$ ]] \
+        || die "ABCX_SLURM_NET_NAME=$NET_NAME: 1-12 lower-case letters or digits, starting with a letter"
+    [[ "$SUBNET" =~ ^(10\.[0-9]{1,3}\.[0-9]{1,3}|192\.168\.[0-9]{1,3}|172\.(1[6-9]|2[0-9]|3[01])\.[0-9]{1,3})$ ]] \
+        || die "ABCX_SLURM_SUBNET=$SUBNET: the first three octets of a private /24, e.g. 10.218.0"
+    CTLD_ADDR="$SUBNET.1"
+else
+    CTLD_ADDR=127.0.0.1
+fi
+node_name() { if ((NODES > 1)); then echo "n$1"; else hostname -s; fi; }
+node_addr() { if ((NODES > 1)); then echo "$SUBNET.$((10 + $1))"; else echo 127.0.0.1; fi; }
 
 emit_exports() {  # emit_exports ACCOUNTING(0|1) REUSED(0|1)
     local acct=$1 reused=$2
@@ -48,19 +84,28 @@ emit_exports() {  # emit_exports ACCOUNTING(0|1) REUSED(0|1)
         echo "export SLURM_CONF=$CONF"
         echo "export ABCX_SLURM_STATE_DIR=$STATE_DIR"
         echo "export ABCX_SLURM_ACCOUNTING=$acct"
+        echo "export ABCX_SLURM_NODES=$NODES"
+        # Node i runs in the i-th namespace of this list (empty for a loopback cluster).
+        echo "export ABCX_SLURM_NETNS=$(awk '$1 == "netns" {printf "%s%s", sep, $2; sep = ","}' "$NET_LIST" 2>/dev/null)"
     } >&3
 }
 
-# A cluster counts as up when slurmctld answers and the node is usable (not down/drained).
+# A cluster counts as up when slurmctld answers and every node is usable (not down/drained), with
+# the node count asked for (a cluster of another size in the same STATE_DIR is restarted).
 cluster_answers() {
     [[ -f "$CONF" ]] || return 1
-    local state f
+    # (A config written before multi-node mode has no "# nodes=" line: it is a single-node cluster.)
+    local conf_nodes
+    conf_nodes="$(sed -n 's/^# nodes=\([0-9]*\)$/\1/p' "$CONF")"
+    [[ "${conf_nodes:-1}" == "$NODES" ]] || return 1
+    local states f
     # slurmctld reports a dead slurmd only after SlurmdTimeout: check our own daemons first.
     for f in "$RUN"/*.pid; do pid_alive "$f" || return 1; done
     SLURM_CONF="$CONF" timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' || return 1
-    state="$(SLURM_CONF="$CONF" timeout 10 sinfo -h -N -o '%T' 2>/dev/null | head -1)"
-    [[ "$state" =~ ^(idle|mixed|allocated|completing)$ ]]
+    states="$(SLURM_CONF="$CONF" timeout 10 sinfo -h -N -p debug -o '%T' 2>/dev/null)"
+    [[ "$(grep -cE '^(idle|mixed|allocated|completing)$' <<<"$states")" == "$NODES" ]]
 }
+all_nodes_idle() { [[ "$(sinfo -h -N -p debug -o '%T' | grep -cx idle)" == "$NODES" ]]; }
 
 # Two callers starting the same STATE_DIR at once (parallel test workers) must not race.
 # (A non-root caller may only reuse a root-started cluster, so it cannot and need not lock.)
@@ -109,8 +154,8 @@ log "$(slurmctld -V)"
 
 # ---------------------------------------------------------------- clean up a half-started cluster
 # Something from this STATE_DIR may still run (e.g. slurmctld up but slurmd dead): stop it, keep state.
-if compgen -G "$RUN/*.pid" >/dev/null; then
-    log "stale daemons from a previous start in $STATE_DIR; stopping them first"
+if compgen -G "$RUN/*.pid" >/dev/null || [[ -s "$NET_LIST" ]]; then
+    log "stale daemons or namespaces from a previous start in $STATE_DIR; stopping them first"
     "$(dirname "$0")/cluster_down.sh" "$STATE_DIR" || true
 fi
 
@@ -134,6 +179,67 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
     done
     log "$what after $((SECONDS - t0)) s"
 }
+
+# ---------------------------------------------------------------- network namespaces (multi-node)
+# Each step is recorded in NET_LIST before it is made, so cluster_down.sh can undo a half-built network.
+netfail() { cannot "network namespace setup failed at '$*' (needs root with CAP_NET_ADMIN and ip from iproute2): $(cat "$LOG/net.err" 2>/dev/null | tail -1)"; }
+net() { "$@" 2>>"$LOG/net.err" || netfail "$@"; }
+net_up() {
+    local tool
+    for tool in ip nsenter unshare mount; do
+        command -v "$tool" >/dev/null || cannot "no $tool command (iproute2 / util-linux) to run nodes in network namespaces"
+    done
+    local br="${NET_NAME}br" i ns addr
+    # (Captured first: with pipefail, `ip ... | grep -q` can fail on SIGPIPE although grep matched.)
+    local routes namespaces
+    routes="$(ip route show)" namespaces="$(ip netns list)"
+    if grep -q "^$SUBNET\.0/24 " <<<"$routes"; then
+        die "subnet $SUBNET.0/24 is already routed here (another cluster?); set ABCX_SLURM_SUBNET"
+    fi
+    for i in $(seq "$NODES"); do
+        ! grep -q "^$NET_NAME-n$i\b" <<<"$namespaces" \
+            || die "namespace $NET_NAME-n$i exists but is not listed in $NET_LIST (another cluster?); set ABCX_SLURM_NET_NAME"
+    done
+    : >"$LOG/net.err"
+    echo "bridge $br" >>"$NET_LIST"
+    net ip link add "$br" type bridge
+    net ip addr add "$CTLD_ADDR/24" dev "$br"
+    net ip link set "$br" up
+    local hosts="127.0.0.1 localhost"$'\n'"$CTLD_ADDR $(hostname -s)"
+    for i in $(seq "$NODES"); do hosts+=$'\n'"$(node_addr "$i") $(node_name "$i")"; done
+    for i in $(seq "$NODES"); do
+        ns="$NET_NAME-n$i"; addr="$(node_addr "$i")"
+        echo "netns $ns" >>"$NET_LIST"
+        net ip netns add "$ns"
+        echo "veth ${NET_NAME}h$i" >>"$NET_LIST"
+        net ip link add "${NET_NAME}h$i" type veth peer name "${NET_NAME}c$i"
+        net ip link set "${NET_NAME}h$i" master "$br"
+        net ip link set "${NET_NAME}h$i" up
+        net ip link set "${NET_NAME}c$i" netns "$ns"
+        net ip netns exec "$ns" ip link set lo up
+        net ip netns exec "$ns" ip addr add "$addr/24" dev "${NET_NAME}c$i"
+        net ip netns exec "$ns" ip link set "${NET_NAME}c$i" up
+    done
+    printf '%s\n' "$hosts" >"$STATE_DIR/etc/hosts"
+    log "network: bridge $br at $CTLD_ADDR, $NODES namespaces $NET_NAME-n1..n$NODES ($SUBNET.11-$((10 + NODES)))"
+}
+# in_node I CMD...: run CMD as node I: in its network namespace, with its own host name (a UTS
+# namespace: gloo and NCCL find a node's address by resolving its host name) and the cluster's hosts file.
+in_node() {
+    local i=$1; shift
+    nsenter --net="/run/netns/$NET_NAME-n$i" unshare --mount --uts --propagation private \
+        bash -c 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"' \
+        "$(node_name "$i")" "$STATE_DIR/etc/hosts" "$@"
+}
+# Each node must reach the controller over the bridge (run once slurmctld listens), not only exist.
+net_check() {
+    local i
+    for i in $(seq "$NODES"); do
+        in_node "$i" bash -c "exec 9<>/dev/tcp/$CTLD_ADDR/$CTLD_PORT" 2>/dev/null \
+            || die "node $(node_name "$i") cannot reach slurmctld at $CTLD_ADDR:$CTLD_PORT over ${NET_NAME}br"
+    done
+}
+((NODES > 1)) && net_up
 
 # ---------------------------------------------------------------- munge
 KEY="$STATE_DIR/munge/munge.key"
@@ -224,11 +330,19 @@ else
 fi
 
 # ---------------------------------------------------------------- slurm.conf
-NODE="$(hostname -s)"
+CTLD_HOST="$(hostname -s)"
 CPUS="$(nproc)"
 MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024 ))
-# slurmd drains a node whose RealMemory exceeds what it measures; leave headroom.
-REAL_MEM=$(( MEM_MB * 9 / 10 ))
+# slurmd drains a node whose RealMemory exceeds what it measures; leave headroom. Simulated nodes
+# share the machine's memory (each slurmd measures all of it) and its cores (each gets all of them).
+REAL_MEM=$(( MEM_MB * 9 / 10 / NODES ))
+NODE_LINES="" NODE_LIST=""
+for i in $(seq "$NODES"); do
+    NODE_LINES+="NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN"$'\n'
+    NODE_LIST+="${NODE_LIST:+,}$(node_name "$i")"
+done
+# One slurmd per node: multi-node pid and log files are named per node (%n).
+SLURMD_FILE=slurmd; ((NODES > 1)) && SLURMD_FILE=slurmd-%n
 
 if ((ACCOUNTING)); then
     ACCT_LINES="AccountingStorageType=accounting_storage/slurmdbd
@@ -244,9 +358,10 @@ JobAcctGatherType=jobacct_gather/none"
 fi
 
 cat >"$CONF" <<EOF
-# Generated by slurm/cluster_up.sh for Slurm $(slurmctld -V | awk '{print $2}'): single-node test cluster.
+# Generated by slurm/cluster_up.sh for Slurm $(slurmctld -V | awk '{print $2}'): $NODES-node test cluster.
+# nodes=$NODES
 ClusterName=$CLUSTER_NAME
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$CTLD_HOST($CTLD_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -259,9 +374,9 @@ CredType=cred/munge
 StateSaveLocation=$STATE_DIR/ctld
 SlurmdSpoolDir=$STATE_DIR/spool/%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/$SLURMD_FILE.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/$SLURMD_FILE.log
 SlurmctldDebug=info
 SlurmdDebug=info
 
@@ -293,25 +408,33 @@ MessageTimeout=10
 $ACCT_LINES
 JobCompType=jobcomp/none
 
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1
-PartitionName=preempt Nodes=$NODE Default=NO MaxTime=INFINITE State=UP PriorityTier=2
+$NODE_LINES
+PartitionName=debug Nodes=$NODE_LIST Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=preempt Nodes=$NODE_LIST Default=NO MaxTime=INFINITE State=UP PriorityTier=2
 EOF
 
 # ---------------------------------------------------------------- slurmctld + slurmd
 export SLURM_CONF="$CONF"
 slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 3>&- 8>&- \
-    || die "slurmctld failed to start: $(tail -20 "$LOG/slurmctld.log" "$LOG/slurmctld.out" 2>&1)"
+    || die "slurmctld failed to start: $(tail -n 20 "$LOG/slurmctld.log" "$LOG/slurmctld.out" 2>&1)"
 wait_for 30 "slurmctld answers" bash -c "scontrol ping | grep -q 'is UP'" \
-    || die "slurmctld does not answer: $(tail -20 "$LOG/slurmctld.log" 2>&1)"
-slurmd -N "$NODE" </dev/null >>"$LOG/slurmd.out" 2>&1 3>&- 8>&- \
-    || die "slurmd failed to start: $(tail -20 "$LOG/slurmd.log" "$LOG/slurmd.out" 2>&1)"
+    || die "slurmctld does not answer: $(tail -n 20 "$LOG/slurmctld.log" 2>&1)"
+if ((NODES > 1)); then
+    net_check
+    for i in $(seq "$NODES"); do
+        in_node "$i" slurmd -N "$(node_name "$i")" </dev/null >>"$LOG/slurmd-$(node_name "$i").out" 2>&1 3>&- 8>&- \
+            || die "slurmd of $(node_name "$i") failed to start: $(tail -n 20 "$LOG/slurmd-$(node_name "$i")".{log,out} 2>&1)"
+    done
+else
+    slurmd -N "$(node_name 1)" </dev/null >>"$LOG/slurmd.out" 2>&1 3>&- 8>&- \
+        || die "slurmd failed to start: $(tail -n 20 "$LOG/slurmd.log" "$LOG/slurmd.out" 2>&1)"
+fi
 
-if ! wait_for "$TIMEOUT" "node $NODE idle" bash -c "sinfo -h -N -o '%T' | grep -qx idle"; then
-    log "node did not become idle within $TIMEOUT s; sinfo says:"
+if ! wait_for "$TIMEOUT" "$NODES node(s) idle" all_nodes_idle; then
+    log "nodes did not become idle within $TIMEOUT s; sinfo says:"
     sinfo -N -l >&2 || true
-    for f in slurmctld slurmd munged slurmdbd; do
-        [[ -f "$LOG/$f.log" ]] && { log "--- tail of $f.log"; tail -n 20 "$LOG/$f.log" >&2; }
+    for f in "$LOG"/slurmctld.log "$LOG"/slurmd*.log "$LOG"/munged.log "$LOG"/slurmdbd.log; do
+        [[ -f "$f" ]] && { log "--- tail of $f"; tail -n 20 "$f" >&2; }
     done
     die "cluster in $STATE_DIR not ready (stop it with slurm/cluster_down.sh $STATE_DIR)"
 fi
@@ -323,5 +446,5 @@ if ((ACCOUNTING)); then
     fi
 fi
 
-log "cluster up: SLURM_CONF=$CONF accounting=$ACCOUNTING"
+log "cluster up: SLURM_CONF=$CONF nodes=$NODES accounting=$ACCOUNTING"
 emit_exports "$ACCOUNTING" 0

@@ -1,12 +1,18 @@
-"""A real single-node SLURM cluster for tests, as a session-scoped pytest fixture.
+"""Real SLURM clusters for tests, as pytest fixtures.
 
 `slurm_cluster` runs slurm/cluster_up.sh once per test session, points SLURM_CONF at the generated
 config, and stops the cluster at the end (unless it was already up before the session, or
 ABCX_SLURM_KEEP=1). Where SLURM cannot be had (not root, no apt-get) the tests are skipped -- except
 under CI=true, where a missing cluster is a failure: CI must run them.
 
-Knobs: ABCX_SLURM_STATE_DIR (default /tmp/abcx-slurm), ABCX_SLURM_KEEP=1 (leave it running for the
-next session; starting takes ~3 s, installing ~15 s), and those of cluster_up.sh itself.
+`multi_node_cluster` (module scope) is a second cluster of MULTINODE_NODES compute nodes, each slurmd
+in a network namespace of its own on a bridge (cluster_up.sh with ABCX_SLURM_NODES), with its own
+state dir and ports, so it runs beside the single-node one; SLURM_CONF points at it while the module
+runs. A namespace that cannot be created skips its tests, and fails them under CI=true, saying why.
+
+Knobs: ABCX_SLURM_STATE_DIR (default /tmp/abcx-slurm; the multi-node cluster uses <it>-multinode),
+ABCX_SLURM_PORT_BASE (the multi-node cluster uses <it>+4), ABCX_SLURM_KEEP=1 (leave clusters running
+for the next session; starting takes ~3 s, installing ~15 s), and those of cluster_up.sh itself.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_UP = REPO_ROOT / "slurm" / "cluster_up.sh"
 CLUSTER_DOWN = REPO_ROOT / "slurm" / "cluster_down.sh"
 DEFAULT_STATE_DIR = "/tmp/abcx-slurm"
+DEFAULT_PORT_BASE = 16817
+MULTINODE_NODES = 2
 CANNOT_RUN_HERE = 3  # cluster_up.sh's exit code for "no root / no apt / packages unavailable"
 
 # States after which a job never changes again (array parents and steps aside).
@@ -44,6 +53,8 @@ class SlurmCluster:
     reused: bool = False
     partition: str = "debug"
     job_env_setup: list[str] = field(default_factory=list)
+    nodes: int = 1
+    netns: list[str] = field(default_factory=list)  # node i's network namespace (multi-node only)
 
     def run(self, *argv: str, check: bool = True, timeout: float = 30) -> str:
         """Run a SLURM client command (sbatch, scontrol, sacct, ...) against this cluster; stdout."""
@@ -79,6 +90,33 @@ class SlurmCluster:
         }
         ex.update_parameters(**{**defaults, **parameters})
         return ex
+
+
+    def node_names(self) -> list[str]:
+        return self.run("sinfo", "-h", "-N", "-p", self.partition, "-o", "%N").split()
+
+    def kill_job_on_node(self, job_id: str, node: int) -> list[int]:
+        """SIGKILL every process of job `job_id` on node `node` (0-based; multi-node only): the
+        job's step dies there as if the node were lost, its slurmd stays. Returns the pids killed."""
+        netns = Path("/run/netns") / self.netns[node]
+        want = os.stat(netns).st_ino
+        killed = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if os.stat(proc / "ns" / "net").st_ino != want or (proc / "comm").read_text().strip() == "slurmstepd":
+                    continue
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:  # gone meanwhile, or a kernel thread
+                continue
+            if f"SLURM_JOB_ID={job_id}".encode() in environ:
+                try:
+                    os.kill(int(proc.name), 9)
+                    killed.append(int(proc.name))
+                except ProcessLookupError:
+                    pass
+        return killed
 
 
 def _slurm_env(env: dict | None) -> dict:
@@ -129,8 +167,9 @@ def wait_for_state(job_id: str, states, timeout: float = 60, env: dict | None = 
         time.sleep(0.5)
 
 
-def job_result(job, timeout: float = 120):
-    """`job.result()` of a submitit job, but failing after `timeout` s instead of waiting forever.
+def job_result(job, timeout: float = 120, all_tasks: bool = False):
+    """`job.result()` of a submitit job (`job.results()`, one per task, with all_tasks), but failing
+    after `timeout` s instead of waiting forever.
 
     On timeout the job is cancelled and the error shows its SLURM state and the tail of its log.
     """
@@ -145,7 +184,7 @@ def job_result(job, timeout: float = 120):
             job.cancel(check=False)
             raise TimeoutError(f"job {job.job_id} not done after {timeout} s (state {state}); stderr tail:\n{log}")
         time.sleep(0.5)
-    return job.result()
+    return job.results() if all_tasks else job.result()
 
 
 def _unavailable(reason: str):
@@ -164,16 +203,24 @@ def _parse_exports(stdout: str) -> dict[str, str]:
     return env
 
 
-def start_cluster(state_dir: str | os.PathLike | None = None) -> SlurmCluster:
+def start_cluster(state_dir: str | os.PathLike | None = None, *, nodes: int = 1,
+                  port_base: int | None = None) -> SlurmCluster:
     """Start (or reuse) the cluster; raises pytest skip/fail when SLURM cannot run here."""
     state_dir = Path(state_dir or os.environ.get("ABCX_SLURM_STATE_DIR") or DEFAULT_STATE_DIR)
     if sys.platform != "linux":
         _unavailable(f"needs Linux, this is {sys.platform}")
     if os.geteuid() != 0 and not _already_up(state_dir):
-        _unavailable("needs root to install and run the SLURM daemons (cluster_up.sh)")
+        what = "network namespaces and " if nodes > 1 else ""
+        _unavailable(f"needs root to create {what}install and run the SLURM daemons (cluster_up.sh)")
+    env = {**os.environ, "ABCX_SLURM_NODES": str(nodes)}
+    if port_base is not None:
+        env["ABCX_SLURM_PORT_BASE"] = str(port_base)
     proc = subprocess.run(
-        ["bash", str(CLUSTER_UP), str(state_dir)], capture_output=True, text=True, timeout=900
+        ["bash", str(CLUSTER_UP), str(state_dir)], capture_output=True, text=True, timeout=900, env=env
     )
+    if proc.returncode and nodes > 1:
+        # A half-built multi-node cluster holds namespaces and a bridge: remove them now.
+        subprocess.run(["bash", str(CLUSTER_DOWN), str(state_dir)], capture_output=True, timeout=120)
     if proc.returncode == CANNOT_RUN_HERE:
         _unavailable(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "cluster_up.sh exit 3")
     if proc.returncode != 0:
@@ -182,14 +229,15 @@ def start_cluster(state_dir: str | os.PathLike | None = None) -> SlurmCluster:
             f"slurm/cluster_up.sh {state_dir} exited {proc.returncode}:\n{proc.stderr[-4000:]}", pytrace=False
         )
     exports = _parse_exports(proc.stdout)
-    env = {"SLURM_CONF": exports["SLURM_CONF"]}
     pythonpath = f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"
     return SlurmCluster(
         state_dir=state_dir,
-        env=env,
+        env={"SLURM_CONF": exports["SLURM_CONF"]},
         accounting=exports.get("ABCX_SLURM_ACCOUNTING") == "1",
         reused=exports.get("ABCX_SLURM_REUSED") == "1",
         job_env_setup=[f"export PYTHONPATH={shlex.quote(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        nodes=int(exports.get("ABCX_SLURM_NODES") or 1),
+        netns=[n for n in exports.get("ABCX_SLURM_NETNS", "").split(",") if n],
     )
 
 
@@ -211,10 +259,10 @@ def stop_cluster(cluster: SlurmCluster) -> None:
     subprocess.run(["bash", str(CLUSTER_DOWN), str(cluster.state_dir)], capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The session's SLURM cluster; SLURM_CONF is set in os.environ while it lives."""
-    cluster = start_cluster()
+@contextmanager
+def _serving(cluster: SlurmCluster):
+    """SLURM_CONF points at `cluster` while the block runs; the cluster is stopped after it unless it
+    was up before or ABCX_SLURM_KEEP=1."""
     saved = {k: os.environ.get(k) for k in cluster.env}
     os.environ.update(cluster.env)
     try:
@@ -228,3 +276,24 @@ def slurm_cluster():
         # Leave alone a cluster this session did not start (a developer's, or another worker's).
         if not cluster.reused and os.environ.get("ABCX_SLURM_KEEP") != "1":
             stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The session's SLURM cluster; SLURM_CONF is set in os.environ while it lives."""
+    with _serving(start_cluster()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def multi_node_cluster():
+    """A MULTINODE_NODES-node cluster (one network namespace per node) for one test module; SLURM_CONF
+    points at it during the module, and back at whatever it was (the single-node cluster) after."""
+    base = os.environ.get("ABCX_SLURM_STATE_DIR") or DEFAULT_STATE_DIR
+    port_base = int(os.environ.get("ABCX_SLURM_PORT_BASE") or DEFAULT_PORT_BASE) + 4
+    cluster = start_cluster(f"{base}-multinode", nodes=MULTINODE_NODES, port_base=port_base)
+    if cluster.nodes != MULTINODE_NODES or len(cluster.netns) != MULTINODE_NODES:
+        pytest.fail(f"cluster_up.sh started {cluster.nodes} node(s) in namespaces {cluster.netns}, "
+                    f"not {MULTINODE_NODES}", pytrace=False)
+    with _serving(cluster):
+        yield cluster

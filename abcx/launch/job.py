@@ -13,6 +13,9 @@ SIGTERM is unhandled), so SLURM's preemption and requeue signals keep their mean
 
 With `launcher.num_processes > 1` the job runs the trainer under `accelerate launch` instead of in
 its own process (see `accelerate_command`); `python -m abcx.launch.job` is that trainer entry point.
+A multi-node SLURM job runs one TrainJob per node: each launches its node's processes with the
+rendezvous read from SLURM (abcx.launch.rendezvous), or, on the nodes a profile's `vllm_server`
+reserves, runs `trl vllm-serve` until node 0's training has ended (abcx.launch.layout).
 """
 from __future__ import annotations
 
@@ -21,9 +24,12 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
+
+if TYPE_CHECKING:
+    from abcx.launch.rendezvous import Rendezvous
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -60,10 +66,14 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from abcx.record import RunRecord
 
+        from abcx.launch.rendezvous import slurm_nodes
+
         job_id = current_job_id()
         record = RunRecord(self.run_path)
         try:
-            if self.num_processes > 1:
+            # A multi-node job always goes through accelerate: one plain process per node would train
+            # the same run twice (and with too few processes the rendezvous names the mistake).
+            if self.num_processes > 1 or slurm_nodes(os.environ) > 1:
                 self.run_distributed(job_id)
             else:
                 run_point(self.overrides, self.results_dir, self.run_id, job_id)
@@ -72,7 +82,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             # except when another process trains the run right now (its run lock is held): its record.
             from abcx.sweep.plan import lock_held
 
-            if record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path):
+            # Nor once a newer submission owns the record (a sweep resubmitted while this job wound down).
+            owner = record.status().get("job_id")
+            if (record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path)
+                    and owner in (None, "", job_id)):
                 state = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
                 record.set_status(state, error=f"{type(err).__name__}: {err}".splitlines()[0], job_id=job_id)
             raise
@@ -80,11 +93,60 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def run_distributed(self, job_id: str | None, cwd: str | Path = REPO_ROOT) -> None:
         env = dict(os.environ, ABCX_JOB_ID=job_id or "")
-        cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
-                                 self.accelerate_config)
-        proc = subprocess.run(cmd, env=env, cwd=cwd)
+        lay = self.layout()
+        if lay is not None and lay.server_nodes:
+            from abcx.launch import layout
+
+            if lay.role(int(os.environ["SLURM_NODEID"])) == "vllm-serve":
+                return self.serve(lay)
+            hosts = _job_hosts()
+            env.update({layout.HOST_ENV: lay.server_host(hosts), layout.PORT_ENV: str(lay.server["port"])})
+        try:
+            rdzv = job_rendezvous(self.num_processes, train_nodes=lay.train_nodes if lay else None)
+            cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
+                                     self.accelerate_config, rdzv)
+            proc = subprocess.run(cmd, env=env, cwd=cwd)
+        finally:  # however training ended (even before it started), node 0 lets the server node stop
+            if lay is not None and lay.server_nodes and os.environ.get("SLURM_NODEID") == "0":
+                from abcx.launch.layout import done_file
+
+                done_file(submitit.JobEnvironment().paths.folder, os.environ).touch()
         if proc.returncode:
-            raise RuntimeError(f"accelerate launch exited {proc.returncode}: {shlex.join(cmd)}")
+            where = "" if rdzv is None else (f" on node rank {rdzv.machine_rank} of {rdzv.num_machines} "
+                                             f"(rendezvous {rdzv.main_host}:{rdzv.main_port})")
+            raise RuntimeError(f"accelerate launch exited {proc.returncode}{where}: {shlex.join(cmd)}")
+
+    def layout(self):
+        """This job's node layout (abcx.launch.layout) when it spans several SLURM nodes, else None."""
+        from abcx.launch.rendezvous import slurm_nodes
+
+        if slurm_nodes(os.environ) <= 1:
+            return None
+        from abcx import config as C
+        from abcx.launch.layout import for_config
+
+        return for_config(C.compose(point_overrides(self.overrides, self.results_dir)))
+
+    def serve(self, lay) -> None:
+        """A server node's task: `trl vllm-serve` of the run's model until node 0's training has ended."""
+        import time
+
+        from abcx import config as C
+        from abcx.launch.layout import done_file
+        from abcx.train import model_path
+
+        cmd = lay.serve_command(model_path(C.compose(point_overrides(self.overrides, self.results_dir))))
+        done = done_file(submitit.JobEnvironment().paths.folder, os.environ)
+        server = subprocess.Popen(cmd)
+        try:
+            while not done.exists():
+                if server.poll() is not None:
+                    raise RuntimeError(f"{shlex.join(cmd)} exited {server.returncode} before training ended")
+                time.sleep(2)
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=60)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # Nothing to save here: the trainer checkpoints every train.save_steps and the requeued job
@@ -112,31 +174,47 @@ def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str |
 
 
 def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
-                       accelerate_config: str | None) -> list[str]:
-    """`accelerate launch` of this module for one point.
+                       accelerate_config: str | None, rendezvous: Rendezvous | None = None) -> list[str]:
+    """`accelerate launch` of this module for one point (see `accelerate_prefix`)."""
+    return [*accelerate_prefix(num_processes, accelerate_config, rendezvous),
+            "-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
 
-    Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs.
-    Multi-node (profile `nodes` > 1): submitit starts one task per node (tasks_per_node=1); each task
-    runs this command with its node rank from submitit's JobEnvironment, the first host as the
-    rendezvous address and `num_processes` counting all GPUs of all nodes. The tests run the
-    single-node path on CPU processes (conf/accelerate/cpu.yaml); multi-node needs a real cluster.
+
+def accelerate_prefix(num_processes: int, accelerate_config: str | None,
+                      rendezvous: Rendezvous | None = None) -> list[str]:
+    """`accelerate launch` with its options, before the program to launch.
+
+    Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs (the
+    tests: CPU processes over gloo, conf/accelerate/cpu.yaml), meeting on a free local port.
+    Multi-node (profile `nodes` > 1): one task per node; each runs this command with the rendezvous
+    read from SLURM (abcx.launch.rendezvous) and starts num_processes / nodes workers; `num_processes`
+    counts the processes of all nodes.
     """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         cmd += ["--config_file", str(REPO_ROOT / "conf" / "accelerate" / f"{accelerate_config}.yaml")]
     cmd += ["--num_processes", str(num_processes)]
-    try:
-        env = submitit.JobEnvironment()
-        nodes, rank, hosts = env.num_nodes, env.node, env.hostnames
-    except Exception:  # noqa: BLE001 - outside a submitit job: single node
-        nodes, rank, hosts = 1, 0, []
-    if nodes > 1:
-        cmd += ["--num_machines", str(nodes), "--machine_rank", str(rank), "--main_process_ip", hosts[0],
-                "--main_process_port", os.environ.get("ABCX_MAIN_PORT", "29500"), "--rdzv_backend", "static"]
+    if rendezvous is not None:
+        cmd += rendezvous.accelerate_args()
     else:  # a free port, so that parallel jobs on one machine do not all rendezvous on 29500
         cmd += ["--main_process_port", os.environ.get("ABCX_MAIN_PORT") or str(_free_port())]
-    cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
     return cmd
+
+
+def job_rendezvous(num_processes: int, train_nodes: int | None = None) -> Rendezvous | None:
+    """The rendezvous of this task when it is one node of a multi-node SLURM job, else None."""
+    from abcx.launch import rendezvous
+
+    if rendezvous.slurm_nodes(os.environ) <= 1:
+        return None
+    return rendezvous.from_slurm(os.environ, submitit.JobEnvironment().paths.folder, num_processes,
+                                 train_nodes=train_nodes)
+
+
+def _job_hosts() -> list[str]:
+    from abcx.launch.rendezvous import expand_nodelist
+
+    return expand_nodelist(os.environ["SLURM_JOB_NODELIST"])
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ from abcx.errors import UserError
 
 PROFILE_DIR = Path(os.environ.get("ABCX_SLURM_PROFILES", Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"))
 RESOURCE_KEYS = ("partition", "account", "qos", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint",
-                 "nodes", "array_parallelism", "additional_parameters", "setup")
+                 "nodes", "array_parallelism", "additional_parameters", "setup", "vllm_server")  # abcx.launch.layout
 PROFILE_KEYS = set(RESOURCE_KEYS) | {"resources_by_model", "description"}
 # squeue states in which a job still holds (or waits for) its run.
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",

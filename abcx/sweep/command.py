@@ -67,10 +67,13 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
     sweep_dir = M.sweep_dir(results_dir, spec.name)
     # Before the lock (which creates the sweep folder) and before any record is touched.
     check_results_dir(results_dir, sweep_dir, runs_dir(results_dir), write=not dry_run)
+    layouts = _layouts(planned) if backend == "slurm" else []  # a bad vllm_server: one line, nothing written
     if dry_run:
         data = M.load(results_dir, spec.name)
         P.refresh(planned, _liveness(backend, data, strict=False))
         out(P.table(planned))
+        for line in layouts:  # how each job's nodes are used (training, a vLLM server)
+            out(line)
         out(f"sweep {spec.name}: {len(planned)} point(s), " + _counts_text(P.counts(planned))
             + f"; backend {backend}; nothing submitted (--dry-run)")
         return 0
@@ -81,6 +84,12 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
         return _submit_locked(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     finally:
         lock.release()  # a detached supervisor keeps holding it (it inherited the same open file)
+
+
+def _layouts(planned) -> list[str]:
+    from abcx.launch.layout import describe_points
+
+    return describe_points(planned)
 
 
 def _already_running(name: str, lock: SweepLock, results_dir: str, *, wait: bool, out) -> int:
