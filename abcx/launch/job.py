@@ -66,7 +66,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if self.num_processes > 1:
                 self.run_distributed(job_id)
             else:
-                run_point(self.overrides, self.results_dir, self.run_id, job_id)
+                run_point(self.overrides, self.results_dir, self.run_id, job_id, sweep=self.sweep)
         except BaseException as err:
             # train() records its own failures; this covers what fails before it starts (compose, imports),
             # except when another process trains the run right now (its run lock is held): its record.
@@ -81,7 +81,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def run_distributed(self, job_id: str | None, cwd: str | Path = REPO_ROOT) -> None:
         env = dict(os.environ, ABCX_JOB_ID=job_id or "")
         cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
-                                 self.accelerate_config)
+                                 self.accelerate_config, sweep=self.sweep)
         proc = subprocess.run(cmd, env=env, cwd=cwd)
         if proc.returncode:
             raise RuntimeError(f"accelerate launch exited {proc.returncode}: {shlex.join(cmd)}")
@@ -97,7 +97,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return f"TrainJob({self.run_id}: {' '.join(self.overrides)})"
 
 
-def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None):
+def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None):
     from abcx import config as C
     from abcx.errors import UserError
     from abcx.train import train
@@ -108,11 +108,11 @@ def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str |
             f"point [{' '.join(overrides)}] now composes to run {C.run_id(cfg)}, not the submitted {run_id}: the "
             f"config files changed since submission; resubmit the sweep"
         )
-    return train(cfg, job_id=job_id, quiet=True)
+    return train(cfg, job_id=job_id, quiet=True, sweep=sweep)
 
 
 def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
-                       accelerate_config: str | None) -> list[str]:
+                       accelerate_config: str | None, sweep: str | None = None) -> list[str]:
     """`accelerate launch` of this module for one point.
 
     Single node: one SLURM task per job, accelerate starts `num_processes` workers on its GPUs.
@@ -135,7 +135,8 @@ def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_
                 "--main_process_port", os.environ.get("ABCX_MAIN_PORT", "29500"), "--rdzv_backend", "static"]
     else:  # a free port, so that parallel jobs on one machine do not all rendezvous on 29500
         cmd += ["--main_process_port", os.environ.get("ABCX_MAIN_PORT") or str(_free_port())]
-    cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
+    cmd += ["-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id,
+            *(["--sweep", sweep] if sweep else []), "--", *overrides]
     return cmd
 
 
@@ -180,9 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m abcx.launch.job")
     parser.add_argument("--results-dir", required=True)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--sweep", default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None)
+    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None, sweep=args.sweep)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
 from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many_compacted
 
-STATUS_STATES = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
+from abcx.states import RECORDED
+
+STATUS_STATES = tuple(s.value for s in RECORDED)  # the run record's own vocabulary (abcx.states), kept as is
 DEFAULT_STALE_AFTER_S = 3600.0
 
 
@@ -81,8 +83,9 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
     raw_state = status.get("state")
     if raw_state not in STATUS_STATES:
         raise UserError(f"{path}/status.json: state {raw_state!r} is not one of {', '.join(STATUS_STATES)}")
-    state = STATUS_STATES[raw_state]
-    detail = "cancelled" if raw_state == "cancelled" else ""
+    state = raw_state
+    stop = status.get("stop") if raw_state == "stopped" and isinstance(status.get("stop"), dict) else {}
+    detail = str(stop.get("reason") or "")[:120]  # a stopped run says why (the rung and its rank, a health limit)
     if status.get("error"):
         detail = (detail + ": " if detail else "") + str(status["error"]).splitlines()[0][:120]
     stale = False

@@ -1,0 +1,352 @@
+"""Sweep strategies: which run a sweep's supervisor starts next, and how far (the `strategy:` block
+of sweeps/<name>.yaml; default `grid`).
+
+    strategy:
+      name: halving                 # grid (every point to the end) | halving (asynchronous successive halving)
+      rungs: [50, 100, 200]         # halving: steps where runs are ranked; max_steps is the last rung
+      eta: 3                        # halving: the top 1/eta of the runs that reached a rung go on
+      metric: eval/chain/avg@16     # halving: eval/<benchmark>/<avg@k|pass@k> or a training metric (reward, entropy)
+      mode: max                     # halving: max or min
+      window: 5                     # halving, training metric: mean of its last N logged values up to the rung
+      health: {entropy_floor: 0.001, zero_std_frac: 0.95, steps: 5, nonfinite: true}   # any strategy
+      budget: {device_hours: 2.0}   # any strategy: no new work once the sweep's runs spent this
+
+One registry (STRATEGIES) gives the names, their keys and the validation; every check runs on the
+planned points before anything is written. A strategy's state is read back from the run records
+(steps reached, eval rows at rung steps), so a restarted supervisor continues where one stopped.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abcx.errors import UserError
+from abcx.record import RunRecord, now_iso, read_json, read_jsonl
+from abcx.states import State
+
+COMMON_KEYS = {"name", "health", "budget"}
+HEALTH_KEYS = {"entropy_floor", "zero_std_frac", "steps", "nonfinite"}
+BUDGET_KEYS = {"device_hours"}
+HALVING_KEYS = {"rungs", "eta", "metric", "mode", "window"}
+STRATEGIES = {"grid": set(), "halving": HALVING_KEYS}
+DECISIONS_FILE = "decisions.jsonl"
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str = "grid"
+    health: dict = field(default_factory=dict)
+    device_hours: float | None = None
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    metric: str = ""
+    mode: str = "max"
+    window: int = 5
+
+    def to_json(self) -> dict:
+        """The block as a sweep file would give it (parse(to_json()) == self)."""
+        out: dict = {"name": self.name, "health": self.health or None,
+                     "budget": None if self.device_hours is None else {"device_hours": self.device_hours}}
+        if self.name == "halving":
+            out.update(rungs=list(self.rungs), eta=self.eta, metric=self.metric, mode=self.mode, window=self.window)
+        return out
+
+
+def parse(raw: Any, where: str = "strategy") -> StrategySpec:
+    """The `strategy:` block (or its to_json) -> StrategySpec; one UserError line naming the bad key."""
+    if raw is None:
+        return StrategySpec()
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping with name: {' | '.join(STRATEGIES)}")
+    name = raw.get("name", "grid")
+    if name not in STRATEGIES:
+        raise UserError(f"{where}.name={name!r} is not a strategy; valid: {', '.join(STRATEGIES)}")
+    unknown = sorted(set(raw) - COMMON_KEYS - STRATEGIES[name])
+    if unknown:
+        raise UserError(f"{where}.{unknown[0]} is not a key of strategy {name}; valid: "
+                        f"{', '.join(sorted(COMMON_KEYS | STRATEGIES[name]))}")
+    health = _health(raw.get("health"), f"{where}.health")
+    budget = raw.get("budget") or {}
+    if not isinstance(budget, dict) or set(budget) - BUDGET_KEYS:
+        raise UserError(f"{where}.budget must be {{device_hours: <hours>}}")
+    hours = budget.get("device_hours")
+    if hours is not None and (not _number(hours) or hours <= 0):
+        raise UserError(f"{where}.budget.device_hours={hours!r} must be a positive number of hours")
+    spec = StrategySpec(name=name, health=health, device_hours=None if hours is None else float(hours))
+    return _halving(raw, spec, where) if name == "halving" else spec
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _health(raw: Any, where: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - HEALTH_KEYS:
+        bad = sorted(set(raw) - HEALTH_KEYS)[0] if isinstance(raw, dict) else None
+        raise UserError(f"{where}{'.' + bad if bad else ''}: health takes {', '.join(sorted(HEALTH_KEYS))}")
+    for key in ("entropy_floor", "zero_std_frac"):
+        if raw.get(key) is not None and not _number(raw[key]):
+            raise UserError(f"{where}.{key}={raw[key]!r} must be a number")
+    if raw.get("zero_std_frac") is not None and not 0 <= raw["zero_std_frac"] <= 1:
+        raise UserError(f"{where}.zero_std_frac={raw['zero_std_frac']!r} must lie in [0, 1]")
+    steps = raw.get("steps", 5)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise UserError(f"{where}.steps={steps!r} must be a whole number >= 1")
+    if not isinstance(raw.get("nonfinite", True), bool):
+        raise UserError(f"{where}.nonfinite must be true or false")
+    return {"steps": steps, "nonfinite": raw.get("nonfinite", True),
+            **{k: float(raw[k]) for k in ("entropy_floor", "zero_std_frac") if raw.get(k) is not None}}
+
+
+def _halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
+    rungs = raw.get("rungs")
+    if not isinstance(rungs, list) or not rungs or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0
+                                                              for r in rungs) or rungs != sorted(set(rungs)):
+        raise UserError(f"{where}.rungs={rungs!r} must be increasing training steps, e.g. [50, 100, 200]")
+    eta = raw.get("eta", 3)
+    if not isinstance(eta, int) or isinstance(eta, bool) or eta < 2:
+        raise UserError(f"{where}.eta={eta!r} must be a whole number >= 2 (the top 1/eta go on)")
+    metric = raw.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise UserError(f"{where}.metric is required: eval/<benchmark>/<avg@k|pass@k> or a training metric (reward)")
+    mode = raw.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise UserError(f"{where}.mode={mode!r}; valid: max, min")
+    window = raw.get("window", 5)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise UserError(f"{where}.window={window!r} must be a whole number >= 1")
+    return StrategySpec(name="halving", health=spec.health, device_hours=spec.device_hours, rungs=tuple(rungs),
+                        eta=eta, metric=metric, mode=mode, window=window)
+
+
+def check(spec: StrategySpec, planned: list, where: str = "strategy") -> None:
+    """What the points must allow: each rung within max_steps; an eval metric evaluated at every rung."""
+    if spec.name != "halving":
+        return
+    for run in planned:
+        train, ev = run.cfg.train, run.cfg.eval
+        point = f"point {run.index + 1} [{' '.join(run.overrides)}]"
+        if spec.rungs[-1] > train.max_steps:
+            raise UserError(f"{where}.rungs: rung {spec.rungs[-1]} is beyond train.max_steps={train.max_steps} of {point}")
+        if not spec.metric.startswith("eval/"):
+            continue
+        parts = spec.metric.split("/")
+        if len(parts) != 3 or parts[1] not in ev.benchmarks or not _eval_metric_ok(parts[2], ev.n):
+            raise UserError(f"{where}.metric={spec.metric}: {point} evaluates eval/<benchmark>/<avg@k|pass@k> with "
+                            f"benchmark in {list(ev.benchmarks)} and k <= eval.n={ev.n}")
+        for rung in (*spec.rungs, train.max_steps):
+            at_end = rung == train.max_steps and ev.at_end
+            if not at_end and not (ev.every_steps and rung % ev.every_steps == 0):
+                raise UserError(f"{where}.metric={spec.metric} needs an evaluation at rung {rung}: eval.every_steps="
+                                f"{ev.every_steps} of {point} must divide every rung (e.g. eval.every_steps={spec.rungs[0]})")
+
+
+def _eval_metric_ok(name: str, n: int) -> bool:
+    kind, _, k = name.partition("@")
+    return kind in ("avg", "pass") and k.isdigit() and 1 <= int(k) <= n
+
+
+class Decisions:
+    """results/sweeps/<name>/decisions.jsonl: one line per decision, with the numbers it rested on."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.path = Path(sweep_dir) / DECISIONS_FILE
+
+    def add(self, event: str, **fields: Any) -> dict:
+        row = {"time": now_iso(), "event": event, **fields}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+            f.flush()
+        return row
+
+    def rows(self) -> list[dict]:
+        return list(read_jsonl(self.path))
+
+
+def metric_at(record: RunRecord, metric: str, step: int, window: int = 5) -> float | None:
+    """The ranking metric of a run at a rung step, from its own record: the eval row at that step
+    (eval/<benchmark>/<name>), or the mean of a training metric's last `window` logged values up to it."""
+    if metric.startswith("eval/"):
+        _, bench, name = metric.split("/")
+        rows = [r for r in read_jsonl(record.eval_path) if r.get("step") == step and r.get("benchmark") == bench]
+        value = (rows[-1].get("metrics") or {}).get(name) if rows else None
+        return float(value) if _number(value) else None
+    values = [r[metric] for r in record.metrics() if isinstance(r.get("step"), int) and r["step"] <= step
+              and _number(r.get(metric))]
+    return sum(values[-window:]) / len(values[-window:]) if values else None
+
+
+@dataclass
+class Start:
+    """What the supervisor starts: a run and where it pauses (None: train to the end)."""
+    run: Any
+    stop_at: int | None
+    why: dict = field(default_factory=dict)
+
+
+class Grid:
+    """Every point to the end, in order: today's sweep."""
+
+    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None) -> None:
+        self.todo = list(planned if todo is None else todo)
+
+    def next(self, active: set[str]) -> Start | None:
+        return Start(self.todo.pop(0), None) if self.todo else None
+
+    def waiting(self) -> list[str]:
+        return [r.run_id for r in self.todo]
+
+    def ended(self, run, record: RunRecord) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+class Halving:
+    """Asynchronous successive halving (ASHA, Li et al. 2018): a run trains to the next rung and pauses
+    there (state `stopped`, at a checkpoint). Whenever a worker is free, the run ranked highest at the
+    highest rung that is in the top floor(n/eta) of the n runs that reached that rung and has not
+    gone on yet is promoted (resumes from its checkpoint to the next rung); if none is, a new point
+    starts. No worker waits for a rung to fill. When nothing is left, the paused runs stay `stopped`
+    with the rung, their value, rank and the cut in their record and in decisions.jsonl."""
+
+    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None) -> None:
+        self.spec, self.planned, self.decisions = spec, list(planned), decisions
+        max_steps = max(r.cfg.train.max_steps for r in planned)
+        self.rungs = list(spec.rungs) + ([max_steps] if spec.rungs[-1] < max_steps else [])
+        self.tried: set[tuple[str, int | None]] = set()  # (run, target) started by this supervisor
+        self.values: dict[tuple[str, int], float | None] = {}
+
+    def _record(self, run) -> RunRecord:
+        return RunRecord(run.path)
+
+    def value(self, run, k: int) -> float | None:
+        """The run's metric at rung k (None: not reached or not readable); cached once known."""
+        key = (run.run_id, k)
+        if self.values.get(key) is None:
+            status = self._record(run).status()
+            if int(status.get("step") or 0) < self.rungs[k]:
+                return None
+            self.values[key] = metric_at(self._record(run), self.spec.metric, self.rungs[k], self.spec.window)
+        return self.values[key]
+
+    def ranking(self, k: int) -> list[tuple[float, Any]]:
+        """(value, run) of every run that reached rung k, best first."""
+        reached = [(v, r) for r in self.planned if (v := self.value(r, k)) is not None]
+        return sorted(reached, key=lambda vr: vr[0], reverse=self.spec.mode == "max")
+
+    def _paused_at(self, run) -> int | None:
+        """The rung index a run waits at (stopped there by its rung), None otherwise."""
+        status = self._record(run).status()
+        stop = status.get("stop") or {}
+        if status.get("state") != State.STOPPED or stop.get("kind") not in ("rung", "cut"):
+            return None
+        step = int(status.get("step") or 0)
+        return self.rungs.index(step) if step in self.rungs[:-1] else None
+
+    def next(self, active: set[str]) -> Start | None:
+        for k in reversed(range(len(self.rungs) - 1)):
+            ranking = self.ranking(k)
+            cut = len(ranking) // self.spec.eta
+            for rank, (value, run) in enumerate(ranking[:cut], start=1):
+                target = self._target(k + 1)
+                if run.run_id in active or self._paused_at(run) != k or (run.run_id, target) in self.tried:
+                    continue
+                self.tried.add((run.run_id, target))
+                why = {"rung": k, "step": self.rungs[k], "value": value, "rank": rank, "of": len(ranking), "cut": cut}
+                self.decisions.add("promoted", run_id=run.run_id, to_step=self.rungs[k + 1], **why)
+                return Start(run, target, why)
+        for run in self.planned:
+            state = self._record(run).state()
+            step = int(self._record(run).status().get("step") or 0)
+            if run.run_id in active or state not in (State.PENDING, State.FAILED, State.CANCELLED, State.NEW):
+                continue
+            k = next((i for i, r in enumerate(self.rungs) if r > step), len(self.rungs) - 1)
+            target = self._target(k)
+            if (run.run_id, target) not in self.tried:
+                self.tried.add((run.run_id, target))
+                return Start(run, target)
+        return None
+
+    def _target(self, k: int) -> int | None:
+        return None if k >= len(self.rungs) - 1 else self.rungs[k]
+
+    def waiting(self) -> list[str]:
+        return [r.run_id for r in self.planned if self._record(r).state() in (State.PENDING, State.NEW)
+                and not any(t[0] == r.run_id for t in self.tried)]
+
+    def ended(self, run, record: RunRecord) -> None:
+        k = self._paused_at(run)
+        if k is None:
+            return
+        ranking = self.ranking(k)
+        rank = next((i for i, (_v, r) in enumerate(ranking, start=1) if r.run_id == run.run_id), None)
+        self.decisions.add("rung", run_id=run.run_id, rung=k, step=self.rungs[k], value=self.value(run, k),
+                           rank=rank, of=len(ranking), cut=len(ranking) // self.spec.eta)
+
+    def finish(self) -> None:
+        """Nothing more will be promoted: each paused run is stopped below the cut of its rung."""
+        best = None
+        for k in reversed(range(len(self.rungs))):
+            ranking = self.ranking(k)
+            if ranking and best is None:
+                best = {"run_id": ranking[0][1].run_id, "rung": k, "step": self.rungs[k], "value": ranking[0][0],
+                        "of": len(ranking)}
+            cut = len(ranking) // self.spec.eta
+            for rank, (value, run) in enumerate(ranking, start=1):
+                if self._paused_at(run) != k:
+                    continue
+                record = self._record(run)
+                detail = {"rung": k, "step": self.rungs[k], "value": value, "rank": rank, "of": len(ranking),
+                          "cut": cut, "metric": self.spec.metric}
+                if (record.status().get("stop") or {}).get("kind") == "cut":
+                    continue  # said already (a restarted supervisor)
+                reason = (f"below the cut at rung {k + 1} (step {self.rungs[k]}): {self.spec.metric} {value:.4g}, "
+                          f"rank {rank} of {len(ranking)}, the top {cut} went on")
+                record.stop(reason, kind="cut", **detail)
+                self.decisions.add("stopped", run_id=run.run_id, reason=reason, **detail)
+        if best is not None:
+            self.decisions.add("best", metric=self.spec.metric, mode=self.spec.mode, **best)
+
+
+RUNNERS = {"grid": Grid, "halving": Halving}
+
+
+def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None):
+    return RUNNERS[spec.name](spec, planned, decisions, todo)
+
+
+def spent_device_hours(records: list[RunRecord], usage: dict[str, float] | None = None) -> float:
+    """Device-hours a sweep's runs have used: the backend's accounting per job where it has one
+    (sacct), else the records' own (status.json `device_hours`)."""
+    total = 0.0
+    for record in records:
+        status = record.status()
+        job = str(status.get("job_id") or "")
+        if usage and job in usage:
+            total += usage[job]
+        else:
+            total += float(status.get("device_hours") or 0.0)
+    return total
+
+
+def budget_line(spec: StrategySpec, spent: float) -> str:
+    if spec.device_hours is None:
+        return ""
+    left = max(0.0, spec.device_hours - spent)
+    return f"budget {spec.device_hours:g} device-hours: {spent:.4f} spent, {left:.4f} left"
+
+
+def load_strategy(sweep_dir: Path) -> StrategySpec:
+    """The strategy a sweep was last run with (its queue file), grid when unknown."""
+    queue = read_json(Path(sweep_dir) / "queue.json") or {}
+    try:
+        return parse(queue.get("strategy"))
+    except UserError:
+        return StrategySpec()
