@@ -129,3 +129,33 @@ def test_no_new_run_starts_once_the_device_hour_budget_is_spent(tmp_path, tiny_m
     assert decision["spent"] == pytest.approx(started.status()["device_hours"], rel=1e-6)
     assert started.status()["device_hours"] == pytest.approx(started.status()["elapsed_s"] * 1 / 3600, rel=1e-3)
     assert "budget 0.0001 device-hours:" in out and "0.0000 left" in out and "2 new" in out
+
+
+@pytest.mark.slow
+def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_max_while_it_does_not(
+        tmp_path, tiny_model_path):
+    """Two pairs ranked by the logged learning rate, so each pair's difference is known exactly:
+    pair 0 (2e-4 vs 1e-4) differs by 1e-4 on every seed (decided at min=2), pair 1 (3e-4 vs 3e-4)
+    by 0 on every seed (the interval [0, 0] covers 0: a seed is added up to max=3)."""
+    results = tmp_path / "results"
+    path = tmp_path / "seq.yaml"
+    path.write_text(f"name: seq\nfixed: {TINY.replace('max_steps=4', 'max_steps=1')}, results_dir={results}]\n"
+                    "points:\n  - [method=abc_grpo, train.learning_rate=2.0e-4]\n"
+                    "  - [method=abc_grpo, train.learning_rate=3.0e-4]\n  - [method=grpo]\n"
+                    "  - [method=grpo, train.learning_rate=3.0e-4]\n"
+                    "strategy:\n  name: seeds\n  min: 2\n  max: 3\n  compare: [abc_grpo, grpo]\n"
+                    "  metric: learning_rate\n  window: 1\n")
+    code, out = call(command.sweep_run, str(path), [], wait=True)
+    assert code == 0, out
+    decisions = list(read_jsonl(results / "sweeps" / "seq" / "decisions.jsonl"))
+    final = {d["pair"]: d for d in decisions if d["event"] in ("decided", "undecided")}
+    added = [d for d in decisions if d["event"] == "seed_added"]
+    assert final[0]["event"] == "decided" and final[0]["n"] == 2
+    assert final[0]["mean_diff"] == pytest.approx(1e-4) and final[0]["low"] > 0
+    assert final[1]["event"] == "undecided" and final[1]["n"] == 3 and final[1]["low"] <= 0 <= final[1]["high"]
+    assert [(d["pair"], d["seed"], d["n"]) for d in added] == [(1, 2, 2)]  # only the open pair got a seed
+    seeds = sorted((r.meta()["seed"], r.meta()["method"]) for r in records(results, "seq"))
+    assert len(seeds) == 4 + 6 and seeds.count((2, "grpo")) == 1 and seeds.count((2, "abc_grpo")) == 1
+    assert all(r.state() == "finished" for r in records(results, "seq"))
+    code, out = call(command.sweep_status, "seq", results_dir=str(results))
+    assert "pair 1 (abc_grpo - grpo" in out and "decided" in out and "undecided at 3 seeds" in out

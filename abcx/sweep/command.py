@@ -33,7 +33,8 @@ def _out(text: str = "") -> None:
 def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, yes: bool = False):
     """(spec, planned runs) for a sweep file plus command-line overrides; raises UserError on any bad point."""
     spec = S.with_cli(S.load_sweep(name_or_path), list(overrides or ()))
-    planned = P.build(S.expand(spec), allow_many=yes)
+    planned = P.build(ST.seed_points(spec.strategy, S.expand(spec), f"{spec.source or spec.name}: strategy"),
+                      allow_many=yes)
     for key in ("launcher.name", "results_dir"):
         values = {str(_get(r.cfg, key)) for r in planned}
         if len(values) > 1:
@@ -278,6 +279,8 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
     strategy = ST.load_strategy(M.sweep_dir(results_dir, name))
     if strategy.name == "halving":
         _rung_table(strategy, runs, out)
+    if strategy.name == "seeds":
+        _seed_lines(M.sweep_dir(results_dir, name), out)
     counts = P.counts(runs)
     source = "sacct" if usage else "run records"
     budget = ST.budget_line(strategy, total)
@@ -310,6 +313,22 @@ def _rung_table(strategy: ST.StrategySpec, runs: list[P.PlannedRun], out) -> Non
             cells.append("-" if v is None else f"{v:.4g} (#{ranks[k][r.run_id]}/{len(ranks[k])})")
         rows.append((r.run_id, *cells, ""))
     _columns(rows, out)
+
+
+def _seed_lines(sweep_dir: Path, out) -> None:
+    """Per compared pair, its latest interval and whether it is decided (decisions.jsonl)."""
+    latest: dict[int, dict] = {}
+    for d in ST.Decisions(sweep_dir).rows():
+        if d.get("event") in ("seed_added", "decided", "undecided") and isinstance(d.get("pair"), int):
+            latest[d["pair"]] = d
+    for pair, d in sorted(latest.items()):
+        if "low" not in d:
+            out(f"pair {pair + 1}: {d.get('reason', d['event'])}")
+            continue
+        verdict = {"decided": "decided", "undecided": f"undecided at {d['n']} seeds"}.get(d["event"], "open: seed added")
+        a, b = d["compare"]
+        out(f"pair {pair + 1} ({a} - {b} on {d['metric']}, [{' '.join(d.get('point', []))}]): n={d['n']}, "
+            f"mean {d['mean_diff']:.4g}, {1 - d['alpha']:.0%} interval [{d['low']:.4g}, {d['high']:.4g}]: {verdict}")
 
 
 def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:

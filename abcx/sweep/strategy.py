@@ -31,7 +31,8 @@ COMMON_KEYS = {"name", "health", "budget"}
 HEALTH_KEYS = {"entropy_floor", "zero_std_frac", "steps", "nonfinite"}
 BUDGET_KEYS = {"device_hours"}
 HALVING_KEYS = {"rungs", "eta", "metric", "mode", "window"}
-STRATEGIES = {"grid": set(), "halving": HALVING_KEYS}
+SEEDS_KEYS = {"min", "max", "compare", "metric", "alpha", "window"}
+STRATEGIES = {"grid": set(), "halving": HALVING_KEYS, "seeds": SEEDS_KEYS}
 DECISIONS_FILE = "decisions.jsonl"
 
 
@@ -45,6 +46,10 @@ class StrategySpec:
     metric: str = ""
     mode: str = "max"
     window: int = 5
+    min_seeds: int = 2
+    max_seeds: int = 8
+    compare: tuple[str, ...] = ()
+    alpha: float = 0.05
 
     def to_json(self) -> dict:
         """The block as a sweep file would give it (parse(to_json()) == self)."""
@@ -52,6 +57,9 @@ class StrategySpec:
                      "budget": None if self.device_hours is None else {"device_hours": self.device_hours}}
         if self.name == "halving":
             out.update(rungs=list(self.rungs), eta=self.eta, metric=self.metric, mode=self.mode, window=self.window)
+        if self.name == "seeds":
+            out.update({"min": self.min_seeds, "max": self.max_seeds, "compare": list(self.compare),
+                        "metric": self.metric, "alpha": self.alpha, "window": self.window})
         return out
 
 
@@ -76,7 +84,9 @@ def parse(raw: Any, where: str = "strategy") -> StrategySpec:
     if hours is not None and (not _number(hours) or hours <= 0):
         raise UserError(f"{where}.budget.device_hours={hours!r} must be a positive number of hours")
     spec = StrategySpec(name=name, health=health, device_hours=None if hours is None else float(hours))
-    return _halving(raw, spec, where) if name == "halving" else spec
+    if name == "halving":
+        return _halving(raw, spec, where)
+    return _seeds(raw, spec, where) if name == "seeds" else spec
 
 
 def _number(value: Any) -> bool:
@@ -124,8 +134,68 @@ def _halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
                         eta=eta, metric=metric, mode=mode, window=window)
 
 
+def _seeds(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
+    lo, hi = raw.get("min", 2), raw.get("max", 8)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 2 <= lo <= hi:
+        raise UserError(f"{where}: min={lo!r}, max={hi!r} must be whole numbers with 2 <= min <= max "
+                        f"(a paired interval needs two seeds)")
+    compare = raw.get("compare")
+    if not isinstance(compare, list) or len(compare) != 2 or not all(isinstance(c, str) for c in compare) \
+            or compare[0] == compare[1]:
+        raise UserError(f"{where}.compare={compare!r} must name two methods, e.g. [abc_grpo, grpo]")
+    metric = raw.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise UserError(f"{where}.metric is required: eval/<benchmark>/<avg@k|pass@k> or a training metric")
+    alpha = raw.get("alpha", 0.05)
+    if not _number(alpha) or not 0 < alpha < 1:
+        raise UserError(f"{where}.alpha={alpha!r} must lie in (0, 1)")
+    window = raw.get("window", 5)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise UserError(f"{where}.window={window!r} must be a whole number >= 1")
+    return StrategySpec(name="seeds", health=spec.health, device_hours=spec.device_hours, metric=metric,
+                        min_seeds=lo, max_seeds=hi, compare=tuple(compare), alpha=float(alpha), window=window)
+
+
+def seed_points(spec: StrategySpec, points: list[tuple[str, ...]], where: str = "strategy") -> list[tuple[str, ...]]:
+    """The seeds strategy owns the seed axis: each point with seed=0..min-1 (the supervisor adds more)."""
+    if spec.name != "seeds":
+        return points
+    from abcx.sweep.spec import override_key
+
+    if any(override_key(o) == "seed" for p in points for o in p):
+        raise UserError(f"{where}: strategy seeds adds the seeds itself; remove `seed` from the sweep's grid and fixed")
+    return [(*p, f"seed={s}") for p in points for s in range(spec.min_seeds)]
+
+
+def pairs_of(spec: StrategySpec, planned: list, where: str = "strategy") -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The compared pairs: the k-th point (seed left out) with method compare[0] against the k-th with
+    compare[1], in sweep order. Returns their overrides without the seed."""
+    from abcx.sweep.spec import override_key
+
+    sides: dict[str, list[tuple[str, ...]]] = {m: [] for m in spec.compare}
+    for run in planned:
+        base = tuple(o for o in run.overrides if override_key(o) != "seed")
+        method = run.cfg.method.name
+        if method not in sides:
+            raise UserError(f"{where}: point [{' '.join(base)}] has method {method}, not one of compare={list(spec.compare)}")
+        if base not in sides[method]:
+            sides[method].append(base)
+    a, b = (sides[m] for m in spec.compare)
+    if len(a) != len(b):
+        raise UserError(f"{where}: {len(a)} point(s) with method {spec.compare[0]} but {len(b)} with "
+                        f"{spec.compare[1]}; the k-th of one is compared with the k-th of the other")
+    return list(zip(a, b))
+
+
 def check(spec: StrategySpec, planned: list, where: str = "strategy") -> None:
-    """What the points must allow: each rung within max_steps; an eval metric evaluated at every rung."""
+    """What the points must allow: each rung within max_steps; an eval metric evaluated at every rung;
+    for seeds, points that pair up and an eval metric evaluated at the end."""
+    if spec.name == "seeds":
+        pairs_of(spec, planned, where)
+        for run in planned:
+            if spec.metric.startswith("eval/") and not run.cfg.eval.at_end:
+                raise UserError(f"{where}.metric={spec.metric} is read at the end of each run: set eval.at_end=true")
+        return
     if spec.name != "halving":
         return
     for run in planned:
@@ -315,10 +385,96 @@ class Halving:
             self.decisions.add("best", metric=self.spec.metric, mode=self.spec.mode, **best)
 
 
-RUNNERS = {"grid": Grid, "halving": Halving}
+def paired_interval(diffs: list[float], alpha: float) -> tuple[float, float, float]:
+    """(mean, low, high): the two-sided 1-alpha Student-t interval of the mean paired difference."""
+    from scipy import stats
+
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
-def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None):
+class Seeds:
+    """Sequential seeds for a comparison: every compared pair starts with `min` seeds; once all of a
+    pair's runs have ended, the paired t-interval of metric(compare[0]) - metric(compare[1]) over
+    its seeds is computed; while it covers 0 and fewer than `max` seeds ran, one seed is added to
+    both sides ("seed_added"), else the pair is decided ("decided": the interval excludes 0) or
+    left undecided at max ("undecided"). Each decision records n, the mean difference and the interval."""
+
+    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None,
+                 plan=None) -> None:
+        self.spec, self.decisions, self.plan = spec, decisions, plan
+        self.planned = list(planned)
+        self.pairs = pairs_of(spec, planned)
+        self.todo = [r for r in (planned if todo is None else todo)]
+        self.closed: set[int] = {i for i, _p in enumerate(self.pairs) if self._said(i)}
+
+    def _said(self, i: int) -> bool:
+        return any(d.get("pair") == i and d["event"] in ("decided", "undecided") for d in self.decisions.rows())
+
+    def _runs(self, side: tuple[str, ...]) -> dict[int, Any]:
+        from abcx.sweep.spec import override_key
+
+        return {int(r.cfg.seed): r for r in self.planned
+                if tuple(o for o in r.overrides if override_key(o) != "seed") == side}
+
+    def next(self, active: set[str]) -> Start | None:
+        if self.todo:
+            return Start(self.todo.pop(0), None)
+        for i, (a, b) in enumerate(self.pairs):
+            if i in self.closed:
+                continue
+            runs_a, runs_b = self._runs(a), self._runs(b)
+            if any(r.run_id in active for r in (*runs_a.values(), *runs_b.values())):
+                continue
+            ends = [(self._end(runs_a[s]), self._end(runs_b[s])) for s in sorted(set(runs_a) & set(runs_b))]
+            diffs = [x - y for x, y in ends if x is not None and y is not None]
+            if len(diffs) < 2:
+                self.closed.add(i)
+                self.decisions.add("undecided", pair=i, compare=list(self.spec.compare), n=len(diffs),
+                                   reason="fewer than two seeds with the metric on both sides (failed runs?)")
+                continue
+            mean, lo, hi = paired_interval(diffs, self.spec.alpha)
+            numbers = {"pair": i, "compare": list(self.spec.compare), "point": list(a), "metric": self.spec.metric,
+                       "n": len(diffs), "mean_diff": mean, "low": lo, "high": hi, "alpha": self.spec.alpha,
+                       "diffs": diffs}
+            if lo <= 0 <= hi and len(runs_a) < self.spec.max_seeds:
+                seed = max(runs_a) + 1
+                new = self.plan([(*a, f"seed={seed}"), (*b, f"seed={seed}")], start_index=len(self.planned))
+                self.planned += new
+                self.todo += new
+                self.decisions.add("seed_added", seed=seed, run_ids=[r.run_id for r in new], **numbers)
+                return Start(self.todo.pop(0), None)
+            self.closed.add(i)
+            self.decisions.add("decided" if not lo <= 0 <= hi else "undecided", **numbers)
+        return None
+
+    def _end(self, run) -> float | None:
+        """The metric a finished run ended with (None for a run that did not finish)."""
+        record = RunRecord(run.path)
+        if record.state() != State.FINISHED:
+            return None
+        return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
+
+    def waiting(self) -> list[str]:
+        return [r.run_id for r in self.todo]
+
+    def ended(self, run, record: RunRecord) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+RUNNERS = {"grid": Grid, "halving": Halving, "seeds": Seeds}
+
+
+def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None, plan=None):
+    """The strategy's runner; `plan(points, start_index)` plans runs it adds (seeds)."""
+    if spec.name == "seeds":
+        return Seeds(spec, planned, decisions, todo, plan)
     return RUNNERS[spec.name](spec, planned, decisions, todo)
 
 

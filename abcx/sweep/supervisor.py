@@ -112,10 +112,21 @@ class Supervisor:
                                    f"the config files changed since submission; resubmit the sweep")
         by_id = {r.run_id: r for r in self.planned}
         self.decisions = S.Decisions(sweep_dir)
-        self.strategy = S.make(self.spec, self.planned, self.decisions, [by_id[i] for i in queue["todo"]])
+        self.strategy = S.make(self.spec, self.planned, self.decisions, [by_id[i] for i in queue["todo"]], self.plan)
         self.active: dict[str, object] = {}  # job id -> planned run
         self.budget_said = False
         self.failures = 0
+
+    def plan(self, points: list[tuple[str, ...]], start_index: int) -> list:
+        """Plan runs a strategy adds (a seed), validated like the sweep's own; listed in the manifest."""
+        from abcx.sweep import plan as P
+
+        new = P.build(points, allow_many=True)
+        for i, run in enumerate(new):
+            run.index = start_index + i
+        self.planned += new
+        self.note(lambda m: [M.upsert_run(m, r.run_id, overrides=list(r.overrides), index=r.index) for r in new])
+        return new
 
     def note(self, change) -> None:
         M.update(self.results_dir, self.sweep, change)
