@@ -159,3 +159,55 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
     assert all(r.state() == "finished" for r in records(results, "seq"))
     code, out = call(command.sweep_status, "seq", results_dir=str(results))
     assert "pair 1 (abc_grpo - grpo" in out and "decided" in out and "undecided at 3 seeds" in out
+
+
+@pytest.mark.slow
+def test_an_optuna_search_killed_midway_resumes_with_no_trial_lost_or_duplicated(tmp_path, tiny_model_path):
+    """3 TPE trials over the learning rate (the metric is the logged learning rate, so each trial's
+    value must equal its own sampled parameter). The supervisor and its job are SIGKILLed while the
+    second trial trains; a second `abcx sweep run` resumes that trial from its checkpoint."""
+    import os
+    import signal
+    import time
+
+    import optuna
+
+    results = tmp_path / "results"
+    path = tmp_path / "search.yaml"
+    path.write_text(f"name: search\nfixed: {TINY.replace('save_steps=4', 'save_steps=1')}, results_dir={results},"
+                    " launcher.max_parallel=1]\nstrategy:\n  name: optuna\n  sampler: TPESampler\n  sampler_seed: 3\n"
+                    "  trials: 3\n  space: {train.learning_rate: {low: 5.0e-5, high: 2.0e-4, log: true}}\n"
+                    "  metric: learning_rate\n  window: 1\n")
+    code, out = call(command.sweep_run, str(path), [])
+    assert code == 0 and "supervisor pid" in out, out
+    decisions = results / "sweeps" / "search" / "decisions.jsonl"
+
+    def second_trial_trains():
+        rows = list(read_jsonl(decisions)) if decisions.exists() else []
+        second = [d for d in rows if d["event"] == "trial" and d["trial"] == 1]
+        return second and RunRecord(results / "runs" / second[0]["run_id"]).status().get("step", 0) >= 1
+    deadline = time.time() + 600
+    while not second_trial_trains():
+        assert time.time() < deadline, "the second trial never started training"
+        time.sleep(0.3)
+    pid = manifest.load(results, "search")["supervisor"]["pid"]
+    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the supervisor and its job, as a crash would
+    time.sleep(1)
+
+    code, out = call(command.sweep_run, str(path), [], wait=True)
+    assert code == 0, out
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{results / 'sweeps' / 'search' / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.value for t in trials] == pytest.approx([t.params["train.learning_rate"] for t in trials], rel=1e-9)
+    rows = list(read_jsonl(decisions))
+    asked = [d for d in rows if d["event"] == "trial"]
+    assert [d["trial"] for d in asked] == [0, 1, 2]  # none asked twice
+    (resumed,) = [d for d in rows if d["event"] == "trial_resumed"]
+    assert resumed["trial"] == 1 and resumed["run_id"] == asked[1]["run_id"]
+    assert len({d["run_id"] for d in asked}) == 3
+    for d in asked:  # every trial an ordinary run, each step once (the resumed one from its checkpoint)
+        record = RunRecord(results / "runs" / d["run_id"])
+        assert record.state() == "finished" and trained_steps(record) == [1, 2, 3, 4]
+    assert sum(d["event"] == "trial_complete" for d in rows) == 3

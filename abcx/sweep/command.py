@@ -33,8 +33,7 @@ def _out(text: str = "") -> None:
 def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, yes: bool = False):
     """(spec, planned runs) for a sweep file plus command-line overrides; raises UserError on any bad point."""
     spec = S.with_cli(S.load_sweep(name_or_path), list(overrides or ()))
-    planned = P.build(ST.seed_points(spec.strategy, S.expand(spec), f"{spec.source or spec.name}: strategy"),
-                      allow_many=yes)
+    planned = P.build(ST.points_of(spec), allow_many=yes)
     for key in ("launcher.name", "results_dir"):
         values = {str(_get(r.cfg, key)) for r in planned}
         if len(values) > 1:
@@ -108,6 +107,8 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         out(f"sweep {spec.name} is already being run by supervisor pid {data['supervisor']['pid']}; "
             f"nothing submitted here (follow it with `abcx sweep status {spec.name}`)")
         return 0
+    if spec.strategy.name == "optuna":  # its point is a template, not a run: the study makes the trials
+        return _search(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     P.refresh(planned, _liveness(backend, data, strict=True))
     counts = P.counts(planned)
     submit = P.to_submit(planned)
@@ -131,6 +132,17 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         lock.describe(f"abcx sweep run (submitting to {backend})")
         return _submit_arrays(spec, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
     return _supervise(spec, planned, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
+
+
+def _search(spec, planned, backend: str, results_dir: str, sweep_dir: Path, lock: SweepLock, *, wait: bool,
+            out) -> int:
+    """An optuna sweep: its supervisor asks the study (SQLite beside the sweep) for trials and
+    resumes the ones a killed supervisor left running."""
+    M.update(results_dir, spec.name, lambda m: m.update(name=spec.name, description=spec.description,
+                                                        source=spec.source, backend=backend))
+    out(f"sweep {spec.name}: optuna search, {spec.strategy.trials} trial(s) in all "
+        f"({spec.strategy.sampler}, study {sweep_dir / ST.OPTUNA_DB})")
+    return _supervise(spec, planned, [], backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
 
 
 def _counts_text(counts: dict[str, int]) -> str:

@@ -184,6 +184,15 @@ def with_cli(spec: SweepSpec, overrides: list[str] | tuple[str, ...]) -> SweepSp
     return replace(spec, grid=grid, cli=tuple(cli))
 
 
+def merge_overrides(*sources) -> tuple[str, ...]:
+    """Overrides from several sources, later ones winning per key (each winner at its latest position)."""
+    merged: dict[str, str] = {}
+    for o in (o for source in sources for o in source):
+        merged.pop(override_key(o), None)
+        merged[override_key(o)] = o
+    return tuple(merged.values())
+
+
 def expand(spec: SweepSpec) -> list[tuple[str, ...]]:
     """Every point's plain overrides, in a stable order (points outer, grid axes in file order)."""
     if not spec.grid and not spec.points:

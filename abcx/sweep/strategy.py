@@ -32,7 +32,9 @@ HEALTH_KEYS = {"entropy_floor", "zero_std_frac", "steps", "nonfinite"}
 BUDGET_KEYS = {"device_hours"}
 HALVING_KEYS = {"rungs", "eta", "metric", "mode", "window"}
 SEEDS_KEYS = {"min", "max", "compare", "metric", "alpha", "window"}
-STRATEGIES = {"grid": set(), "halving": HALVING_KEYS, "seeds": SEEDS_KEYS}
+OPTUNA_KEYS = {"space", "trials", "sampler", "sampler_seed", "pruner", "rungs", "metric", "mode", "window"}
+STRATEGIES = {"grid": set(), "halving": HALVING_KEYS, "seeds": SEEDS_KEYS, "optuna": OPTUNA_KEYS}
+OPTUNA_DB = "optuna.db"
 DECISIONS_FILE = "decisions.jsonl"
 
 
@@ -50,6 +52,11 @@ class StrategySpec:
     max_seeds: int = 8
     compare: tuple[str, ...] = ()
     alpha: float = 0.05
+    space: dict = field(default_factory=dict)  # optuna: key -> {low, high, log} or {choices: [...]}
+    trials: int = 0
+    sampler: str = "TPESampler"
+    sampler_seed: int | None = None
+    pruner: str = "MedianPruner"
 
     def to_json(self) -> dict:
         """The block as a sweep file would give it (parse(to_json()) == self)."""
@@ -57,6 +64,10 @@ class StrategySpec:
                      "budget": None if self.device_hours is None else {"device_hours": self.device_hours}}
         if self.name == "halving":
             out.update(rungs=list(self.rungs), eta=self.eta, metric=self.metric, mode=self.mode, window=self.window)
+        if self.name == "optuna":
+            out.update(space=self.space, trials=self.trials, sampler=self.sampler, sampler_seed=self.sampler_seed,
+                       pruner=self.pruner, rungs=list(self.rungs) or None, metric=self.metric, mode=self.mode,
+                       window=self.window)
         if self.name == "seeds":
             out.update({"min": self.min_seeds, "max": self.max_seeds, "compare": list(self.compare),
                         "metric": self.metric, "alpha": self.alpha, "window": self.window})
@@ -86,6 +97,8 @@ def parse(raw: Any, where: str = "strategy") -> StrategySpec:
     spec = StrategySpec(name=name, health=health, device_hours=None if hours is None else float(hours))
     if name == "halving":
         return _halving(raw, spec, where)
+    if name == "optuna":
+        return _optuna(raw, spec, where)
     return _seeds(raw, spec, where) if name == "seeds" else spec
 
 
@@ -134,6 +147,46 @@ def _halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
                         eta=eta, metric=metric, mode=mode, window=window)
 
 
+def _optuna(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
+    import optuna
+
+    space = raw.get("space")
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"{where}.space must map override keys to ranges, e.g. {{method.eps3: {{low: 0.1, high: 2.0, log: true}}}}")
+    clean = {}
+    for key, dom in space.items():
+        if isinstance(dom, dict) and "choices" in dom and set(dom) == {"choices"} and isinstance(dom["choices"], list) \
+                and dom["choices"]:
+            clean[str(key)] = {"choices": list(dom["choices"])}
+        elif isinstance(dom, dict) and {"low", "high"} <= set(dom) <= {"low", "high", "log"} and _number(dom["low"]) \
+                and _number(dom["high"]) and dom["low"] < dom["high"] and isinstance(dom.get("log", False), bool) \
+                and not (dom.get("log") and dom["low"] <= 0):
+            clean[str(key)] = {"low": dom["low"], "high": dom["high"], "log": dom.get("log", False)}
+        else:
+            raise UserError(f"{where}.space.{key}={dom!r}: give {{low: L, high: H[, log: true]}} (L < H, L > 0 "
+                            f"with log) or {{choices: [a, b, ...]}}")
+    trials = raw.get("trials")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise UserError(f"{where}.trials={trials!r} must be a whole number >= 1")
+    samplers = sorted(n for n in dir(optuna.samplers) if n.endswith("Sampler") and not n.startswith("Base"))
+    pruners = sorted(n for n in dir(optuna.pruners) if n.endswith("Pruner") and not n.startswith("Base"))
+    sampler, pruner = raw.get("sampler", "TPESampler"), raw.get("pruner", "MedianPruner")
+    if sampler not in samplers:
+        raise UserError(f"{where}.sampler={sampler!r}; valid: {', '.join(samplers)}")
+    if pruner not in pruners:
+        raise UserError(f"{where}.pruner={pruner!r}; valid: {', '.join(pruners)}")
+    seed = raw.get("sampler_seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise UserError(f"{where}.sampler_seed={seed!r} must be a whole number")
+    rungs = raw.get("rungs")
+    base = _halving({**raw, "rungs": rungs or [1], "eta": 2}, spec, where) if raw.get("metric") else None
+    if base is None:
+        raise UserError(f"{where}.metric is required: eval/<benchmark>/<avg@k|pass@k> or a training metric")
+    return StrategySpec(name="optuna", health=spec.health, device_hours=spec.device_hours,
+                        rungs=tuple(rungs or ()), metric=base.metric, mode=base.mode, window=base.window,
+                        space=clean, trials=trials, sampler=sampler, sampler_seed=seed, pruner=pruner)
+
+
 def _seeds(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
     lo, hi = raw.get("min", 2), raw.get("max", 8)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 2 <= lo <= hi:
@@ -154,6 +207,22 @@ def _seeds(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
         raise UserError(f"{where}.window={window!r} must be a whole number >= 1")
     return StrategySpec(name="seeds", health=spec.health, device_hours=spec.device_hours, metric=metric,
                         min_seeds=lo, max_seeds=hi, compare=tuple(compare), alpha=float(alpha), window=window)
+
+
+def points_of(sweep) -> list[tuple[str, ...]]:
+    """The planned points of a sweep (abcx.sweep.spec.SweepSpec) under its strategy: an optuna search
+    starts from one base point (the fixed overrides, or the one point/grid cell given); seeds adds
+    seed=0..min-1 to every point; the others plan the grid."""
+    from abcx.sweep import spec as S
+
+    spec, where = sweep.strategy, f"{sweep.source or sweep.name}: strategy"
+    if spec.name == "optuna":
+        points = S.expand(sweep) if (sweep.grid or sweep.points) else [S.merge_overrides(sweep.fixed, sweep.cli)]
+        if len(points) != 1:
+            raise UserError(f"{where}: optuna searches space from one base point; the sweep has {len(points)} "
+                            f"(put the shared settings in fixed, the searched ones in space)")
+        return points
+    return seed_points(spec, S.expand(sweep), where)
 
 
 def seed_points(spec: StrategySpec, points: list[tuple[str, ...]], where: str = "strategy") -> list[tuple[str, ...]]:
@@ -196,7 +265,9 @@ def check(spec: StrategySpec, planned: list, where: str = "strategy") -> None:
             if spec.metric.startswith("eval/") and not run.cfg.eval.at_end:
                 raise UserError(f"{where}.metric={spec.metric} is read at the end of each run: set eval.at_end=true")
         return
-    if spec.name != "halving":
+    if spec.name == "optuna":
+        _check_space(spec, planned, where)
+    if spec.name not in ("halving", "optuna") or not spec.rungs:
         return
     for run in planned:
         train, ev = run.cfg.train, run.cfg.eval
@@ -214,6 +285,23 @@ def check(spec: StrategySpec, planned: list, where: str = "strategy") -> None:
             if not at_end and not (ev.every_steps and rung % ev.every_steps == 0):
                 raise UserError(f"{where}.metric={spec.metric} needs an evaluation at rung {rung}: eval.every_steps="
                                 f"{ev.every_steps} of {point} must divide every rung (e.g. eval.every_steps={spec.rungs[0]})")
+
+
+def _check_space(spec: StrategySpec, planned: list, where: str) -> None:
+    """Every end of every range (every choice) composes and validates on every base point."""
+    from abcx.sweep import plan as P
+    from abcx.sweep.spec import value_text
+
+    if spec.metric.startswith("eval/") and not all(r.cfg.eval.at_end for r in planned):
+        raise UserError(f"{where}.metric={spec.metric} is read at the end of each trial: set eval.at_end=true")
+    for key, dom in spec.space.items():
+        values = dom["choices"] if "choices" in dom else [dom["low"], dom["high"]]
+        for run in planned:
+            for value in values:
+                try:
+                    P.build([(*run.overrides, f"{key}={value_text(value)}")])
+                except UserError as err:
+                    raise UserError(f"{where}.space.{key}: value {value!r}: {err}") from None
 
 
 def _eval_metric_ok(name: str, n: int) -> bool:
@@ -468,13 +556,130 @@ class Seeds:
         return None
 
 
-RUNNERS = {"grid": Grid, "halving": Halving, "seeds": Seeds}
+class Optuna:
+    """An optuna study (any sampler by name) over `space`, stored in SQLite beside the sweep
+    (results/sweeps/<name>/optuna.db, study = the sweep's name), so a supervisor killed at any point
+    resumes it: trials left RUNNING are the runs it had started (their params give the same run id)
+    and are resumed from their checkpoints, never asked again; new trials are asked only while fewer
+    than `trials` exist. Each trial is an ordinary run with its own record. With `rungs`, a trial
+    pauses at each, reports the metric there and is pruned (state `stopped`) where the pruner says."""
+
+    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None,
+                 plan=None) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.spec, self.decisions, self.plan, self.base = spec, decisions, plan, planned[0]
+        self.optuna = optuna
+        storage = f"sqlite:///{decisions.path.parent / OPTUNA_DB}"
+        self.study = optuna.create_study(storage=storage, study_name=decisions.path.parent.name, load_if_exists=True,
+                                         direction="maximize" if spec.mode == "max" else "minimize",
+                                         pruner=getattr(optuna.pruners, spec.pruner)())
+        # A seeded sampler restarted with its seed would repeat the draws of the first trials: a
+        # resumed study seeds it with the seed plus the trials it holds (still reproducible).
+        sampler_cls = getattr(optuna.samplers, spec.sampler)
+        held = len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = sampler_cls() if spec.sampler_seed is None else sampler_cls(seed=spec.sampler_seed + held)
+        self.number: dict[str, int] = {}  # run id -> trial number
+        self.queue: list[Start] = []
+        for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            run = self._run_for(trial.params)
+            self.number[run.run_id] = trial.number
+            self.queue.append(Start(run, self._target(RunRecord(run.path)), {"trial": trial.number}))
+            self.decisions.add("trial_resumed", trial=trial.number, run_id=run.run_id, params=trial.params)
+
+    def _run_for(self, params: dict):
+        from abcx.sweep.spec import value_text
+
+        (run,) = self.plan([(*self.base.overrides, *(f"{k}={value_text(v)}" for k, v in params.items()))],
+                           start_index=None)
+        return run
+
+    def _target(self, record: RunRecord) -> int | None:
+        step = int(record.status().get("step") or 0)
+        return next((r for r in self.spec.rungs if r > step and r < self.base.cfg.train.max_steps), None)
+
+    def _suggest(self, trial) -> dict:
+        for key, dom in self.spec.space.items():
+            if "choices" in dom:
+                trial.suggest_categorical(key, dom["choices"])
+            else:
+                trial.suggest_float(key, dom["low"], dom["high"], log=dom["log"])
+        return trial.params
+
+    def next(self, active: set[str]) -> Start | None:
+        if self.queue:
+            return self.queue.pop(0)
+        while len(self.study.get_trials(deepcopy=False)) < self.spec.trials:
+            trial = self.study.ask()
+            params = self._suggest(trial)
+            run = self._run_for(params)
+            self.decisions.add("trial", trial=trial.number, run_id=run.run_id, params=params)
+            record = RunRecord(run.path)
+            if run.run_id in self.number or record.state() == State.FINISHED:  # params an earlier trial had
+                value = self._value(run, record) if record.state() == State.FINISHED else None
+                self._tell(trial.number, run, value, "same run as an earlier trial")
+                continue
+            self.number[run.run_id] = trial.number
+            return Start(run, self._target(record), {"trial": trial.number})
+        return None
+
+    def _value(self, run, record: RunRecord) -> float | None:
+        return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
+
+    def _tell(self, number: int, run, value: float | None, why: str = "", pruned: bool = False) -> None:
+        TrialState = self.optuna.trial.TrialState
+        if pruned:
+            self.study.tell(number, state=TrialState.PRUNED)
+        elif value is None:
+            self.study.tell(number, state=TrialState.FAIL)
+        else:
+            self.study.tell(number, value)
+        event = "pruned" if pruned else "trial_failed" if value is None else "trial_complete"
+        self.decisions.add(event, trial=number, run_id=run.run_id, value=value, **({"why": why} if why else {}))
+
+    def ended(self, run, record: RunRecord) -> None:
+        number = self.number.get(run.run_id)
+        if number is None:
+            return
+        state, stop = record.state(), record.status().get("stop") or {}
+        if state == State.FINISHED:
+            return self._tell(number, run, self._value(run, record))
+        if state == State.STOPPED and stop.get("kind") == "rung":
+            step = int(stop["step"])
+            value = metric_at(record, self.spec.metric, step, self.spec.window)
+            trial = self.optuna.trial.Trial(self.study, self.study.get_trials(deepcopy=False)[number]._trial_id)
+            if value is not None:
+                trial.report(value, step)
+            if value is None or trial.should_prune():
+                reason = f"pruned at step {step} by {self.spec.pruner}: {self.spec.metric} {value}"
+                record.stop(reason, kind="pruned", step=step, value=value, trial=number)
+                return self._tell(number, run, value, reason, pruned=True)
+            self.decisions.add("rung", trial=number, run_id=run.run_id, step=step, value=value)
+            self.queue.append(Start(run, self._target(record), {"trial": number}))
+            return None
+        if state == State.CANCELLED:
+            return None  # the supervisor is being stopped: the trial stays RUNNING and resumes next time
+        self._tell(number, run, None, str(record.status().get("error") or state))
+
+    def waiting(self) -> list[str]:
+        return [go.run.run_id for go in self.queue]
+
+    def finish(self) -> None:
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.value is not None]
+        if done:
+            best = self.study.best_trial
+            self.decisions.add("best", trial=best.number, value=best.value, params=best.params,
+                               metric=self.spec.metric, mode=self.spec.mode)
+
+
+RUNNERS = {"grid": Grid, "halving": Halving, "seeds": Seeds, "optuna": Optuna}
 
 
 def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None, plan=None):
     """The strategy's runner; `plan(points, start_index)` plans runs it adds (seeds)."""
-    if spec.name == "seeds":
-        return Seeds(spec, planned, decisions, todo, plan)
+    if spec.name in ("seeds", "optuna"):
+        return RUNNERS[spec.name](spec, planned, decisions, todo, plan)
     return RUNNERS[spec.name](spec, planned, decisions, todo)
 
 

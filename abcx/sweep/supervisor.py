@@ -117,14 +117,18 @@ class Supervisor:
         self.budget_said = False
         self.failures = 0
 
-    def plan(self, points: list[tuple[str, ...]], start_index: int) -> list:
-        """Plan runs a strategy adds (a seed), validated like the sweep's own; listed in the manifest."""
+    def plan(self, points: list[tuple[str, ...]], start_index: int | None = None) -> list:
+        """Plan runs a strategy adds (a seed, a trial), validated like the sweep's own; listed in the
+        manifest. A point planned before is the same run (the same PlannedRun)."""
         from abcx.sweep import plan as P
 
+        known = {r.run_id: r for r in self.planned}
         new = P.build(points, allow_many=True)
+        start = len(self.planned) if start_index is None else start_index
         for i, run in enumerate(new):
-            run.index = start_index + i
-        self.planned += new
+            run.index = start + i
+        new = [known.get(r.run_id, r) for r in new]
+        self.planned += [r for r in new if r.run_id not in known]
         self.note(lambda m: [M.upsert_run(m, r.run_id, overrides=list(r.overrides), index=r.index) for r in new])
         return new
 
