@@ -82,7 +82,6 @@ class LocalBackend:
         if key not in self._executors:
             executor = submitit.LocalExecutor(folder=sweep_dir / "jobs" / "%j")
             executor.update_parameters(timeout_min=int(timeout_min))
-            _drop_literal_folder(sweep_dir / "jobs" / "%j")
             self._executors[key] = executor
         return self._executors[key]
 
@@ -108,6 +107,7 @@ class LocalBackend:
             return not pid_alive(job_id)
         if not held[0].done():
             return False
+        _drop_literal_folder(Path(held[0].paths.folder).parent / "%j")
         self.free_gpus.extend(held[1])
         del self.jobs[str(job_id)]
         return True
@@ -151,7 +151,8 @@ def _signal(job_id: str, sig: int) -> None:
 
 
 def _drop_literal_folder(path: Path) -> None:
-    """submitit creates its folder pattern as given (a literal `%j/`) besides the per-job ones."""
+    """submitit's local controller creates its folder pattern as given (a literal `%j/`, left empty:
+    the job's files go to `<job id>/`); removed once the job has ended."""
     try:
         path.rmdir()
     except OSError:

@@ -112,9 +112,6 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
     for (_key, num_processes, accelerate_config), members in groups.items():
         res = members[0][1]
         executor = submitit.SlurmExecutor(folder=sweep_dir / "jobs" / "%j", max_num_timeout=10)
-        from abcx.launch.local import _drop_literal_folder
-
-        _drop_literal_folder(sweep_dir / "jobs" / "%j")
         executor.update_parameters(**executor_parameters(res, job_name=f"abcx-{sweep}", num_processes=num_processes))
         if res.get("gpus_per_node"):
             os.environ["ABCX_GPUS_PER_JOB"] = str(int(res["gpus_per_node"]) * int(res.get("nodes") or 1))
@@ -127,6 +124,9 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
                         num_processes=num_processes, accelerate_config=accelerate_config)))
         except Exception as err:  # noqa: BLE001 - sbatch refused: say why in one line
             raise UserError(f"sbatch refused the sweep's job array: {' '.join(str(err).split())[:400]}") from None
+        from abcx.launch.local import _drop_literal_folder
+
+        _drop_literal_folder(sweep_dir / "jobs" / "%j")
         for (run, _res), job in zip(members, jobs):
             out[run.run_id] = str(job.job_id)
     return out

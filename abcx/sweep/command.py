@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from abcx.errors import UserError
+from abcx.paths import NAME as SWEEP_NAME  # a sweep name is one plain folder name
 from abcx.paths import check_results_dir
 from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, runs_dir
@@ -366,7 +367,10 @@ def status_all(*, results_dir: str = "results", out: Callable[[str], None] = _ou
     """`abcx status` without a name: one line per sweep under results_dir/sweeps/, with its counts."""
     check_results_dir(results_dir, write=False)
     root = Path(results_dir) / "sweeps"
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    names = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    for meta in runs_dir(results_dir).glob("*/meta.json"):  # sweeps whose folder was lost live on in their runs
+        names |= set(RunRecord(meta.parent).meta().get("sweeps") or [])
+    names = sorted(n for n in names if SWEEP_NAME.fullmatch(str(n)) and n not in (".", ".."))
     if not names:
         out(f"no sweeps under {root} (start one with `abcx sweep run NAME`)")
         return 0

@@ -164,7 +164,8 @@ class Supervisor:
         record.set_status("pending", job_id=job_id)
         self.active[job_id] = run
         self.note(lambda m: (M.upsert_run(m, run.run_id, job_id=job_id, started=now_iso(), ended=None,
-                                          backend=self.backend.name, stop_at=go.stop_at),
+                                          backend=self.backend.name, stop_at=go.stop_at,
+                                          jobs=[*(M.run_entry(m, run.run_id) or {}).get("jobs", []), job_id]),
                              m["supervisor"].update(queue=self.strategy.waiting())))
         until = f" to step {go.stop_at}" if go.stop_at else ""
         print(f"[supervisor] started {run.run_id}{until} as job {job_id}", flush=True)
