@@ -466,7 +466,7 @@ class Halving:
                 if (record.status().get("stop") or {}).get("kind") == "cut":
                     continue  # said already (a restarted supervisor)
                 reason = (f"below the cut at rung {k + 1} (step {self.rungs[k]}): {self.spec.metric} {value:.4g}, "
-                          f"rank {rank} of {len(ranking)}, the top {cut} went on")
+                          f"rank {rank} of {len(ranking)}; the cut is the top {cut} (ASHA may have promoted more earlier)")
                 record.stop(reason, kind="cut", **detail)
                 self.decisions.add("stopped", run_id=run.run_id, reason=reason, **detail)
         if best is not None:
