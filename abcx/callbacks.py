@@ -67,13 +67,67 @@ class HealthCheck:
         return f"the policy looks destroyed: {why} for {self.STEPS} steps in a row"
 
 
+class SweepControl(TrainerCallback):
+    """What a sweep asks of this training (the run's control.json, abcx.record.RunRecord.control):
+    - `stop_at`: pause at that step (a halving rung) with a checkpoint, so the run can be promoted
+      and resume from there into the same record;
+    - `health`: stop a run whose policy went bad, at a checkpoint, with the reason: entropy under
+      `entropy_floor`, or TRL's fraction of zero-reward-variance groups (`frac_reward_zero_std`)
+      over `zero_std_frac`, for `steps` logged steps in a row; any non-finite logged value
+      (`nonfinite`, default on) at once.
+    `stopped` says why training stopped early (None: it was not stopped); train() records it."""
+
+    def __init__(self, stop_at: int | None = None, health: dict | None = None):
+        self.stop_at = int(stop_at) if stop_at else None
+        self.health = dict(health or {})
+        self.streaks = {"entropy": 0, "zero_std": 0}
+        self.stopped: dict | None = None
+
+    def _stop(self, control, **detail) -> None:
+        control.should_save = True  # the checkpoint it resumes from, if promoted or resubmitted
+        control.should_training_stop = True
+        self.stopped = self.stopped or detail
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_at and self.stop_at <= state.global_step < state.max_steps:
+            self._stop(control, kind="rung", step=state.global_step,
+                       reason=f"paused at step {state.global_step} (a rung of the sweep's strategy)")
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        problem = self.health_problem(canonical(logs or {}))
+        if problem:
+            self._stop(control, kind="health", step=state.global_step, reason=f"health stop at step "
+                       f"{state.global_step}: {problem}")
+        return control
+
+    def health_problem(self, row: dict) -> str | None:
+        """Feed one logged row; the health limit it breaks, if any."""
+        h = self.health
+        if h.get("nonfinite", True) and h:
+            bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+            if bad:
+                return f"non-finite {', '.join(bad[:3])}"
+        steps = int(h.get("steps") or 1)
+        checks = (("entropy", "entropy", lambda v: v < float(h["entropy_floor"]), "entropy_floor", "under"),
+                  ("zero_std", "frac_reward_zero_std", lambda v: v > float(h["zero_std_frac"]), "zero_std_frac", "over"))
+        for name, key, broken, limit, word in checks:
+            if h.get(limit) is None or key not in row:
+                continue
+            self.streaks[name] = self.streaks[name] + 1 if broken(row[key]) else 0
+            if self.streaks[name] >= steps:
+                return f"{key} {row[key]:.4g} {word} {limit}={h[limit]} for {steps} logged step(s) in a row"
+        return None
+
+
 class RecordCallback(TrainerCallback):
     """Appends each log step to metrics.jsonl (flushed: a crash loses no logged row), keeps
     status.json's step current, and reconciles the record with the state the trainer resumed."""
 
-    def __init__(self, record: RunRecord, nan_policy: str = "fail"):
+    def __init__(self, record: RunRecord, nan_policy: str = "fail", *, nonfinite_stops: bool = False):
         self.record = record
         self.nan_policy = nan_policy
+        self.nonfinite_stops = nonfinite_stops  # a sweep's health stop handles a non-finite loss (SweepControl)
         self.end_of_training: dict[str, float] = {}
         self.health = HealthCheck()
 
@@ -95,7 +149,7 @@ class RecordCallback(TrainerCallback):
         self.record.set_status("running", step=state.global_step, max_steps=state.max_steps, durable=False)
         fault_point("row", state.global_step)
         loss = row.get("loss")
-        if self.nan_policy == "fail" and loss is not None and not math.isfinite(loss):
+        if self.nan_policy == "fail" and loss is not None and not math.isfinite(loss) and not self.nonfinite_stops:
             raise NonFiniteError(f"non-finite loss ({loss}) at step {state.global_step}")
         problem = self.health.update(row)
         if problem and self.nan_policy == "fail":

@@ -127,7 +127,8 @@ def sweep_run(name: str = typer.Argument(..., help="A sweeps/<name>.yaml or a pa
 def sweep_status(name: str, results_dir: str = RESULTS) -> None:
     """Per-run state and totals.
 
-    Per run: state, step, elapsed, GPU-hours, job id, error; then totals.
+    Per run: state, step, elapsed, device-hours, job id, error or stop reason; a halving sweep's
+    rung table; then totals and the budget.
     """
     from abcx.sweep.command import sweep_status as status
 
@@ -154,9 +155,14 @@ def sweep_list() -> None:
 
 
 @app.command("status")
-def status(name: str = typer.Argument(..., help="A sweep name."), results_dir: str = RESULTS) -> None:
-    """Status of submitted work (same as `abcx sweep status`)."""
-    sweep_status(name, results_dir)
+def status(name: Optional[str] = typer.Argument(None, help="A sweep name (none: every sweep)."),
+           results_dir: str = RESULTS) -> None:
+    """Status of submitted work: one sweep (same as `abcx sweep status`), or every sweep in one line each."""
+    if name:
+        sweep_status(name, results_dir)
+    from abcx.sweep.command import status_all
+
+    raise typer.Exit(status_all(results_dir=results_dir))
 
 
 @app.command("cancel")

@@ -30,7 +30,9 @@ from typing import Any, Iterator
 
 from abcx.secrets import scrub  # noqa: F401 - re-exported: credentials are refused in abcx.secrets
 
-STATES = ("pending", "running", "finished", "failed", "cancelled")
+from abcx.states import RECORDED, State
+
+STATES = tuple(s.value for s in RECORDED)  # what status.json's `state` may hold (abcx.states)
 
 
 def now_iso() -> str:
@@ -199,11 +201,25 @@ _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")
 
 
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a trainer checkpoint folder `checkpoint-<step>` (None for any other name): the one
+    place that parses the name."""
+    prefix, _, step = Path(path).name.rpartition("-")
+    return int(step) if prefix == "checkpoint" and step.isdigit() else None
+
+
+def checkpoints_of(folder: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the `checkpoint-<step>` folders directly in `folder`, oldest first."""
+    folder = Path(folder)
+    found = [(checkpoint_step(p), p) for p in folder.glob("checkpoint-*")] if folder.is_dir() else []
+    return sorted((s, p) for s, p in found if s is not None and p.is_dir())
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """Why a trainer checkpoint folder cannot be resumed (None: it can). Cheap checks that catch a
     write cut short and garbage files: trainer_state.json (written last by the trainer) parses and
     names this step; the weights' headers and sizes agree; torch files are whole zip archives."""
-    step = path.name.split("-")[-1]
+    step = str(checkpoint_step(path))
     try:
         state = json.loads((path / _CHECKPOINT_STATE).read_bytes())
     except FileNotFoundError:
@@ -318,9 +334,7 @@ class RunRecord:
         broken ones are skipped; with `quarantine` (the process that owns the record) with a warning,
         and renamed `corrupt-checkpoint-<step>`, kept for inspection but out of the
         trainer's way (it would write the same step into that folder, and rotates `checkpoint-*`)."""
-        found = sorted(((int(p.name.split("-")[-1]), p) for p in self.checkpoints.glob("checkpoint-*")
-                        if p.name.split("-")[-1].isdigit() and p.is_dir()), reverse=True)
-        for _step, path in found:
+        for _step, path in reversed(checkpoints_of(self.checkpoints)):
             problem = checkpoint_problem(path)
             if problem is None:
                 return path
@@ -340,7 +354,7 @@ class RunRecord:
 
     # --- writing -----------------------------------------------------------------------------
     def start(self, config: dict, *, config_hash: str, extra_meta: dict | None = None, max_steps: int | None = None,
-              job_id: str | None = None, gpus: int = 0) -> None:
+              job_id: str | None = None, gpus: int = 0, cpus: int = 1) -> None:
         """Begin (or resume) the run: write config and meta once, mark it running."""
         import yaml
 
@@ -364,7 +378,7 @@ class RunRecord:
         self._t0, self._elapsed_before = time.time(), float(previous.get("elapsed_s", 0.0))
         self.set_status(
             "running", step=previous.get("step", 0), max_steps=max_steps, error=None, job_id=job_id, gpus=gpus,
-            started=previous.get("started", now_iso()),
+            cpus=cpus, started=previous.get("started", now_iso()), stop=None,
         )
 
     def set_status(self, state: str, *, durable: bool = True, **fields: Any) -> dict:
@@ -376,6 +390,7 @@ class RunRecord:
         if self._t0 is not None:
             status["elapsed_s"] = round(self._elapsed_before + time.time() - self._t0, 3)
             status["gpu_hours"] = round(status["elapsed_s"] * int(status.get("gpus") or 0) / 3600, 6)
+            status["device_hours"] = device_hours(status)
         atomic_write_json(self.path / "status.json", status, durable=durable)
         return status
 
@@ -442,6 +457,55 @@ class RunRecord:
                 atomic_write_text(self.path / "error.txt", details)
         except OSError as exc:
             warn(self.path, f"could not record the failure ({exc})")
+
+    # --- what sweeps write (the record stays the only writer of the folder) --------------------
+    def join_sweep(self, sweep: str) -> None:
+        """List the run in `sweep` too (one config is one run, whichever sweeps contain it)."""
+        meta = self.meta()
+        if sweep not in meta.get("sweeps", []):
+            meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
+            atomic_write_json(self.path / "meta.json", meta)
+
+    def mark_submitted(self, *, sweep: str, point: list[str], index: int, backend: str, submitted: str) -> None:
+        """The sweep in the run's own record (so a lost manifest is rebuilt from run folders), then pending."""
+        meta = self.meta()
+        meta.update(sweep=sweep, sweep_point=list(point), sweep_index=index)
+        meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
+        meta.setdefault("run_id", self.run_id)
+        atomic_write_json(self.path / "meta.json", meta)
+        self.set_status("pending", job_id=None, backend=backend, submitted=submitted, sweep=sweep, error=None)
+
+    def end_if_live(self, state: str, why: str) -> bool:
+        """Mark a run that no job will finish (a cancel, a job that died): `state` with `why`, unless
+        it has ended already. Returns whether it changed."""
+        if self.state() in (s.value for s in (State.FINISHED, State.FAILED, State.CANCELLED, State.STOPPED)):
+            return False
+        self.set_status(state, error=why)
+        return True
+
+    def control(self) -> dict:
+        """What the sweep asks of the run's next training (control.json): `stop_at` (a step: pause
+        there at a checkpoint, state `stopped`) and `health` (abcx.callbacks.HealthStop's limits)."""
+        return read_json(self.path / "control.json", default={}) or {}
+
+    def set_control(self, **fields: Any) -> None:
+        control = self.control()
+        control.update(fields, updated=now_iso())
+        atomic_write_json(self.path / "control.json", control)
+
+    def stop(self, reason: str, **detail: Any) -> None:
+        """A sweep strategy stopped the run at its newest checkpoint: state `stopped`, and why
+        (`status.json` `stop`: {reason, step, ...}). It resumes from there if promoted."""
+        self.release_space()
+        self.set_status("stopped", error=None, stop={"reason": reason, "at": now_iso(), **detail})
+
+
+def device_hours(status: dict) -> float:
+    """GPU-hours on a GPU job, core-hours on a CPU one: elapsed x devices held (status.json)."""
+    devices = int(status.get("gpus") or 0) or int(status.get("cpus") or 1)
+    return round(float(status.get("elapsed_s") or 0.0) * devices / 3600, 6)
+
+
 def compact_metrics(run_dir: str | Path) -> bool:
     """A columnar copy of a finished run's metrics.jsonl (metrics.arrow, an Arrow IPC file read by
     memory map), so reports over thousands of runs skip parsing JSON (~20x faster to read). metrics.jsonl stays the source of truth: readers

@@ -127,7 +127,9 @@ def move_aside(record: RunRecord) -> Path | None:
     return target
 
 
-def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRecord:
+def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: str | None = None) -> RunRecord:
+    """Train (or resume, or finish) the run of `cfg`. `sweep`: the sweep whose job this is; it names
+    the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
     record = record_for(cfg)
     if record.state() == "finished":
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
@@ -139,14 +141,27 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False) -> RunRec
         checkpoint = record.latest_checkpoint()
         if checkpoint is not None and _trained_to_the_end(checkpoint):
             return record  # rank 0 finishes it without a training step
-        _build_trainer(cfg, record, cfg.group or f"{cfg.model.name}-{cfg.task.name}",
-                       _bounds(cfg), quiet=True, primary=False).train(
+        _build_trainer(cfg, record, cfg.group or sweep or f"{cfg.model.name}-{cfg.task.name}",
+                       _bounds(cfg), quiet=True, primary=False, control=_control(record, sweep)).train(
             resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return record
     from abcx.runlog import library_noise_to
 
     with exclusive(record), _terminate_as_interrupt(), library_noise_to(record.path):
-        return _train_locked(cfg, record, job_id=job_id, quiet=quiet)
+        return _train_locked(cfg, record, job_id=job_id, quiet=quiet, sweep=sweep)
+
+
+def _control(record: RunRecord, sweep: str | None) -> dict:
+    """The sweep's requests for this run (control.json), only in a job of that sweep: `abcx train`
+    of the same config trains to the end whatever a sweep asked."""
+    control = record.control() if sweep else {}
+    return control if control.get("sweep") == sweep else {}
+
+
+def _cpus(cfg: Any) -> int:
+    """CPU cores the run keeps busy (its torch threads), for core-hours on a CPU job."""
+    wanted = os.environ.get("ABCX_TORCH_THREADS") or ("1" if cfg.model.name == "tiny" else None)
+    return int(wanted) if wanted else len(os.sched_getaffinity(0))
 
 
 class Terminated(KeyboardInterrupt):
@@ -198,13 +213,14 @@ def _bounds(cfg: Any):
     return bounds_for(cfg.method.name, cfg.method)
 
 
-def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool) -> RunRecord:
+def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None) -> RunRecord:
     data = C.to_dict(cfg)
     # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
     # results_dir, stored relative to the working directory when it lies inside it.
     data["results_dir"] = _as_typed(str(data.get("results_dir", "results")))
     # Runs of one sweep share a W&B group, so a comparison's runs sit together.
-    group = cfg.group or record.meta().get("sweep") or f"{cfg.model.name}-{cfg.task.name}"
+    group = cfg.group or sweep or f"{cfg.model.name}-{cfg.task.name}"
+    control = _control(record, sweep)
     off_policy = C.is_off_policy(cfg.train)
     if not off_policy:
         print(f"warning: {C.ON_POLICY_WARNING}", file=sys.stderr)
@@ -212,17 +228,22 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     checkpoint = None
     try:
         record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
-                     extra_meta={"group": group, "off_policy": off_policy})
+                     cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy})
         # Validated before anything in the record changes; the record is reconciled with it once the
         # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
         checkpoint = record.latest_checkpoint(quarantine=True)
         if checkpoint is not None and _trained_to_the_end(checkpoint):
             _finish_from_checkpoint(cfg, record, checkpoint)
             return record
-        trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet)
+        trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet, control=control)
         if checkpoint is not None:
             print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        stopped = _stopped(trainer)
+        if stopped:  # the sweep's control stopped it at a checkpoint: not finished, promotable
+            record.stop(**stopped)
+            print(f"[{record.run_id}] stopped: {stopped['reason']}", file=sys.stderr)
+            return record
         _save_final(record, trainer.save_model)
         _finish(cfg, record, trainer)
     except UserError as err:
@@ -326,11 +347,19 @@ def _set_threads(cfg: Any) -> None:
         torch.set_num_threads(int(wanted))
 
 
-def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool, primary: bool = True):
+def _stopped(trainer) -> dict | None:
+    from abcx.callbacks import SweepControl
+
+    return next((cb.stopped for cb in trainer.callback_handler.callbacks
+                 if isinstance(cb, SweepControl) and cb.stopped), None)
+
+
+def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool, primary: bool = True,
+                   control: dict | None = None):
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
 
-    from abcx.callbacks import ProgressCallback, RecordCallback
+    from abcx.callbacks import ProgressCallback, RecordCallback, SweepControl
     from abcx.tasks import build_task
     from abcx.trainer import AbcxGRPOTrainer
 
@@ -344,7 +373,12 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         tokenizer.pad_token = tokenizer.eos_token
     from abcx.callbacks import ModelCardCallback
 
-    callbacks = [RecordCallback(record, cfg.train.nan_policy), ModelCardCallback(str(path), record.run_id, cfg.method.name)]
+    control = control or {}
+    health = control.get("health") or {}
+    callbacks = [RecordCallback(record, cfg.train.nan_policy, nonfinite_stops=bool(health) and health.get("nonfinite", True)),
+                 ModelCardCallback(str(path), record.run_id, cfg.method.name)]
+    if control.get("stop_at") or health:
+        callbacks.append(SweepControl(control.get("stop_at"), health))
     if report_to:
         from abcx.callbacks import WandbConfigCallback
 

@@ -7,7 +7,7 @@ import pytest
 
 from abcx.record import read_json, read_jsonl
 from abcx.launch import local
-from abcx.sweep import command, manifest
+from abcx.sweep import command, manifest, supervisor
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,9 @@ def test_smoke_sweep_trains_one_job_at_a_time_and_a_resubmit_skips_both(tmp_path
         assert steps == [1, 2, 3, 4]
     first, second = sorted(runs, key=lambda e: e["started"])
     assert second["started"] >= first["ended"]  # max_parallel=1: the second started after the first ended
-    assert not local.supervisor_alive(data)
+    assert not supervisor.alive(data)
+    jobs = results / "sweeps" / "smoke" / "jobs"
+    assert sorted(p.name for p in jobs.iterdir()) == sorted(e["job_id"] for e in runs)  # no literal `%j/`
 
     code, out = lines_of(command.sweep_run, "smoke", cli)
     assert code == 0 and "nothing to submit (2 finished)" in out
@@ -47,7 +49,7 @@ def test_cancel_stops_the_detached_supervisor_and_its_jobs(tmp_path, tiny_model_
     code, out = lines_of(command.sweep_run, "smoke", cli)
     assert code == 0 and "supervisor pid" in out
     data = manifest.load(results, "smoke")
-    supervisor = data["local"]["supervisor_pid"]
+    supervisor = data["supervisor"]["pid"]
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the first job's trainer runs
         data = manifest.load(results, "smoke")
@@ -61,7 +63,7 @@ def test_cancel_stops_the_detached_supervisor_and_its_jobs(tmp_path, tiny_model_
     assert " running " in out and " queued " in out
 
     code, out = lines_of(command.sweep_cancel, "smoke", results_dir=str(results))
-    assert code == 0
+    assert code == 0 and "cancelled 2 run(s)" in out  # the running one and the queued one
     assert not local.pid_alive(supervisor) and not local.pid_alive(job)
     for entry in manifest.load(results, "smoke")["runs"]:
         assert read_json(results / "runs" / entry["run_id"] / "status.json")["state"] == "cancelled"

@@ -172,3 +172,36 @@ def test_a_two_process_point_runs_under_accelerate_inside_its_slurm_job(slurm_cl
         assert record.state() == "finished" and record.meta()["world_size"] == 2
         assert [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r] == [1, 2, 3, 4]
         assert record.status()["job_id"].split("_")[0].isdigit()  # a SLURM array task, not a local pid
+
+
+def test_a_halving_sweep_on_slurm_stops_the_losers_and_resumes_the_promoted_run_in_a_new_job(
+        slurm_cluster, tmp_path, tiny_model_path):
+    """3 points, a rung at step 2 of 4, eta 2: each point is a SLURM job that ends at the rung with a
+    checkpoint; the top one is resubmitted as a new job and resumes into the same record."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "halve.yaml"
+    sweep.write_text("name: halve\nfixed: [model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4,"
+                     f" {', '.join(QUICK_STEPS)}, logger=none, eval.at_end=false, launcher=slurm, "
+                     f"launcher.profile=local, launcher.max_parallel=2, results_dir={results}]\n"
+                     "grid:\n  seed: [0, 1, 2]\n"
+                     "strategy:\n  name: halving\n  rungs: [2]\n  eta: 2\n  metric: entropy\n  mode: min\n  window: 2\n")
+    code, out = call(command.sweep_run, str(sweep), [], wait=True)
+    assert code == 0, out
+    decisions = list(read_jsonl(results / "sweeps" / "halve" / "decisions.jsonl"))
+    promoted = {d["run_id"] for d in decisions if d["event"] == "promoted"}
+    assert 1 <= len(promoted) <= 2  # the final top 1 of 3, and at most one early promotion
+    jobs = manifest.load(results, "halve")["runs"]
+    live = slurm.queue_states()
+    for entry in jobs:
+        record = RunRecord(results / "runs" / entry["run_id"])
+        status = record.status()
+        assert status["backend"] == "slurm" and live.get(status["job_id"]) not in slurm.ALIVE
+        steps = [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r]
+        if entry["run_id"] in promoted:  # a second job, the same record, every step once
+            assert status["state"] == "finished" and steps == [1, 2, 3, 4]
+            assert len(set(entry["jobs"])) == 2 and entry["jobs"][-1] == status["job_id"]
+        else:
+            assert status["state"] == "stopped" and steps == [1, 2] and status["stop"]["kind"] == "cut"
+            assert (record.checkpoints / "checkpoint-2").is_dir() and len(entry["jobs"]) == 1
+    log = (results / "sweeps" / "halve" / "supervisor.log")
+    assert not log.exists() or "Traceback" not in log.read_text()

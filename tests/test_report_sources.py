@@ -89,12 +89,19 @@ def test_running_record_without_recent_update_stays_listed_as_stale(tmp_path):
     assert runs.loc["abc-bbbb-s1", "state"] == "running" and not runs.loc["abc-bbbb-s1", "stale"]
 
 
-def test_cancelled_and_failed_records_keep_their_reason(tmp_path):
-    record(tmp_path, run_id="a-1-s0", state="cancelled")
+def test_cancelled_stopped_and_failed_records_keep_their_state_and_reason(tmp_path):
+    import json
+
+    record(tmp_path, run_id="a-1-s0", state="cancelled", error="interrupted by SIGINT")
     record(tmp_path, run_id="a-2-s0", state="failed", error="CUDA out of memory\ntraceback...")
+    stopped = record(tmp_path, run_id="a-3-s0", state="stopped")
+    status = json.load(open(os.path.join(stopped, "status.json")))
+    status["stop"] = {"kind": "cut", "reason": "below the cut at rung 1 (step 2)"}
+    json.dump(status, open(os.path.join(stopped, "status.json"), "w"))
     runs = read_sources([str(tmp_path)]).runs
-    assert runs.loc["a-1-s0", ["state", "detail"]].tolist() == ["failed", "cancelled"]
+    assert runs.loc["a-1-s0", ["state", "detail"]].tolist() == ["cancelled", "interrupted by SIGINT"]
     assert runs.loc["a-2-s0", ["state", "detail"]].tolist() == ["failed", "CUDA out of memory"]
+    assert runs.loc["a-3-s0", ["state", "detail"]].tolist() == ["stopped", "below the cut at rung 1 (step 2)"]
 
 
 @pytest.mark.parametrize("breakage, message", [

@@ -58,7 +58,7 @@ def test_two_sweep_runs_at_once_start_one_supervisor_and_the_other_says_who_runs
     assert status["state"] == "finished" and status["step"] == status["max_steps"] == 2
     steps = [r["step"] for r in read_jsonl(results / "runs" / entry["run_id"] / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2]  # trained once: a second trainer would have logged or failed the run
-    assert len(data["submissions"]) == 1 and data["local"]["supervisor_pid"] == supervisor
+    assert len(data["submissions"]) == 1 and data["supervisor"]["pid"] == supervisor
     assert entry["job_id"] == status["job_id"]  # the job that trained it, not a losing one
     log = (results / "sweeps" / "race" / "supervisor.log").read_text()
     assert log.count("[supervisor] started") == 1, log

@@ -212,6 +212,28 @@ def test_a_lost_manifest_is_rebuilt_from_the_run_records(four, capsys):
         command.sweep_status("other", results_dir=str(results))
 
 
+def test_a_dry_run_on_slurm_checks_the_cluster_profile_before_anything(four, tmp_path):
+    path, _runs = four
+    with pytest.raises(UserError, match=r"launcher.profile=nosuch: no file .*nosuch.yaml; available: .*local"):
+        command.sweep_run(path, ["launcher=slurm", "launcher.profile=nosuch"], dry_run=True)
+    assert not (tmp_path / "results").exists()
+
+
+def test_status_without_a_name_lists_every_sweep_with_its_state_counts(four, capsys):
+    _path, runs = four
+    results = runs[0].path.parent.parent
+    for run in runs[:2]:
+        command._mark_submitted(run, "four", "local", "2026-01-01T00:00:00+00:00")
+    fake_run(runs[0], "finished")
+    RunRecord(runs[1].path).stop("below the cut at rung 1 (step 2)", kind="cut", step=2)
+    command._mark_submitted(runs[2], "other", "local", "2026-01-01T00:00:00+00:00")
+    assert command.status_all(results_dir=str(results)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["sweep", "runs", "states"]
+    assert lines[1].split()[:2] == ["four", "2"] and "1 finished, 1 stopped" in lines[1]
+    assert lines[2].split()[:2] == ["other", "1"] and "1 new" in lines[2]
+
+
 def test_a_repeated_dry_run_of_a_1000_point_grid_plans_every_point_without_importing_trl(tmp_path):
     """The fast path, end to end in a fresh interpreter. Its speed is bench/bench_sweep.py's business (a
     ratio against compose() in the same run); here: every point planned, and a repeat finds the trainer

@@ -41,5 +41,6 @@ class PeriodicEvalCallback(TrainerCallback):
             self._run(model, state.global_step)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if self.cfg.eval.at_end and state.is_world_process_zero:
+        # Not when a sweep paused the run before max_steps (a halving rung, a health stop): not the end.
+        if self.cfg.eval.at_end and state.is_world_process_zero and state.global_step >= (getattr(state, "max_steps", 0) or 0):
             self._run(model, state.global_step)

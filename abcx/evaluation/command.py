@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
-from abcx.record import RunRecord, read_json, runs_dir
+from abcx.record import RunRecord, checkpoint_step, read_json, runs_dir
 
 
 def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, list[tuple[int | None, str]], bool]:
@@ -31,9 +31,9 @@ def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, lis
         ckpt = record.latest_checkpoint()
         if ckpt is None:
             raise UserError(f"run {record.run_id} has no final model and no checkpoint to evaluate ({path})")
-        return record, [(int(ckpt.name.split("-")[-1]), str(ckpt))], True
-    if path.is_dir() and path.name.startswith("checkpoint-") and (path.parent.parent / "status.json").exists():
-        return RunRecord(path.parent.parent), [(int(path.name.split("-")[-1]), str(path))], False
+        return record, [(checkpoint_step(ckpt), str(ckpt))], True
+    if path.is_dir() and checkpoint_step(path) is not None and (path.parent.parent / "status.json").exists():
+        return RunRecord(path.parent.parent), [(checkpoint_step(path), str(path))], False
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UserError(f"{target}: not a run folder, a checkpoint or a model folder (no config.json)")

@@ -90,8 +90,6 @@ def load_for_eval(path: str, dtype: str = "float32"):
 
 
 def checkpoints_of(run_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in (run_dir / "checkpoints").glob("checkpoint-*"):
-        if p.name.split("-")[-1].isdigit():
-            found.append((int(p.name.split("-")[-1]), p))
-    return sorted(found)
+    from abcx.record import checkpoints_of as in_folder  # the one parser of checkpoint-<step>
+
+    return in_folder(Path(run_dir) / "checkpoints")

@@ -76,7 +76,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             if self.num_processes > 1 or slurm_nodes(os.environ) > 1:
                 self.run_distributed(job_id)
             else:
-                run_point(self.overrides, self.results_dir, self.run_id, job_id)
+                run_point(self.overrides, self.results_dir, self.run_id, job_id, sweep=self.sweep)
         except BaseException as err:
             # train() records its own failures; this covers what fails before it starts (compose, imports),
             # except when another process trains the run right now (its run lock is held): its record.
@@ -104,7 +104,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         try:
             rdzv = job_rendezvous(self.num_processes, train_nodes=lay.train_nodes if lay else None)
             cmd = accelerate_command(self.overrides, self.results_dir, self.run_id, self.num_processes,
-                                     self.accelerate_config, rdzv)
+                                     self.accelerate_config, rdzv, sweep=self.sweep)
             proc = subprocess.run(cmd, env=env, cwd=cwd)
         finally:  # however training ended (even before it started), node 0 lets the server node stop
             if lay is not None and lay.server_nodes and os.environ.get("SLURM_NODEID") == "0":
@@ -159,7 +159,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return f"TrainJob({self.run_id}: {' '.join(self.overrides)})"
 
 
-def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None):
+def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None):
     from abcx import config as C
     from abcx.errors import UserError
     from abcx.train import train
@@ -170,14 +170,17 @@ def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str |
             f"point [{' '.join(overrides)}] now composes to run {C.run_id(cfg)}, not the submitted {run_id}: the "
             f"config files changed since submission; resubmit the sweep"
         )
-    return train(cfg, job_id=job_id, quiet=True)
+    return train(cfg, job_id=job_id, quiet=True, sweep=sweep)
 
 
 def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
-                       accelerate_config: str | None, rendezvous: Rendezvous | None = None) -> list[str]:
-    """`accelerate launch` of this module for one point (see `accelerate_prefix`)."""
+                       accelerate_config: str | None, rendezvous: Rendezvous | None = None,
+                       sweep: str | None = None) -> list[str]:
+    """`accelerate launch` of this module for one point (see `accelerate_prefix`); `sweep` names the
+    sweep whose job this is (its W&B group, and the run follows the sweep's control.json)."""
     return [*accelerate_prefix(num_processes, accelerate_config, rendezvous),
-            "-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id, "--", *overrides]
+            "-m", "abcx.launch.job", "--results-dir", results_dir, "--run-id", run_id,
+            *(["--sweep", sweep] if sweep else []), "--", *overrides]
 
 
 def accelerate_prefix(num_processes: int, accelerate_config: str | None,
@@ -258,9 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m abcx.launch.job")
     parser.add_argument("--results-dir", required=True)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--sweep", default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None)
+    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None, sweep=args.sweep)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,9 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
                         num_processes=num_processes, accelerate_config=accelerate_config)))
         except Exception as err:  # noqa: BLE001 - sbatch refused: say why in one line
             raise UserError(f"sbatch refused the sweep's job array: {' '.join(str(err).split())[:400]}") from None
+        from abcx.launch.local import _drop_literal_folder
+
+        _drop_literal_folder(sweep_dir / "jobs" / "%j")
         for (run, _res), job in zip(members, jobs):
             out[run.run_id] = str(job.job_id)
     return out
@@ -177,8 +180,8 @@ def cancel(job_ids: list[str]) -> None:
 
 
 def sacct_usage(job_ids: list[str]) -> dict[str, float] | None:
-    """job id -> GPU-hours from SLURM accounting (elapsed x allocated GPUs, summed over requeued
-    attempts), or None where sacct is unavailable."""
+    """job id -> device-hours from SLURM accounting: elapsed x allocated GPUs (x allocated CPUs on a
+    job without GPUs), summed over requeued attempts; None where sacct is unavailable."""
     if not job_ids:
         return {}
     try:
@@ -192,10 +195,48 @@ def sacct_usage(job_ids: list[str]) -> dict[str, float] | None:
         parts = line.split("|")
         if len(parts) < 3 or not parts[1].isdigit():
             continue
-        gpus = 0
-        for item in parts[2].split(","):
-            key, _, value = item.partition("=")
-            if key in ("gres/gpu", "gpu") and value.isdigit():
-                gpus = int(value)
-        usage[parts[0]] = usage.get(parts[0], 0.0) + int(parts[1]) * gpus / 3600
+        tres = dict(item.partition("=")[::2] for item in parts[2].split(",") if "=" in item)
+        gpus = next((int(tres[k]) for k in ("gres/gpu", "gpu") if tres.get(k, "").isdigit()), 0)
+        cpus = int(tres["cpu"]) if tres.get("cpu", "").isdigit() else 1
+        usage[parts[0]] = usage.get(parts[0], 0.0) + int(parts[1]) * (gpus or cpus) / 3600
     return usage
+
+
+class SlurmBackend:
+    """abcx.launch.backend.Backend on SLURM: job arrays through submitit, squeue, scancel, sacct."""
+
+    name = "slurm"
+    submits_grid_itself = True  # a plain grid goes in as job arrays; SLURM throttles and requeues
+
+    def check(self, planned: list) -> None:
+        for profile in sorted({str(r.cfg.launcher.profile) for r in planned}):
+            load_profile(None if profile == "None" else profile)
+
+    def submit(self, sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict[str, str]:
+        return submit(sweep_dir, runs, sweep=sweep, results_dir=results_dir)
+
+    def free_slots(self) -> int | None:
+        return None
+
+    def ended(self, job_id: str) -> bool:
+        try:
+            return queue_states().get(str(job_id)) not in ALIVE
+        except UserError:
+            return False  # cannot ask now: ask again at the next poll
+
+    def liveness(self, manifest: dict | None, *, strict: bool = True):
+        return liveness(manifest, strict=strict)
+
+    def cancel(self, job_ids: list[str], wait_s: float = 60) -> None:
+        """scancel, then wait until SLURM has killed them (after KillWait), so no trainer writes after us."""
+        import time
+
+        cancel(job_ids)
+        deadline = time.time() + wait_s
+        while job_ids and time.time() < deadline:
+            if not any(queue_states().get(i) in ALIVE for i in job_ids):
+                break
+            time.sleep(0.5)
+
+    def usage(self, job_ids: list[str]) -> dict[str, float] | None:
+        return sacct_usage(job_ids)

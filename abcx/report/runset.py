@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-STATES = ("finished", "running", "failed", "crashed", "unknown")
+from abcx.states import State
+
+STATES = tuple(s.value for s in State)  # abcx.states: the one vocabulary (crashed/unknown from other sources)
 RUN_COLUMNS = ("run_id", "source", "state", "stale", "method", "seed", "group", "tags", "name", "step",
                "detail", "path")
 HISTORY_COLUMNS = ("run_id", "step", "metric", "value")

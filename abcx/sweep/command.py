@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Callable
 
 from abcx.errors import UserError
+from abcx.paths import NAME as SWEEP_NAME  # a sweep name is one plain folder name
 from abcx.paths import check_results_dir
-from abcx.record import RunRecord, atomic_write_json, now_iso, read_json, runs_dir
+from abcx.launch import backend as B
+from abcx.record import RunRecord, now_iso, runs_dir
+from abcx.states import State
 from abcx.sweep import manifest as M
 from abcx.sweep import plan as P
 from abcx.sweep import spec as S
+from abcx.sweep import strategy as ST
+from abcx.sweep import supervisor as SUP
 from abcx.sweep.lock import SweepLock
 
 LIVE = P.LIVE
@@ -29,11 +34,13 @@ def _out(text: str = "") -> None:
 def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, yes: bool = False):
     """(spec, planned runs) for a sweep file plus command-line overrides; raises UserError on any bad point."""
     spec = S.with_cli(S.load_sweep(name_or_path), list(overrides or ()))
-    planned = P.build(S.expand(spec), allow_many=yes)
+    planned = P.build(ST.points_of(spec), allow_many=yes)
     for key in ("launcher.name", "results_dir"):
         values = {str(_get(r.cfg, key)) for r in planned}
         if len(values) > 1:
             raise UserError(f"{key} differs between points ({', '.join(sorted(values))}); a sweep uses one")
+    B.get(planned[0].cfg.launcher.name).check(planned)  # e.g. the SLURM profile exists, even for --dry-run
+    ST.check(spec.strategy, planned, f"{spec.source or spec.name}: strategy")
     return spec, planned
 
 
@@ -44,13 +51,14 @@ def _get(cfg, dotted: str):
 
 
 def _liveness(backend: str, data: dict | None, *, strict: bool) -> P.JobAlive:
-    if backend == "slurm":
-        from abcx.launch import slurm
+    """A job lives if its backend says so; a run a live supervisor will still start counts as queued."""
+    job_alive = B.get(backend).liveness(data, strict=strict)
+    waiting = SUP.queued(data)
 
-        return slurm.liveness(data, strict=strict)
-    from abcx.launch import local
+    def alive(run_id: str, status: dict) -> bool | None:
+        return True if run_id in waiting else job_alive(run_id, status)
 
-    return local.liveness(data)
+    return alive
 
 
 def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, dry_run: bool = False,
@@ -105,16 +113,17 @@ def _already_running(name: str, lock: SweepLock, results_dir: str, *, wait: bool
 def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Path, lock: SweepLock, *,
                    wait: bool, out) -> int:
     data = M.load(results_dir, spec.name)
-    if backend == "local":
-        from abcx.launch import local
-
-        if local.supervisor_alive(data):  # started without the lock (an older abcx, or by hand)
-            out(f"sweep {spec.name} is already being run by supervisor pid {data['local']['supervisor_pid']}; "
-                f"nothing submitted here (follow it with `abcx sweep status {spec.name}`)")
-            return 0
+    if SUP.alive(data):  # started without the lock (an older abcx, or by hand)
+        out(f"sweep {spec.name} is already being run by supervisor pid {data['supervisor']['pid']}; "
+            f"nothing submitted here (follow it with `abcx sweep status {spec.name}`)")
+        return 0
+    if spec.strategy.name == "optuna":  # its point is a template, not a run: the study makes the trials
+        return _search(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     P.refresh(planned, _liveness(backend, data, strict=True))
     counts = P.counts(planned)
     submit = P.to_submit(planned)
+    if spec.strategy.name != "grid":  # the strategy may promote stopped runs: it decides, given them all
+        submit = [r for r in planned if r.state not in (State.FINISHED, *LIVE)]
     skipped = len(planned) - len(submit)
     for run in planned:
         if run not in submit and (run.path / "meta.json").exists():
@@ -129,11 +138,21 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         _mark_submitted(run, spec.name, backend, submitted)
     M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
     out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
-    first = planned[0].cfg
-    if backend == "slurm":
-        lock.describe("abcx sweep run (submitting to SLURM)")
-        return _submit_slurm(spec, planned, submit, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
-    return _submit_local(spec, submit, first, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
+    if spec.strategy.name == "grid" and B.get(backend).submits_grid_itself:
+        lock.describe(f"abcx sweep run (submitting to {backend})")
+        return _submit_arrays(spec, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
+    return _supervise(spec, planned, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
+
+
+def _search(spec, planned, backend: str, results_dir: str, sweep_dir: Path, lock: SweepLock, *, wait: bool,
+            out) -> int:
+    """An optuna sweep: its supervisor asks the study (SQLite beside the sweep) for trials and
+    resumes the ones a killed supervisor left running."""
+    M.update(results_dir, spec.name, lambda m: m.update(name=spec.name, description=spec.description,
+                                                        source=spec.source, backend=backend))
+    out(f"sweep {spec.name}: optuna search, {spec.strategy.trials} trial(s) in all "
+        f"({spec.strategy.sampler}, study {sweep_dir / ST.OPTUNA_DB})")
+    return _supervise(spec, planned, [], backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
 
 
 def _counts_text(counts: dict[str, int]) -> str:
@@ -150,24 +169,13 @@ def _warn_if_on_policy(planned: list[P.PlannedRun], out: Callable[[str], None]) 
 
 
 def _list_in_sweep(run: P.PlannedRun, sweep: str) -> None:
-    meta_path = run.path / "meta.json"
-    meta = read_json(meta_path, default={}) or {}
-    if sweep not in meta.get("sweeps", []):
-        meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
-        atomic_write_json(meta_path, meta)
+    RunRecord(run.path).join_sweep(sweep)  # a finished run shared with another sweep belongs to this one too
 
 
 def _mark_submitted(run: P.PlannedRun, sweep: str, backend: str, submitted: str) -> None:
     """Put the sweep into the run's own record, so a lost manifest can be rebuilt from run folders."""
-    meta_path = run.path / "meta.json"
-    meta = read_json(meta_path, default={}) or {}
-    meta.update(sweep=sweep, sweep_point=list(run.overrides), sweep_index=run.index)
-    # One config is one run, whichever sweeps list it (the epsilon grid contains study's ABC point).
-    meta["sweeps"] = sorted(set(meta.get("sweeps", [])) | {sweep})
-    meta.setdefault("run_id", run.run_id)
-    atomic_write_json(meta_path, meta)
-    RunRecord(run.path).set_status("pending", job_id=None, backend=backend, submitted=submitted, sweep=sweep,
-                                   error=None)
+    RunRecord(run.path).mark_submitted(sweep=sweep, point=list(run.overrides), index=run.index, backend=backend,
+                                       submitted=submitted)
 
 
 def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -> None:
@@ -180,36 +188,34 @@ def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -
                                             "run_ids": [r.run_id for r in submit]})
 
 
-def _submit_local(spec, submit, first, sweep_dir: Path, results_dir: str, *, wait: bool, out, lock: SweepLock) -> int:
+def _supervise(spec, planned, submit, backend: str, sweep_dir: Path, results_dir: str, *, wait: bool, out,
+              lock: SweepLock) -> int:
+    """The supervisor runs the strategy: detached (it inherits the sweep lock), or here with --wait."""
     from abcx.launch import local
 
-    max_parallel = first.launcher.max_parallel or local.default_max_parallel()
-    jobs = [{"run_id": r.run_id, "overrides": list(r.overrides), "num_processes": r.cfg.launcher.num_processes,
-             "accelerate_config": r.cfg.launcher.accelerate_config} for r in submit]
-    local.write_queue(sweep_dir, jobs,
-                      max_parallel=max_parallel, timeout_min=first.launcher.timeout_min,
-                      gpus_per_job=first.launcher.gpus_per_job, sweep=spec.name, results_dir=results_dir)
+    first = planned[0].cfg
+    max_parallel = first.launcher.max_parallel or (local.default_max_parallel() if backend == "local" else len(planned))
+    SUP.write_queue(sweep_dir, sweep=spec.name, results_dir=results_dir, backend=backend, max_parallel=max_parallel,
+                    points=planned, todo=submit, strategy=spec.strategy)
     if wait:
-        out(f"running {len(submit)} job(s) here, at most {max_parallel} at once (Ctrl-C cancels them)")
+        out(f"running {len(submit)} job(s) from here, at most {max_parallel} at once (Ctrl-C cancels them)")
         lock.describe("abcx sweep run --wait (its supervisor)")
-        code = local.start(sweep_dir, wait=True)
+        code = SUP.start(sweep_dir, wait=True)
         sweep_status(spec.name, results_dir=results_dir, out=out)
         return code
-    pid = local.start(sweep_dir, wait=False, lock_fd=lock.fd)
+    pid = SUP.start(sweep_dir, wait=False, lock_fd=lock.fd)
     lock.describe("the sweep's supervisor", pid=pid)  # the supervisor rewrites it too once it runs
     # Recorded here too (the supervisor records itself once it runs), so a cancel right away finds it.
-    M.update(results_dir, spec.name, lambda m: m.setdefault("local", {}).update(
-        supervisor_pid=pid, queue=[r.run_id for r in submit], started=now_iso(), ended=None))
+    M.update(results_dir, spec.name, lambda m: m.update(supervisor={
+        "pid": pid, "queue": [r.run_id for r in submit], "started": now_iso(), "ended": None}))
     out(f"supervisor pid {pid} runs them, at most {max_parallel} at once (log: {sweep_dir / 'supervisor.log'}); "
         f"follow with `abcx sweep status {spec.name}`")
     return 0
 
 
-def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, wait: bool, out,
-                  lock: SweepLock) -> int:
-    from abcx.launch import slurm
-
-    job_ids = slurm.submit(sweep_dir, submit, sweep=spec.name, results_dir=results_dir)
+def _submit_arrays(spec, submit, backend: str, sweep_dir: Path, results_dir: str, *, wait: bool, out,
+                   lock: SweepLock) -> int:
+    job_ids = B.get(backend).submit(sweep_dir, submit, sweep=spec.name, results_dir=results_dir)
     for run in submit:
         RunRecord(run.path).set_status("pending", job_id=job_ids[run.run_id])
 
@@ -223,7 +229,7 @@ def _submit_slurm(spec, planned, submit, sweep_dir: Path, results_dir: str, *, w
     out(f"submitted job array(s) {', '.join(arrays)}; follow with `abcx sweep status {spec.name}`")
     if not wait:
         return 0
-    lock.release()  # the jobs are SLURM's now; a second submission sees them live and skips them
+    lock.release()  # the jobs are the backend's now; a second submission sees them live and skips them
     return wait_for(spec.name, results_dir=results_dir, out=out)
 
 
@@ -271,67 +277,121 @@ def _hours(seconds: float | None) -> str:
 
 
 def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
-    """`abcx sweep status NAME [--results-dir DIR]`: one line per run, then counts and GPU-hours."""
+    """`abcx sweep status NAME [--results-dir DIR]`: one line per run, the rung table of a halving
+    sweep, then counts, device-hours (GPU-hours on GPU jobs, core-hours on CPU) and the budget."""
     runs = _runs(name, results_dir, strict=False)
     data = M.load(results_dir, name) or {}
     job_ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in runs
                if r.status.get("job_id") or r.entry.get("job_id")]
-    sacct = None
-    if data.get("backend") == "slurm":
-        from abcx.launch import slurm
-
-        sacct = slurm.sacct_usage(job_ids)
-    rows = [("run id", "state", "step", "elapsed", "gpu-h", "job", "error / point")]
+    usage = B.get(data.get("backend") or "local").usage(job_ids)
+    rows = [("run id", "state", "step", "elapsed", "dev-h", "job", "error / stop / point")]
     total = 0.0
     for r in runs:
         st = r.status
         job = str(st.get("job_id") or r.entry.get("job_id") or "-")
-        gpu_h = float(st.get("gpu_hours") or 0.0)
-        if sacct is not None and job in sacct:
-            gpu_h = sacct[job]
-        total += gpu_h
+        hours = usage[job] if usage and job in usage else float(st.get("device_hours") or st.get("gpu_hours") or 0.0)
+        total += hours
         step = f"{st.get('step', 0)}/{st.get('max_steps') if st.get('max_steps') is not None else '?'}" if st else "-"
         error = str(st["error"]).strip().splitlines()[0] if st.get("error") and r.state != "finished" else ""
-        detail = error or r.note or " ".join(r.overrides)
+        stop = (st.get("stop") or {}).get("reason", "") if r.state == State.STOPPED else ""
+        detail = error or stop or r.note or " ".join(r.overrides)
         rows.append((r.run_id, r.state + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
-                     f"{gpu_h:.3f}", job, detail))
-    widths = [max(len(row[k]) for row in rows) for k in range(6)]
-    for row in rows:
-        out("  ".join(f"{c:<{w}}" for c, w in zip(row[:6], widths)) + "  " + row[6])
+                     f"{hours:.4f}", job, detail))
+    _columns(rows, out)
+    strategy = ST.load_strategy(M.sweep_dir(results_dir, name))
+    if strategy.name == "halving":
+        _rung_table(strategy, runs, out)
+    if strategy.name == "seeds":
+        _seed_lines(M.sweep_dir(results_dir, name), out)
     counts = P.counts(runs)
-    source = "sacct" if sacct else "run records"
-    out(f"sweep {name}: {len(runs)} run(s): {_counts_text(counts)}; {total:.3f} GPU-hours ({source})"
+    source = "sacct" if usage else "run records"
+    budget = ST.budget_line(strategy, total)
+    out(f"sweep {name}: {len(runs)} run(s): {_counts_text(counts)}; {total:.4f} device-hours ({source})"
+        + (f"; {budget}" if budget else "")
         + ("; * = job gone while the record said running (resubmit resumes it)" if any(r.note for r in runs) else ""))
     return 0
 
 
+def _columns(rows: list[tuple[str, ...]], out) -> None:
+    """Left-aligned columns; the last one unpadded (it holds free text)."""
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]) - 1)]
+    for row in rows:
+        out("  ".join(f"{c:<{w}}" for c, w in zip(row[:-1], widths)) + "  " + row[-1])
+
+
+def _rung_table(strategy: ST.StrategySpec, runs: list[P.PlannedRun], out) -> None:
+    """Per run, its metric at each rung it reached (rank there in brackets): what halving decided on."""
+    halving = ST.Halving.__new__(ST.Halving)  # only its readers: no planning, no decisions
+    halving.spec, halving.planned, halving.values = strategy, runs, {}
+    max_steps = max(int(r.status.get("max_steps") or 0) for r in runs) if runs else 0
+    halving.rungs = list(strategy.rungs) + ([max_steps] if strategy.rungs[-1] < max_steps else [])
+    ranks = {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
+    rows = [("rungs: " + strategy.metric + f" ({strategy.mode}, eta {strategy.eta})",
+             *[f"step {step}" for step in halving.rungs], "")]
+    for r in runs:
+        cells = []
+        for k in range(len(halving.rungs)):
+            v = halving.value(r, k)
+            cells.append("-" if v is None else f"{v:.4g} (#{ranks[k][r.run_id]}/{len(ranks[k])})")
+        rows.append((r.run_id, *cells, ""))
+    _columns(rows, out)
+
+
+def _seed_lines(sweep_dir: Path, out) -> None:
+    """Per compared pair, its latest interval and whether it is decided (decisions.jsonl)."""
+    latest: dict[int, dict] = {}
+    for d in ST.Decisions(sweep_dir).rows():
+        if d.get("event") in ("seed_added", "decided", "undecided") and isinstance(d.get("pair"), int):
+            latest[d["pair"]] = d
+    for pair, d in sorted(latest.items()):
+        if "low" not in d:
+            out(f"pair {pair + 1}: {d.get('reason', d['event'])}")
+            continue
+        verdict = {"decided": "decided", "undecided": f"undecided at {d['n']} seeds"}.get(d["event"], "open: seed added")
+        a, b = d["compare"]
+        out(f"pair {pair + 1} ({a} - {b} on {d['metric']}, [{' '.join(d.get('point', []))}]): n={d['n']}, "
+            f"mean {d['mean_diff']:.4g}, {1 - d['alpha']:.0%} interval [{d['low']:.4g}, {d['high']:.4g}]: {verdict}")
+
+
 def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
-    """`abcx sweep cancel NAME [--results-dir DIR]`: stop its jobs; unfinished runs become cancelled."""
+    """`abcx sweep cancel NAME [--results-dir DIR]`: stop its supervisor and jobs; the runs they held
+    (running or queued) become cancelled, and the count printed is of those."""
     check_results_dir(results_dir, M.sweep_dir(results_dir, name), runs_dir(results_dir))  # it writes records
     data = M.load_or_rebuild(results_dir, name)
     runs = _runs(name, results_dir, strict=False)
-    backend = data.get("backend") or "local"
-    if backend == "slurm":
-        from abcx.launch import slurm
-
-        ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in runs
-               if r.state in LIVE and (r.status.get("job_id") or r.entry.get("job_id"))]
-        slurm.cancel(ids)
-        deadline = time.time() + 60
-        while ids and time.time() < deadline:  # SLURM kills after KillWait; wait so no trainer writes after us
-            states = slurm.queue_states()
-            if not any(states.get(i) in slurm.ALIVE for i in ids):
-                break
-            time.sleep(0.5)
-    else:
-        from abcx.launch import local
-
-        local.cancel(data)
-    from abcx.launch.local import mark_cancelled
-
-    changed = sum(mark_cancelled(r.path) for r in runs if r.state in LIVE + ("new",) and r.status)
+    held = [r for r in runs if r.state in LIVE or (r.state == State.NEW and r.status.get("state") == State.PENDING)]
+    SUP.stop(data)  # a supervisor cancels its own jobs and queue first
+    ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in held
+           if r.status.get("job_id") or r.entry.get("job_id")]
+    B.get(data.get("backend") or "local").cancel(ids)
+    for r in held:
+        RunRecord(r.path).end_if_live("cancelled", "cancelled by `abcx sweep cancel`")
+    changed = sum(RunRecord(r.path).state() == State.CANCELLED for r in held)
     M.update(results_dir, name, lambda m: m.setdefault("cancels", []).append(now_iso()))
     out(f"sweep {name}: cancelled {changed} run(s); finished runs are kept")
+    return 0
+
+
+def status_all(*, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
+    """`abcx status` without a name: one line per sweep under results_dir/sweeps/, with its counts."""
+    check_results_dir(results_dir, write=False)
+    root = Path(results_dir) / "sweeps"
+    names = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    for meta in runs_dir(results_dir).glob("*/meta.json"):  # sweeps whose folder was lost live on in their runs
+        names |= set(RunRecord(meta.parent).meta().get("sweeps") or [])
+    names = sorted(n for n in names if SWEEP_NAME.fullmatch(str(n)) and n not in (".", ".."))
+    if not names:
+        out(f"no sweeps under {root} (start one with `abcx sweep run NAME`)")
+        return 0
+    rows = [("sweep", "runs", "states")]
+    for sweep in names:
+        try:
+            runs = _runs(sweep, results_dir, strict=False)
+        except UserError as err:
+            rows.append((sweep, "-", str(err)[:120]))
+            continue
+        rows.append((sweep, str(len(runs)), _counts_text(P.counts(runs))))
+    _columns(rows, out)
     return 0
 
 

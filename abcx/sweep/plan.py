@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from abcx.errors import UserError
+from abcx.states import LIVE as _LIVE
+from abcx.states import PLANNED, RESUMABLE, State
 
 MAX_POINTS = 500
-# Plan states: status.json's state, with "pending"/absent as `new`, a dead job's `running` as `failed`,
-# and `queued` for a submitted job that has not started training yet.
-PLAN_STATES = ("new", "queued", "running", "finished", "failed", "cancelled")
+# Plan states (abcx.states): status.json's state, with "pending"/absent as `new`, a dead job's
+# `running` as `failed`, and `queued` for a submitted job that has not started training yet.
+PLAN_STATES = tuple(s.value for s in PLANNED)
 
 
 @dataclass
@@ -245,14 +247,14 @@ def classify(run_id: str, status: dict, path: Path, job_alive: JobAlive) -> tupl
     """(plan state, note) from a run's status.json and whether its job lives.
 
     job_alive(run_id, status) -> True/False, or None when the backend cannot tell."""
-    state = status.get("state") or "pending"
-    if state == "pending":
-        return ("queued", "") if job_alive(run_id, status) else ("new", "")
-    if state == "running":
+    state = status.get("state") or State.PENDING
+    if state == State.PENDING:
+        return (State.QUEUED.value, "") if job_alive(run_id, status) else (State.NEW.value, "")
+    if state == State.RUNNING:
         if lock_held(path) or job_alive(run_id, status):
-            return "running", ""
-        return "failed", "job gone while running"
-    return state, ""
+            return State.RUNNING.value, ""
+        return State.FAILED.value, "job gone while running"
+    return str(state), ""
 
 
 def refresh(planned: list[PlannedRun], job_alive: JobAlive = lambda _run_id, _status: None) -> None:
@@ -287,8 +289,8 @@ def counts(planned: list[PlannedRun]) -> dict[str, int]:
     return out
 
 
-RESUBMIT = ("new", "failed", "cancelled")  # failed/cancelled runs resume from their newest checkpoint
-LIVE = ("queued", "running")
+RESUBMIT = tuple(s.value for s in RESUMABLE)  # failed/cancelled runs resume from their newest checkpoint
+LIVE = tuple(s.value for s in _LIVE)
 
 
 def to_submit(planned: list[PlannedRun]) -> list[PlannedRun]:

@@ -1,6 +1,6 @@
 """Sweep files and command-line axes -> the list of points (each point = a list of plain overrides).
 
-A sweep file `sweeps/<name>.yaml`:
+A sweep file `sweeps/<name>.yaml` (`strategy:`, optional, is abcx.sweep.strategy's block):
 
     name: epsilons
     description: ...
@@ -27,7 +27,7 @@ from typing import Any
 from abcx.errors import UserError
 
 SWEEPS_DIR = Path(os.environ.get("ABCX_SWEEPS_DIR", Path(__file__).resolve().parent.parent.parent / "sweeps"))
-FILE_KEYS = {"name", "description", "fixed", "grid", "points"}
+FILE_KEYS = {"name", "description", "fixed", "grid", "points", "strategy"}
 HARD_MAX_POINTS = 100_000  # beyond --yes: planning takes ~2 ms a point
 
 
@@ -40,6 +40,13 @@ class SweepSpec:
     points: tuple[tuple[str, ...], ...] = ()
     cli: tuple[str, ...] = ()  # plain command-line overrides, applied last to every point
     source: str | None = None
+    strategy: Any = None  # abcx.sweep.strategy.StrategySpec (default: grid)
+
+    def __post_init__(self) -> None:
+        if self.strategy is None:
+            from abcx.sweep.strategy import StrategySpec
+
+            object.__setattr__(self, "strategy", StrategySpec())
 
 
 def available() -> list[str]:
@@ -110,9 +117,12 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     if not isinstance(name, str):
         raise UserError(f"{path}: name must be a plain name (letters, digits, '.', '_', '-'), got {name!r}"[:300])
     check_name(name, f"{path}: sweep name")
+    from abcx.sweep.strategy import parse as parse_strategy
+
     return SweepSpec(
         name=name, description=str(data.get("description") or ""),
         fixed=_override_list(f"{path}: fixed", data.get("fixed")), grid=grid, points=points, source=str(path),
+        strategy=parse_strategy(data.get("strategy"), f"{path}: strategy"),
     )
 
 
@@ -172,6 +182,15 @@ def with_cli(spec: SweepSpec, overrides: list[str] | tuple[str, ...]) -> SweepSp
         else:
             cli.append(o.input_line)
     return replace(spec, grid=grid, cli=tuple(cli))
+
+
+def merge_overrides(*sources) -> tuple[str, ...]:
+    """Overrides from several sources, later ones winning per key (each winner at its latest position)."""
+    merged: dict[str, str] = {}
+    for o in (o for source in sources for o in source):
+        merged.pop(override_key(o), None)
+        merged[override_key(o)] = o
+    return tuple(merged.values())
 
 
 def expand(spec: SweepSpec) -> list[tuple[str, ...]]:

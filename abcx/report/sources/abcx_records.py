@@ -15,7 +15,9 @@ from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
 from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many_compacted
 
-STATUS_STATES = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed", "cancelled": "failed"}
+from abcx.states import RECORDED
+
+STATUS_STATES = tuple(s.value for s in RECORDED)  # the run record's own vocabulary (abcx.states), kept as is
 DEFAULT_STALE_AFTER_S = 3600.0
 
 
@@ -82,8 +84,9 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
     unstarted = raw_state in ("pending", "cancelled", "failed") and not os.path.exists(config_file)
     cfg = {} if unstarted else _load_config(config_file)
     summary = _load_json(os.path.join(path, "summary.json"), required=False)
-    state = STATUS_STATES[raw_state]
-    detail = "cancelled" if raw_state == "cancelled" else ""
+    state = raw_state
+    stop = status.get("stop") if raw_state == "stopped" and isinstance(status.get("stop"), dict) else {}
+    detail = str(stop.get("reason") or "")[:120]  # a stopped run says why (the rung and its rank, a health limit)
     if unstarted and raw_state != "pending":
         detail += (": " if detail else "") + "never started (no config.yaml)"
     if status.get("error"):
@@ -129,7 +132,7 @@ def _broken_row(path: str, reason: str) -> dict:
         raw = status.get("state") if isinstance(status, dict) else None
     except (OSError, ValueError):
         raw = None
-    state = STATUS_STATES.get(raw, "unknown") if isinstance(raw, str) else "unknown"
+    state = raw if isinstance(raw, str) and raw in STATUS_STATES else "unknown"
     if state == "finished":
         state = "unknown"  # finished by its status, but its record cannot be read: not in the means
     name = os.path.basename(os.path.normpath(path))

@@ -5,9 +5,9 @@ import glob
 import json
 import math
 import os
-import re
 
 from abcx.errors import UserError
+from abcx.record import checkpoint_step
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, wide_from_records, make_runs
 
@@ -20,8 +20,7 @@ def find_state_file(path: str) -> str | None:
     if os.path.isfile(own):
         return own
     ckpts = glob.glob(os.path.join(glob.escape(path), "checkpoint-*", "trainer_state.json"))
-    numbered = [(int(m.group(1)), c) for c in ckpts
-                if (m := re.search(r"checkpoint-(\d+)", os.path.basename(os.path.dirname(c))))]
+    numbered = [(step, c) for c in ckpts if (step := checkpoint_step(os.path.dirname(c))) is not None]
     return max(numbered)[1] if numbered else None
 
 
@@ -34,7 +33,7 @@ def read_state(path: str, run_id: str | None = None):
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise UserError(f"{path}: not a trainer_state.json (no 'log_history' list)")
     folder = os.path.dirname(os.path.abspath(path))
-    if re.fullmatch(r"checkpoint-\d+", os.path.basename(folder)):
+    if checkpoint_step(folder) is not None:
         folder = os.path.dirname(folder)
     if os.path.basename(folder) == "checkpoints":  # abcx's layout: <run_id>/checkpoints/checkpoint-N/
         folder = os.path.dirname(folder)

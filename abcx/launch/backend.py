@@ -1,0 +1,69 @@
+"""The one seam between sweeps and the machines that run their jobs, in the spirit of submitit's
+`Executor`: a `Backend` starts runs as jobs, says which jobs live, cancels them, stops a run at its
+checkpoint and counts device-hours. `launcher.name` picks one from BACKENDS; the sweep code never
+asks which backend it holds.
+
+Job ids are the backend's own (a SLURM `<array>_<task>`, a local submitit controller's pid). The
+run record (abcx.record.RunRecord) stays the only writer of `runs/<id>/`: backends never write it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+from abcx.errors import UserError
+
+# job_alive(run_id, status.json) -> True/False, or None when the backend cannot tell (abcx.sweep.plan).
+JobAlive = Callable[[str, dict], "bool | None"]
+
+
+class Backend(Protocol):
+    name: str
+    # Whether `abcx sweep run` may hand a plain grid to the backend and return (a SLURM job array);
+    # False: a supervisor process starts the jobs (and any strategy needs one anyway).
+    submits_grid_itself: bool
+
+    def check(self, planned: list) -> None:
+        """Refuse, as one UserError line, what this backend cannot run (before anything is written)."""
+
+    def submit(self, sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict[str, str]:
+        """Start planned runs (abcx.sweep.plan.PlannedRun) as jobs; returns run id -> job id."""
+
+    def free_slots(self) -> int | None:
+        """How many more jobs may start now (None: no limit of the backend's own)."""
+
+    def ended(self, job_id: str) -> bool:
+        """Whether a job this process submitted has ended (its slot is free again)."""
+
+    def liveness(self, manifest: dict | None, *, strict: bool) -> JobAlive:
+        """job_alive for the planner from one look at the backend (one squeue, one /proc scan)."""
+
+    def cancel(self, job_ids: list[str]) -> None:
+        """Stop these jobs now (the trainer records the run as cancelled where it can)."""
+
+    def usage(self, job_ids: list[str]) -> dict[str, float] | None:
+        """Device-hours per job from the backend's accounting (sacct), None where it keeps none:
+        callers then count from the run records (status.json `device_hours`)."""
+
+
+def get(name: str) -> Backend:
+    """The backend of `launcher.name` (a fresh instance: the local one holds its running jobs)."""
+    factory = BACKENDS.get(name)
+    if factory is None:
+        raise UserError(f"launcher.name={name}: no such backend; available: {', '.join(BACKENDS)}")
+    return factory()
+
+
+def _local() -> Backend:
+    from abcx.launch.local import LocalBackend
+
+    return LocalBackend()
+
+
+def _slurm() -> Backend:
+    from abcx.launch.slurm import SlurmBackend
+
+    return SlurmBackend()
+
+
+BACKENDS: dict[str, Callable[[], Backend]] = {"local": _local, "slurm": _slurm}

@@ -1,0 +1,34 @@
+"""The one vocabulary of run states, used by the run record, the planner, the CLI, the report and the docs.
+
+`status.json` stores one of the RECORDED states. The planner derives two more from a record and its
+backend's answer (is the job alive?): `new` (nothing submitted, or submitted and its job gone before
+it started) and `queued` (submitted, the job waits or starts). Sources other than abcx records (W&B
+runs without an exit record, a trainer_state.json) add `crashed` and `unknown`. Every module names
+states through this enum, so a new state is added here once.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class State(str, Enum):
+    NEW = "new"              # planner: never submitted (or the submission's job died before it started)
+    PENDING = "pending"      # record: submitted, the job has not started training
+    QUEUED = "queued"        # planner: pending and its job is alive
+    RUNNING = "running"      # record: a trainer writes it now (the planner checks the job lives)
+    FINISHED = "finished"    # record: trained to max_steps; final model and summary written
+    FAILED = "failed"        # record: an error (error.txt); resumable from the newest checkpoint
+    CANCELLED = "cancelled"  # record: interrupted (Ctrl-C, SIGTERM, `sweep cancel`, preemption); resumable
+    STOPPED = "stopped"      # record: a sweep strategy stopped it at a checkpoint (`stop` says why); promotable
+    CRASHED = "crashed"      # report: a W&B run without an exit record
+    UNKNOWN = "unknown"      # report: a source that does not say
+
+    def __str__(self) -> str:  # f-strings and joins give the plain word
+        return self.value
+
+
+RECORDED = (State.PENDING, State.RUNNING, State.FINISHED, State.FAILED, State.CANCELLED, State.STOPPED)
+PLANNED = (State.NEW, State.QUEUED, State.RUNNING, State.FINISHED, State.FAILED, State.CANCELLED, State.STOPPED)
+LIVE = (State.QUEUED, State.RUNNING)              # a job holds the run
+ENDED = (State.FINISHED, State.FAILED, State.CANCELLED, State.STOPPED)  # no job holds it
+RESUMABLE = (State.NEW, State.FAILED, State.CANCELLED)  # a plain resubmission sends these again

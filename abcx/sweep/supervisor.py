@@ -1,0 +1,263 @@
+"""The sweep supervisor: one process per sweep that runs its strategy (abcx.sweep.strategy) on its
+backend (abcx.launch.backend), at most `launcher.max_parallel` jobs at once.
+
+`abcx sweep run` writes `<sweep dir>/queue.json` (the points, the runs to start, the strategy, the
+limit) and starts `python -m abcx.sweep.supervisor <sweep dir>` in a new session, so it outlives the
+terminal; with `--wait` it runs in the submitter's process instead. The supervisor inherits the sweep
+lock (abcx.sweep.lock), records its pid in the manifest (`supervisor`), and exits when the strategy
+has nothing left to start and every job has ended. Before each start it writes the run's
+control.json (where to pause, the health limits) through the run record and checks the budget.
+SIGTERM/SIGINT make it cancel its running jobs, mark the runs it had not started as cancelled, and exit.
+A plain grid on SLURM needs no supervisor: it goes in as job arrays (abcx.sweep.command).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from abcx.launch import backend as B
+from abcx.record import RunRecord, now_iso, read_json
+from abcx.states import State
+from abcx.sweep import manifest as M
+from abcx.sweep import strategy as S
+
+QUEUE_FILE = "queue.json"
+POLL_S = 0.5
+
+
+def write_queue(sweep_dir: Path, *, sweep: str, results_dir: str, backend: str, max_parallel: int,
+                points: list, todo: list, strategy: S.StrategySpec) -> None:
+    from abcx.record import atomic_write_json
+
+    atomic_write_json(sweep_dir / QUEUE_FILE, {
+        "sweep": sweep, "results_dir": results_dir, "backend": backend, "max_parallel": max_parallel,
+        "points": [{"run_id": r.run_id, "overrides": list(r.overrides), "index": r.index} for r in points],
+        "todo": [r.run_id for r in todo], "strategy": strategy.to_json(), "written": now_iso(),
+    })
+
+
+def start(sweep_dir: Path, *, wait: bool, lock_fd: int | None = None) -> int:
+    """Run the supervisor: detached (returns its pid) or, with wait, here (returns its exit code).
+
+    `lock_fd` is the caller's hold on the sweep lock; the detached supervisor inherits it, so the
+    sweep stays locked from planning until the supervisor exits."""
+    import subprocess
+
+    if wait:
+        return supervise(sweep_dir)
+    log = open(sweep_dir / "supervisor.log", "a")
+    argv = [sys.executable, "-m", "abcx.sweep.supervisor", str(sweep_dir)]
+    if lock_fd is not None:
+        argv += ["--lock-fd", str(lock_fd)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=os.getcwd(), pass_fds=() if lock_fd is None else (lock_fd,))
+    log.close()
+    return proc.pid
+
+
+def alive(data: dict | None) -> bool:
+    """Whether the sweep's supervisor (named in its manifest) still runs."""
+    from abcx.launch.local import pid_alive
+
+    sup = (data or {}).get("supervisor") or {}
+    return bool(sup.get("pid")) and not sup.get("ended") and pid_alive(sup["pid"])
+
+
+def queued(data: dict | None) -> set[str]:
+    """Runs a live supervisor will still start: they count as queued."""
+    return set(((data or {}).get("supervisor") or {}).get("queue") or []) if alive(data) else set()
+
+
+def stop(data: dict | None, timeout_s: float = 30) -> bool:
+    """SIGTERM the sweep's supervisor (it cancels its jobs), SIGKILL its group after timeout_s."""
+    from abcx.launch.local import pid_alive
+
+    if not alive(data) or int(data["supervisor"]["pid"]) == os.getpid():
+        return False
+    pid = int(data["supervisor"]["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return True
+
+
+class _Stop(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, sweep_dir: Path) -> None:
+        from abcx.sweep import plan as P
+
+        queue = read_json(sweep_dir / QUEUE_FILE)
+        self.sweep_dir, self.sweep, self.results_dir = sweep_dir, queue["sweep"], queue["results_dir"]
+        self.backend = B.get(queue["backend"])
+        self.limit = max(1, int(queue["max_parallel"]))
+        self.spec = S.parse(queue["strategy"])
+        points = queue["points"]
+        self.planned = P.build([tuple(p["overrides"]) for p in points], allow_many=True)
+        for run, p in zip(self.planned, points):
+            run.index = p["index"]
+            if run.run_id != p["run_id"]:
+                raise RuntimeError(f"point {p['overrides']} composes to {run.run_id}, not {p['run_id']}: "
+                                   f"the config files changed since submission; resubmit the sweep")
+        by_id = {r.run_id: r for r in self.planned}
+        self.decisions = S.Decisions(sweep_dir)
+        self.strategy = S.make(self.spec, self.planned, self.decisions, [by_id[i] for i in queue["todo"]], self.plan)
+        self.active: dict[str, object] = {}  # job id -> planned run
+        self.budget_said = False
+        self.failures = 0
+
+    def plan(self, points: list[tuple[str, ...]], start_index: int | None = None) -> list:
+        """Plan runs a strategy adds (a seed, a trial), validated like the sweep's own; listed in the
+        manifest. A point planned before is the same run (the same PlannedRun)."""
+        from abcx.sweep import plan as P
+
+        known = {r.run_id: r for r in self.planned}
+        new = P.build(points, allow_many=True)
+        start = len(self.planned) if start_index is None else start_index
+        for i, run in enumerate(new):
+            run.index = start + i
+        new = [known.get(r.run_id, r) for r in new]
+        self.planned += [r for r in new if r.run_id not in known]
+        self.note(lambda m: [M.upsert_run(m, r.run_id, overrides=list(r.overrides), index=r.index) for r in new])
+        return new
+
+    def note(self, change) -> None:
+        M.update(self.results_dir, self.sweep, change)
+
+    def records(self) -> list[RunRecord]:
+        return [RunRecord(r.path) for r in self.planned]
+
+    def budget_spent(self) -> bool:
+        if self.spec.device_hours is None:
+            return False
+        records = self.records()
+        jobs = [str(r.status().get("job_id")) for r in records if r.status().get("job_id")]
+        spent = S.spent_device_hours(records, self.backend.usage(jobs))
+        if spent < self.spec.device_hours:
+            return False
+        if not self.budget_said:
+            self.budget_said = True
+            self.decisions.add("budget", device_hours=self.spec.device_hours, spent=round(spent, 6),
+                               active=[r.run_id for r in self.active.values()])
+            print(f"[supervisor] budget reached: {S.budget_line(self.spec, spent)}; no new work", flush=True)
+        return True
+
+    def start_one(self, go: S.Start) -> None:
+        run = go.run
+        record = RunRecord(run.path)
+        record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health)
+        submitted = now_iso()
+        record.mark_submitted(sweep=self.sweep, point=list(run.overrides), index=run.index,
+                              backend=self.backend.name, submitted=submitted)
+        job_id = self.backend.submit(self.sweep_dir, [run], sweep=self.sweep, results_dir=self.results_dir)[run.run_id]
+        record.set_status("pending", job_id=job_id)
+        self.active[job_id] = run
+        self.note(lambda m: (M.upsert_run(m, run.run_id, job_id=job_id, started=now_iso(), ended=None,
+                                          backend=self.backend.name, stop_at=go.stop_at,
+                                          jobs=[*(M.run_entry(m, run.run_id) or {}).get("jobs", []), job_id]),
+                             m["supervisor"].update(queue=self.strategy.waiting())))
+        until = f" to step {go.stop_at}" if go.stop_at else ""
+        print(f"[supervisor] started {run.run_id}{until} as job {job_id}", flush=True)
+
+    def reap(self) -> None:
+        from abcx.sweep.plan import lock_held
+
+        for job_id, run in list(self.active.items()):
+            if not self.backend.ended(job_id):
+                continue
+            del self.active[job_id]
+            record = RunRecord(run.path)
+            state = record.state()
+            # The job died without its trainer recording why; unless another process trains the run
+            # right now (its run lock is held), whose record this must not overwrite.
+            if state in (State.RUNNING, State.PENDING) and not lock_held(record.path):
+                error = getattr(self.backend, "job_error", lambda _j: None)(job_id)
+                record.set_status("failed", error=f"job {job_id} ended without a result: {error}".splitlines()[0])
+                state = record.state()
+            stop = record.status().get("stop") or {}
+            if state == State.STOPPED and stop.get("kind") == "health":
+                self.decisions.add("health_stop", run_id=run.run_id, step=stop.get("step"), reason=stop.get("reason"))
+            self.strategy.ended(run, record)
+            self.note(lambda m: M.upsert_run(m, run.run_id, ended=now_iso(), job_state=state))
+            self.failures += state in (State.FAILED, State.CANCELLED)
+            print(f"[supervisor] {run.run_id} (job {job_id}) ended: {state}", flush=True)
+
+    def loop(self) -> None:
+        while True:
+            while len(self.active) < self.limit and getattr(self.backend, "has_gpus_for", lambda _c: True)(
+                    self.planned[0].cfg) and not self.budget_spent():
+                go = self.strategy.next({r.run_id for r in self.active.values()})
+                if go is None:
+                    break
+                self.start_one(go)
+            if not self.active:
+                self.reap()
+                if not self.active:
+                    break
+            time.sleep(POLL_S)
+            self.reap()
+        self.strategy.finish()
+
+    def cancel_all(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.backend.cancel(list(self.active))
+        waiting = self.strategy.waiting()
+        for run in list(self.active.values()) + [r for r in self.planned if r.run_id in waiting]:
+            RunRecord(run.path).end_if_live("cancelled", "cancelled by `abcx sweep cancel`")
+        print(f"[supervisor] cancelled {len(self.active)} running and {len(waiting)} queued job(s)", flush=True)
+
+
+def supervise(sweep_dir: Path) -> int:
+    sup = Supervisor(sweep_dir)
+    pid = os.getpid()
+    sup.note(lambda m: m.update(supervisor={"pid": pid, "queue": sup.strategy.waiting(), "started": now_iso(),
+                                            "ended": None, "strategy": sup.spec.name}))
+
+    def on_signal(signum, _frame):
+        raise _Stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sup.loop()
+    except _Stop:
+        sup.cancel_all()
+        return 130
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        sup.note(lambda m: m.setdefault("supervisor", {}).update(ended=now_iso(), queue=[]))
+    return 1 if sup.failures else 0
+
+
+def main(argv: list[str]) -> int:
+    """`python -m abcx.sweep.supervisor SWEEP_DIR [--lock-fd N]`: supervise while holding the sweep
+    lock, inherited from `abcx sweep run` (--lock-fd) or taken here; a sweep already locked is left alone."""
+    from abcx.sweep.lock import SweepLock
+
+    sweep_dir = Path(argv[0])
+    if "--lock-fd" in argv:
+        lock = SweepLock(sweep_dir, fd=int(argv[argv.index("--lock-fd") + 1]))
+        os.set_inheritable(lock.fd, False)  # the jobs must not hold the sweep lock after the supervisor
+    else:
+        lock = SweepLock(sweep_dir)
+        if not lock.acquire():
+            print(f"[supervisor] {sweep_dir.name} is already being run by {lock.holder()}; exiting", flush=True)
+            return 0
+    lock.describe("the sweep's supervisor")
+    return supervise(sweep_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

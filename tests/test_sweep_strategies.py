@@ -1,0 +1,213 @@
+"""Sweep strategies on the local backend with real training: successive halving (runs paused at a rung,
+the best promoted and resumed into the same record, the rest `stopped` with the numbers), health stops,
+the device-hour budget, and the decisions file that says why."""
+from __future__ import annotations
+
+import pytest
+
+from abcx.errors import UserError
+from abcx.record import RunRecord, read_jsonl
+from abcx.sweep import command, manifest
+from abcx.sweep import strategy as ST
+
+TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
+        "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")
+
+
+def sweep_file(tmp_path, name: str, grid: str, strategy: str, fixed: str = "") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nfixed: {TINY}{fixed}, results_dir={tmp_path / 'results'}]\n"
+                    f"grid:\n{grid}\nstrategy:\n{strategy}\n")
+    return str(path)
+
+
+def call(fn, *args, **kwargs) -> tuple[int, str]:
+    out: list[str] = []
+    code = fn(*args, out=out.append, **kwargs)
+    return code, "\n".join(out)
+
+
+def records(results, name: str) -> list[RunRecord]:
+    return [RunRecord(results / "runs" / e["run_id"]) for e in manifest.load(results, name)["runs"]]
+
+
+def trained_steps(record: RunRecord) -> list[int]:
+    return [r["step"] for r in record.metrics() if "loss" in r]
+
+
+@pytest.mark.parametrize("strategy, message", [
+    ("  name: halving\n  rungs: [2, 9]\n  metric: reward", "rung 9 is beyond train.max_steps=4"),
+    ("  name: halving\n  rungs: [2]\n  metric: eval/chain/avg@4", "needs an evaluation at rung 2"),
+    ("  name: halving\n  rungs: [3, 2]\n  metric: reward", "rungs=[3, 2] must be increasing"),
+    ("  name: halving\n  rungs: [2]\n  metric: reward\n  eta: 1", "eta=1 must be a whole number >= 2"),
+    ("  name: hyperband", "name='hyperband' is not a strategy; valid: grid, halving"),
+    ("  name: grid\n  health: {entropy_flor: 1}", "health.entropy_flor"),
+    ("  name: grid\n  budget: {device_hours: -1}", "device_hours=-1 must be a positive"),
+])
+def test_a_bad_strategy_is_one_line_naming_the_field_before_anything_is_written(tmp_path, strategy, message):
+    path = sweep_file(tmp_path, "bad", "  seed: [0, 1]", strategy, ", eval.n=4, 'eval.benchmarks=[chain]'")
+    with pytest.raises(UserError) as err:
+        command.sweep_run(path, [], out=lambda _line: None)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_halving_pauses_every_run_at_the_rung_promotes_the_top_half_and_stops_the_rest(tmp_path, tiny_model_path):
+    """4 seeds, rung at step 2 of 4, eta 2, ranked by held-out avg@4 evaluated at the rung."""
+    results = tmp_path / "results"
+    path = sweep_file(tmp_path, "halve", "  seed: [0, 1, 2, 3]",
+                      "  name: halving\n  rungs: [2]\n  eta: 2\n  metric: eval/chain/avg@4\n  mode: max",
+                      ", eval.every_steps=2, eval.n=4, eval.max_problems=8, 'eval.benchmarks=[chain]'")
+    code, out = call(command.sweep_run, path, [], wait=True)
+    assert code == 0, out
+    runs = records(results, "halve")
+    at_rung = {r.run_id: ST.metric_at(r, "eval/chain/avg@4", 2) for r in runs}
+    assert all(v is not None for v in at_rung.values())  # every run reached the rung and was evaluated there
+    ranked = sorted(at_rung, key=lambda rid: at_rung[rid], reverse=True)
+    decisions = list(read_jsonl(results / "sweeps" / "halve" / "decisions.jsonl"))
+    promoted = {d["run_id"] for d in decisions if d["event"] == "promoted"}
+    by_id = {r.run_id: r for r in runs}
+    # The final top half (4 // eta) went on; an early promotion may add one more (ASHA never waits).
+    assert set(ranked[:2]) <= promoted and len(promoted) <= 3
+    for d in (d for d in decisions if d["event"] == "promoted"):
+        assert d["rank"] <= d["cut"] and d["value"] == at_rung[d["run_id"]]
+    for rid, record in by_id.items():
+        status = record.status()
+        if rid in promoted:  # resumed from checkpoint-2 into the same record: every step once
+            assert status["state"] == "finished" and trained_steps(record) == [1, 2, 3, 4]
+        else:
+            assert status["state"] == "stopped" and status["step"] == 2 and trained_steps(record) == [1, 2]
+            assert status["stop"]["kind"] == "cut" and status["stop"]["rank"] > status["stop"]["cut"]
+            assert "below the cut at rung 1 (step 2)" in status["stop"]["reason"]
+            assert (record.checkpoints / "checkpoint-2").is_dir() and not (record.path / "final").exists()
+    stopped = {d["run_id"] for d in decisions if d["event"] == "stopped"}
+    assert stopped == set(by_id) - promoted
+    best = next(d for d in decisions if d["event"] == "best")
+    assert best["step"] == 4 and best["run_id"] in promoted
+    # Compute: every run to step 2, only the promoted ones on to 4.
+    assert sum(len(trained_steps(r)) for r in runs) == 4 * 2 + 2 * len(promoted) < 4 * 4
+
+    code, out = call(command.sweep_status, "halve", results_dir=str(results))
+    assert "rungs: eval/chain/avg@4 (max, eta 2)" in out and "below the cut" in out
+    assert f"{len(promoted)} finished" in out and f"{4 - len(promoted)} stopped" in out
+
+
+@pytest.mark.slow
+def test_a_health_stop_ends_the_run_at_a_checkpoint_with_its_reason(tmp_path, tiny_model_path):
+    """An entropy floor no tiny policy reaches: stopped after 2 logged steps under it, not failed."""
+    results = tmp_path / "results"
+    path = sweep_file(tmp_path, "health", "  method: [grpo]",
+                      "  name: grid\n  health: {entropy_floor: 100.0, steps: 2}")
+    code, out = call(command.sweep_run, path, [], wait=True)
+    (record,) = records(results, "health")
+    status = record.status()
+    assert status["state"] == "stopped" and status["step"] == 2 and trained_steps(record) == [1, 2]
+    assert status["stop"]["kind"] == "health" and "entropy" in status["stop"]["reason"]
+    assert "under entropy_floor=100.0 for 2 logged step(s)" in status["stop"]["reason"]
+    assert (record.checkpoints / "checkpoint-2").is_dir()
+    (decision,) = [d for d in read_jsonl(results / "sweeps" / "health" / "decisions.jsonl")]
+    assert decision["event"] == "health_stop" and decision["step"] == 2 and decision["run_id"] == record.run_id
+    assert "stopped" in out and "health stop at step 2" in out
+    code, out = call(command.sweep_run, path, [])
+    assert "nothing to submit (1 stopped)" in out  # a health-stopped run is not resubmitted as if it had failed
+
+
+@pytest.mark.slow
+def test_no_new_run_starts_once_the_device_hour_budget_is_spent(tmp_path, tiny_model_path):
+    """A budget of 0.36 core-seconds: the first run spends it, the other two never start."""
+    results = tmp_path / "results"
+    path = sweep_file(tmp_path, "budget", "  seed: [0, 1, 2]", "  name: grid\n  budget: {device_hours: 0.0001}",
+                      ", launcher.max_parallel=1")
+    code, out = call(command.sweep_run, path, [], wait=True)
+    runs = records(results, "budget")
+    states = sorted(r.state() for r in runs)
+    assert states == ["finished", "pending", "pending"], out
+    started = [r for r in runs if r.state() == "finished"][0]
+    (decision,) = [d for d in read_jsonl(results / "sweeps" / "budget" / "decisions.jsonl")]
+    assert decision["event"] == "budget" and decision["spent"] >= 0.0001
+    assert decision["spent"] == pytest.approx(started.status()["device_hours"], rel=1e-6)
+    assert started.status()["device_hours"] == pytest.approx(started.status()["elapsed_s"] * 1 / 3600, rel=1e-3)
+    assert "budget 0.0001 device-hours:" in out and "0.0000 left" in out and "2 new" in out
+
+
+@pytest.mark.slow
+def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_max_while_it_does_not(
+        tmp_path, tiny_model_path):
+    """Two pairs ranked by the logged learning rate, so each pair's difference is known exactly:
+    pair 0 (2e-4 vs 1e-4) differs by 1e-4 on every seed (decided at min=2), pair 1 (3e-4 vs 3e-4)
+    by 0 on every seed (the interval [0, 0] covers 0: a seed is added up to max=3)."""
+    results = tmp_path / "results"
+    path = tmp_path / "seq.yaml"
+    path.write_text(f"name: seq\nfixed: {TINY.replace('max_steps=4', 'max_steps=1')}, results_dir={results}]\n"
+                    "points:\n  - [method=abc_grpo, train.learning_rate=2.0e-4]\n"
+                    "  - [method=abc_grpo, train.learning_rate=3.0e-4]\n  - [method=grpo]\n"
+                    "  - [method=grpo, train.learning_rate=3.0e-4]\n"
+                    "strategy:\n  name: seeds\n  min: 2\n  max: 3\n  compare: [abc_grpo, grpo]\n"
+                    "  metric: learning_rate\n  window: 1\n")
+    code, out = call(command.sweep_run, str(path), [], wait=True)
+    assert code == 0, out
+    decisions = list(read_jsonl(results / "sweeps" / "seq" / "decisions.jsonl"))
+    final = {d["pair"]: d for d in decisions if d["event"] in ("decided", "undecided")}
+    added = [d for d in decisions if d["event"] == "seed_added"]
+    assert final[0]["event"] == "decided" and final[0]["n"] == 2
+    assert final[0]["mean_diff"] == pytest.approx(1e-4) and final[0]["low"] > 0
+    assert final[1]["event"] == "undecided" and final[1]["n"] == 3 and final[1]["low"] <= 0 <= final[1]["high"]
+    assert [(d["pair"], d["seed"], d["n"]) for d in added] == [(1, 2, 2)]  # only the open pair got a seed
+    seeds = sorted((r.meta()["seed"], r.meta()["method"]) for r in records(results, "seq"))
+    assert len(seeds) == 4 + 6 and seeds.count((2, "grpo")) == 1 and seeds.count((2, "abc_grpo")) == 1
+    assert all(r.state() == "finished" for r in records(results, "seq"))
+    code, out = call(command.sweep_status, "seq", results_dir=str(results))
+    assert "pair 1 (abc_grpo - grpo" in out and "decided" in out and "undecided at 3 seeds" in out
+
+
+@pytest.mark.slow
+def test_an_optuna_search_killed_midway_resumes_with_no_trial_lost_or_duplicated(tmp_path, tiny_model_path):
+    """3 TPE trials over the learning rate (the metric is the logged learning rate, so each trial's
+    value must equal its own sampled parameter). The supervisor and its job are SIGKILLed while the
+    second trial trains; a second `abcx sweep run` resumes that trial from its checkpoint."""
+    import os
+    import signal
+    import time
+
+    import optuna
+
+    results = tmp_path / "results"
+    path = tmp_path / "search.yaml"
+    path.write_text(f"name: search\nfixed: {TINY.replace('save_steps=4', 'save_steps=1')}, results_dir={results},"
+                    " launcher.max_parallel=1]\nstrategy:\n  name: optuna\n  sampler: TPESampler\n  sampler_seed: 3\n"
+                    "  trials: 3\n  space: {train.learning_rate: {low: 5.0e-5, high: 2.0e-4, log: true}}\n"
+                    "  metric: learning_rate\n  window: 1\n")
+    code, out = call(command.sweep_run, str(path), [])
+    assert code == 0 and "supervisor pid" in out, out
+    decisions = results / "sweeps" / "search" / "decisions.jsonl"
+
+    def second_trial_trains():
+        rows = list(read_jsonl(decisions)) if decisions.exists() else []
+        second = [d for d in rows if d["event"] == "trial" and d["trial"] == 1]
+        return second and RunRecord(results / "runs" / second[0]["run_id"]).status().get("step", 0) >= 1
+    deadline = time.time() + 600
+    while not second_trial_trains():
+        assert time.time() < deadline, "the second trial never started training"
+        time.sleep(0.3)
+    pid = manifest.load(results, "search")["supervisor"]["pid"]
+    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the supervisor and its job, as a crash would
+    time.sleep(1)
+
+    code, out = call(command.sweep_run, str(path), [], wait=True)
+    assert code == 0, out
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{results / 'sweeps' / 'search' / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.value for t in trials] == pytest.approx([t.params["train.learning_rate"] for t in trials], rel=1e-9)
+    rows = list(read_jsonl(decisions))
+    asked = [d for d in rows if d["event"] == "trial"]
+    assert [d["trial"] for d in asked] == [0, 1, 2]  # none asked twice
+    (resumed,) = [d for d in rows if d["event"] == "trial_resumed"]
+    assert resumed["trial"] == 1 and resumed["run_id"] == asked[1]["run_id"]
+    assert len({d["run_id"] for d in asked}) == 3
+    for d in asked:  # every trial an ordinary run, each step once (the resumed one from its checkpoint)
+        record = RunRecord(results / "runs" / d["run_id"])
+        assert record.state() == "finished" and trained_steps(record) == [1, 2, 3, 4]
+    assert sum(d["event"] == "trial_complete" for d in rows) == 3
