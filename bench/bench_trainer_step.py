@@ -50,7 +50,7 @@ def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from abcx.loss import bounds_for
+    from abcx.train import _bounds
     from abcx.tasks import build_task
     from abcx.train import grpo_args, model_path
     from abcx.trainer import AbcxGRPOTrainer
@@ -62,7 +62,7 @@ def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str):
     common = dict(model=path, args=args, processing_class=AutoTokenizer.from_pretrained(path),
                   train_dataset=task.train, reward_funcs=[task.reward], callbacks=callbacks)
     if kind == "abcx":
-        return AbcxGRPOTrainer(**common, bounds=bounds_for(cfg.method.name, cfg.method), logprob_path=logprob_path)
+        return AbcxGRPOTrainer(**common, method=_bounds(cfg), logprob_path=logprob_path)
     return GRPOTrainer(**common)
 
 

@@ -9,7 +9,8 @@ import torch
 pytest.importorskip("trl")
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from abcx import loss as L  # noqa: E402
+from abcx.methods import clip as C, stats as S  # noqa: E402
+from abcx.methods.runtime import bounds_for  # noqa: E402
 from abcx.trainer import AbcxGRPOTrainer  # noqa: E402
 from abcx.trl_compat import check  # noqa: E402
 
@@ -101,7 +102,7 @@ def assert_same(trainer, inputs):
     return ref_loss
 
 
-GRPO_BOUNDS = L.bounds_for("grpo", {"eps_low": 0.2, "eps_high": 0.28})
+GRPO_BOUNDS = bounds_for("grpo", {"eps_low": 0.2, "eps_high": 0.28})
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
@@ -122,13 +123,13 @@ def test_grpo_preset_matches_trl_with_kl_vllm_is_and_off_policy_mask(tmp_path):
 
 
 def test_two_sided_preset_matches_trls_delta_option(tmp_path):
-    bounds = L.bounds_for("two_sided", {"eps_low": 0.2, "eps_high": 0.28, "delta": 1.5})
+    bounds = bounds_for("two_sided", {"eps_low": 0.2, "eps_high": 0.28, "delta": 1.5})
     trainer = make_trainer(tmp_path, "bnpo", "token", bounds, delta=1.5)
     assert_same(trainer, make_inputs(trainer, 3))
 
 
 def test_abc_differs_from_trl_grpo_when_ratios_leave_the_band(tmp_path):
-    trainer = make_trainer(tmp_path, "bnpo", "token", L.Bounds(0.2, 0.2, 0.2, 0.2))
+    trainer = make_trainer(tmp_path, "bnpo", "token", C.Bounds(0.2, 0.2, 0.2, 0.2))
     trainer.epsilon_high = 0.2
     inputs = make_inputs(trainer, 1)
     ref, _ = loss_and_grads(GRPOTrainer._compute_loss, trainer, inputs)
@@ -137,7 +138,7 @@ def test_abc_differs_from_trl_grpo_when_ratios_leave_the_band(tmp_path):
 
 
 def test_quadrant_metrics_are_logged_as_fractions(tmp_path):
-    trainer = make_trainer(tmp_path, "dapo", "token", L.Bounds(0.2, 0.2, 0.2, 0.2))
+    trainer = make_trainer(tmp_path, "dapo", "token", C.Bounds(0.2, 0.2, 0.2, 0.2))
     trainer.model.train()
     AbcxGRPOTrainer._compute_loss(trainer, trainer.model, make_inputs(trainer, 2))
     logs = {}

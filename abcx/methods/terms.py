@@ -35,6 +35,7 @@ class LossInputs:
     step: int = 0  # the optimiser step (schedules)
     max_steps: int = 1
     state: dict[str, Any] = field(default_factory=dict)  # a stateful method's controller state
+    is_ratio: "torch.Tensor | None" = None  # [B, T] vLLM's pi_old / pi_sampler where TRL corrects for it (VESPO)
 
 
 @dataclass
@@ -45,6 +46,9 @@ class PolicyTerms:
     weight: "torch.Tensor"  # gradient = -weight * A * grad(log pi); 0 where the token's gradient is cut
     penalty: "torch.Tensor | None" = None  # extra gradient penalty * grad(log pi), not proportional to A
     natural: "torch.Tensor | None" = None  # the unclipped weight to compare with (default: r)
+    # True: the weight acts on grad of the sequence's mean log-ratio (GSPO's s), not on each token's own
+    # grad(log pi); the trainer then passes that mean as `logp` to `surrogate`.
+    sequence: bool = False
 
 
 def surrogate(terms: PolicyTerms, logp: "torch.Tensor", advantages: "torch.Tensor") -> "torch.Tensor":
