@@ -33,6 +33,10 @@ class MethodConf:
     name: str = "abc_grpo"
 
 
+def _schema_class_name(method: str) -> str:
+    return "".join(part.title() for part in method.split("_")) + "MethodConf"
+
+
 def method_schemas() -> dict[str, type]:
     """name -> a dataclass (subclass of MethodConf) per registered method: the `method=<name>` group."""
     from dataclasses import make_dataclass
@@ -43,13 +47,9 @@ def method_schemas() -> dict[str, type]:
     for name, method in methods.registry().items():
         fields: list[Any] = [("name", str, field(default=name))]
         for p in method.params:
-            if p.type is dict:
-                fields.append((p.name, Dict[str, float], field(default_factory=dict)))
-            else:
-                kind = p.type if p.default is not None else Optional[p.type]
-                fields.append((p.name, kind, field(default=p.default)))
-        class_name = "".join(part.title() for part in name.split("_")) + "MethodConf"
-        schemas[name] = make_dataclass(class_name, fields, bases=(MethodConf,))
+            kind = p.type if p.default is not None else Optional[p.type]
+            fields.append((p.name, kind, field(default=p.default)))
+        schemas[name] = make_dataclass(_schema_class_name(name), fields, bases=(MethodConf,))
     return schemas
 
 
@@ -337,11 +337,25 @@ def _explain_hydra_error(err: BaseException) -> str:
     text = _one_line(cause if cause is not None and "full_key" in str(cause) else err)
     if "full_key:" in text:  # a type error inside a typed node: name the field first
         key = text.split("full_key:")[1].split()[0].rstrip(",")
+        if key.startswith("method.") and "MethodConf'" in text and "not in" in text:
+            return _method_key_error(key, text)
         return f"{key}: {text.split('full_key:')[0].strip().rstrip('.')}"
     if "Could not override" in text:
         key = text.split("'")[1]
         return f"{key} is not a config field; extra trainer options go under +train.extra.<name>=<value>"
     return text
+
+
+def _method_key_error(key: str, text: str) -> str:
+    """`method.<key>` that the chosen method does not have: name its parameters (from the registry)."""
+    from abcx import methods
+
+    schema = text.split("object_type=")[-1].split()[0] if "object_type=" in text else ""
+    for name, method in methods.registry().items():
+        if _schema_class_name(name) == schema:
+            return (f"{key} does not apply to method {name!r}; its parameters: "
+                    f"{', '.join(p.name for p in method.params)}")
+    return f"{key} is not a parameter of the chosen method; `abcx methods` lists each method's parameters"
 
 
 def validate(cfg: Any) -> None:

@@ -73,19 +73,33 @@ class Method:
 
     def own(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The function's own keyword arguments out of a config group (schedule fields left out)."""
-        return {p.name: params[p.name] for p in self.params if p.name not in SCHEDULE_PARAMS}
+        return {p.name: params[p.name] for p in self.params if not self.is_schedule_param(p.name)}
+
+    def is_schedule_param(self, name: str) -> bool:
+        return self.bounds is not None and (name == SCHEDULE.name or name.endswith(END))
+
+    def schedule_ends(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """param -> end value for every scheduled parameter of a config group."""
+        if self.bounds is None:
+            return {}
+        return {p.name[:-len(END)]: params[p.name] for p in self.params
+                if p.name.endswith(END) and params.get(p.name) is not None}
 
     def level(self, params: Mapping[str, Any]) -> str:
         return params.get("importance_sampling_level", "token") if "importance_sampling_level" in \
             {p.name for p in self.params} else "token"
 
 
-SCHEDULE_PARAMS = {
-    "schedule": Param("schedule", str, "constant", "|".join(SCHEDULES),
-                      "how the bounds' parameters move over training (from their value to schedule_end's)"),
-    "schedule_end": Param("schedule_end", dict, None, "{param: value}",
-                          "each scheduled parameter's value at the last step, e.g. {eps3: 0.4}"),
-}
+SCHEDULE = Param("schedule", str, "constant", "|".join(SCHEDULES),
+                 "how bound parameters with an <param>_end move over training (from <param> to <param>_end)")
+END = "_end"
+
+
+def _schedule_params(params: list[Param]) -> list[Param]:
+    """A four-bound method's schedule: `schedule` plus an optional end value per float parameter."""
+    ends = [Param(p.name + END, float, None, p.domain, f"{p.name}'s value at the last step (null: constant)")
+            for p in params if p.type is float]
+    return [SCHEDULE, *ends]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?|inf)"
 
@@ -136,7 +150,7 @@ def _method_from(module: Any, name: str, meta: Mapping[str, Any]) -> Method:
                                     and p.name.startswith(("eps", "clip", "delta")) else type(p.default))
         params.append(Param(p.name, kind, p.default, info.get("domain", "any"), info.get("doc", "")))
     if meta.get("bounds") is not None:
-        params += list(SCHEDULE_PARAMS.values())
+        params += _schedule_params(params)
     doc = (inspect.getdoc(fn) or "").split("\n")[0]
     known = ("reference", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
     return Method(name=name, fn=fn, params=tuple(params), reference=meta.get("reference", ""), doc=doc,
@@ -188,7 +202,7 @@ def validate(params: Mapping[str, Any]) -> Method:
             raise UserError(f"method.{key} does not apply to method {method.name!r}; its parameters: "
                             f"{', '.join(sorted(known)) or 'none'}")
     for p in method.params:
-        if p.name in params and p.name != "schedule_end":
+        if p.name in params and not (p.default is None and params[p.name] is None):
             p.check(f"method.{p.name}", params[p.name])
     own = method.own({**method.defaults(), **params})
     if method.check is not None:
@@ -200,22 +214,17 @@ def validate(params: Mapping[str, Any]) -> Method:
 
 
 def _check_schedule(method: Method, params: Mapping[str, Any], own: dict[str, Any]) -> None:
-    end = dict(params.get("schedule_end") or {})
-    if params.get("schedule", "constant") == "constant":
-        if end:
-            raise UserError("method.schedule_end is set but method.schedule=constant; valid: schedule=linear or "
-                            "cosine with schedule_end, or no schedule_end")
-        return
-    if not end:
-        raise UserError(f"method.schedule={params['schedule']} needs method.schedule_end, e.g. "
-                        f"+method.schedule_end.{next(iter(own))}=0.4")
-    floats = {p.name: p for p in method.params if p.type is float}
-    for key, value in end.items():
-        if key not in floats:
-            raise UserError(f"method.schedule_end.{key} is not a bound parameter of {method.name!r}; valid: "
-                            f"{', '.join(floats)}")
-        floats[key].check(f"method.schedule_end.{key}", value)
-    method.bounds(**{**own, **end})
+    ends = method.schedule_ends(params)
+    kind = params.get("schedule", "constant")
+    if kind == "constant" and ends:
+        raise UserError(f"method.{next(iter(ends))}{END} is set but method.schedule=constant; valid: "
+                        "method.schedule=linear or cosine")
+    if kind != "constant" and not ends:
+        raise UserError(f"method.schedule={kind} needs an end value, e.g. method.{next(iter(own))}{END}=0.4")
+    for key, end in ends.items():
+        if not (math.isfinite(float(own[key])) and math.isfinite(float(end))):
+            raise UserError(f"method.{key}={own[key]} -> {key}{END}={end}: a schedule needs finite ends")
+    method.bounds(**{**own, **ends})
 
 
 def hash_view(group: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +236,6 @@ def hash_view(group: Mapping[str, Any]) -> dict[str, Any]:
     defaults = get(name).defaults()
     view = {"name": name, **{key: group.get(key) for key in LEGACY_KEYS}}
     for key, value in group.items():
-        if key not in view and value != defaults.get(key) and not (key == "schedule_end" and not value):
+        if key not in view and value != defaults.get(key):
             view[key] = value
     return view

@@ -38,7 +38,7 @@ class MethodRun:
     def params_at(self, step: int) -> dict[str, Any]:
         own = self.method.own(self.params)
         kind = self.params.get("schedule", "constant")
-        for key, end in dict(self.params.get("schedule_end") or {}).items():
+        for key, end in self.method.schedule_ends(self.params).items():
             own[key] = scheduled(float(own[key]), float(end), kind, step, self.max_steps)
         return own
 
