@@ -108,7 +108,7 @@ class AbcxGRPOTrainer(GRPOTrainer):
         terms = self.method.terms(LossInputs(
             logp=per_token_logps, old_logp=old_per_token_logps, advantages=advantages, mask=mask,
             entropies=entropies.detach() if entropies is not None else None, step=step,
-            max_steps=self.method.max_steps, is_ratio=inputs.get("importance_sampling_ratio") if vllm_is else None,
+            max_steps=self.method.max_steps, is_ratio=inputs.get("importance_sampling_ratio"),  # present: vLLM IS on
         ))
         log_ratio = per_token_logps - old_per_token_logps
         # The level's log-ratio has the gradient of the method's ratio (token: log pi; sequence: its mean).
