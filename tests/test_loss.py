@@ -146,3 +146,136 @@ def test_aggregation_ignores_padding(loss_type):
     got = S.aggregate(per_token, mask, loss_type, max_completion_length=3, num_items=torch.tensor(3.0))
     expected = {"grpo": (1.5 + 3) / 2, "bnpo": 6 / 3, "dr_grpo": 6 / 6, "dapo": 6 / 3}[loss_type]
     assert got.item() == pytest.approx(expected)
+
+
+# --- Four distinct bounds: a swapped epsilon (in the clip, the gradient or the counts) must fail ----------
+# eps1 = 0.1 (A>0 up), eps2 = 0.2 (A>0 down), eps3 = 0.3 (A<=0 up), eps4 = 0.4 (A<=0 down), so
+# A>0 keeps [0.8, 1.1] and A<=0 keeps [0.6, 1.3]. Row 0 has A > 0, row 1 A < 0.
+DISTINCT = C.Bounds(eps1=0.1, eps2=0.2, eps3=0.3, eps4=0.4)
+GRID = torch.tensor([[0.70, 0.75, 0.79, 0.90, 1.00, 1.12, 1.05, 1.00],
+                     [0.50, 0.55, 0.70, 1.31, 1.40, 1.50, 1.20, 1.60]])
+GRID_ADV = torch.tensor([[1.5], [-0.5]])
+KEEP = {True: (0.8, 1.1), False: (0.6, 1.3)}  # written out by hand from the four epsilons above
+
+
+def terms_and_grad(ratio, adv, bounds, level="token"):
+    from abcx.methods.terms import LossInputs, surrogate
+
+    logp = ratio.log().clone().requires_grad_(True)
+    inputs = LossInputs(logp=logp, old_logp=torch.zeros_like(ratio), advantages=adv, mask=torch.ones_like(ratio))
+    terms = C.four_bound_terms(inputs, bounds, level)
+    surrogate(terms, logp, adv).sum().backward()
+    return terms, logp.grad
+
+
+def reference_grad(ratio, adv, keep):
+    """d/d log pi of -clamp(r, lo, hi) * A with lo, hi picked by the sign of A from `keep`."""
+    logp = ratio.log().clone().requires_grad_(True)
+    r = logp.exp()
+    lo = torch.tensor([[keep[bool(a > 0)][0]] for a in adv[:, 0]])
+    hi = torch.tensor([[keep[bool(a > 0)][1]] for a in adv[:, 0]])
+    (-torch.clamp(r, lo, hi) * adv).sum().backward()
+    return torch.clamp(r, lo, hi).detach(), logp.grad
+
+
+def test_distinct_bounds_clip_each_sign_by_its_own_pair():
+    clipped = C.clipped_ratio(GRID, GRID_ADV, DISTINCT)
+    assert clipped[0].tolist() == pytest.approx([0.8, 0.8, 0.8, 0.9, 1.0, 1.1, 1.05, 1.0])
+    assert clipped[1].tolist() == pytest.approx([0.6, 0.6, 0.7, 1.3, 1.3, 1.3, 1.2, 1.3])
+
+
+def test_distinct_bounds_value_and_gradient_of_the_policy_terms():
+    terms, grad = terms_and_grad(GRID, GRID_ADV, DISTINCT)
+    clipped, expected = reference_grad(GRID, GRID_ADV, KEEP)
+    assert torch.allclose(terms.value, -clipped * GRID_ADV)
+    assert torch.allclose(grad, expected)
+    zero = grad == 0
+    assert zero[0].tolist() == [True, True, True, False, False, True, False, False]
+    assert zero[1].tolist() == [True, True, False, True, True, True, False, True]
+
+
+def test_distinct_bounds_quadrant_counts():
+    counts = S.quadrant_counts(GRID, GRID_ADV, torch.ones_like(GRID), DISTINCT)
+    got = [int(counts[f"clip/q{i}"]) for i in range(1, 5)]
+    # Q1: A>0, r > 1.1 -> 1.12; Q2: A>0, r < 0.8 -> 3; Q3: A<=0, r < 0.6 -> 2; Q4: A<=0, r > 1.3 -> 4
+    assert got == [1, 3, 2, 4]
+    assert int(counts["clip/clipped"]) == 10
+
+
+# inf on one side at a time: that bound vanishes from the clip; the band borrows the same side's other bound
+@pytest.mark.parametrize("absent,keep,band_counts", [
+    ("eps1", {True: (0.8, math.inf), False: (0.6, 1.3)}, [0, 3, 2, 4]),   # Q1 band 1 + eps3 = 1.3
+    ("eps2", {True: (0.0, 1.1), False: (0.6, 1.3)}, [1, 0, 2, 4]),        # Q2 band 1 - eps4 = 0.6
+    ("eps3", {True: (0.8, 1.1), False: (0.6, math.inf)}, [1, 3, 2, 5]),   # Q4 band 1 + eps1 = 1.1
+    ("eps4", {True: (0.8, 1.1), False: (0.0, 1.3)}, [1, 3, 3, 4]),        # Q3 band 1 - eps2 = 0.8
+])
+def test_an_absent_bound_on_each_side(absent, keep, band_counts):
+    bounds = C.Bounds(**{**vars(DISTINCT), absent: INF})
+    terms, grad = terms_and_grad(GRID, GRID_ADV, bounds)
+    clipped, expected = reference_grad(GRID, GRID_ADV, keep)
+    assert torch.allclose(C.clipped_ratio(GRID, GRID_ADV, bounds), clipped)
+    assert torch.allclose(grad, expected)
+    counts = S.quadrant_counts(GRID, GRID_ADV, torch.ones_like(GRID), bounds, terms)
+    got = [int(counts[f"clip/q{i}"]) for i in range(1, 5)]
+    assert got == band_counts
+    assert int(counts["clip/clipped"]) == int((expected == 0).sum())
+
+
+def test_gradient_share_goes_to_the_quadrants_a_method_leaves_unclipped():
+    grpo = C.Bounds(eps1=0.1, eps2=INF, eps3=INF, eps4=0.4)
+    terms, _ = terms_and_grad(GRID, GRID_ADV, grpo)
+    f = S.quadrant_fractions(S.quadrant_counts(GRID, GRID_ADV, torch.ones_like(GRID), grpo, terms))
+    mass = (terms.weight * GRID_ADV).abs()
+    total = mass.sum()
+    # by hand: Q2's band borrows eps4 (r < 0.6: none of row 0); Q4's borrows eps1 (row 1, r > 1.1: columns 3-7)
+    q4 = mass[1, 3:8].sum() / total
+    assert f["grad/share_q1"] == f["grad/share_q3"] == 0
+    assert f["grad/share_q4"] == pytest.approx(q4.item()) and f["grad/share_q4"] > 0
+    assert f["grad/share_q2"] == 0 and f["grad/share_in"] == pytest.approx(1 - q4.item())
+    assert f["grad/zeroed"] == pytest.approx(1 / 16 + 2 / 16)  # 1.12 (Q1) and 0.50, 0.55 (Q3)
+
+
+def test_a_soft_weight_is_scaled_down_not_zeroed():
+    from abcx.methods.terms import PolicyTerms
+
+    weight = GRID * torch.tensor([[1.0, 0.5, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0], [1.0] * 8])
+    terms = PolicyTerms(value=torch.zeros_like(GRID), weight=weight, natural=GRID)
+    f = S.quadrant_fractions(S.quadrant_counts(GRID, GRID_ADV, torch.ones_like(GRID), DISTINCT, terms))
+    assert f["grad/zeroed"] == pytest.approx(1 / 16) and f["grad/scaled_down"] == pytest.approx(1 / 16)
+
+
+# --- abc_adaptive's controller and epsilon schedules ----------------------------------------------------
+
+def test_the_controller_moves_each_epsilon_by_its_own_quadrant():
+    from abcx.methods.adaptive import adaptive_update
+
+    eps = (0.1, 0.2, 0.3, 0.4)
+    fractions = (0.05, 0.01, 0.08, 0.0)  # Q1, Q2, Q3, Q4
+    targets = dict(target_q1=0.02, target_q2=0.03, target_q3=0.04, target_q4=0.01)
+    new = adaptive_update(eps, fractions, **targets, eta=10.0, eps_min=0.01, eps_max=5.0)
+    # eps1 <- Q1, eps2 <- Q2, eps3 <- Q4, eps4 <- Q3 (abcx.methods.clip's table)
+    expected = (0.1 * math.exp(10 * (0.05 - 0.02)), 0.2 * math.exp(10 * (0.01 - 0.03)),
+                0.3 * math.exp(10 * (0.0 - 0.01)), 0.4 * math.exp(10 * (0.08 - 0.04)))
+    assert new == pytest.approx(expected)
+
+
+def test_the_controller_clamps_and_keeps_lower_bounds_below_one():
+    from abcx.methods.adaptive import adaptive_update
+
+    new = adaptive_update((0.9, 0.9, 0.9, 0.011), (1.0, 1.0, 1.0, 0.0), target_q1=0.0, target_q2=0.0,
+                          target_q3=0.0, target_q4=0.0, eta=10.0, eps_min=0.01, eps_max=2.0)
+    assert new[0] == 2.0 and new[1] == 0.99 and new[3] == 0.99 and new[2] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("kind,mid", [("constant", 0.2), ("linear", 0.3), ("cosine", 0.3)])
+def test_an_epsilon_schedule_runs_from_the_value_to_its_end(kind, mid):
+    from abcx.methods.runtime import MethodRun
+
+    run = MethodRun("abc_grpo", {"eps3": 0.2, "schedule": kind, "eps3_end": 0.4 if kind != "constant" else None},
+                    max_steps=10)
+    assert run.bounds(0).eps3 == pytest.approx(0.2)
+    assert run.bounds(5).eps3 == pytest.approx(mid)
+    assert run.bounds(10).eps3 == pytest.approx(0.2 if kind == "constant" else 0.4)
+    assert (run.bounds(5).eps1, run.bounds(5).eps2, run.bounds(5).eps4) == (0.2, 0.2, 0.2)
+    if kind == "cosine":
+        assert run.bounds(2).eps3 == pytest.approx(0.4 + (0.2 - 0.4) * (1 + math.cos(math.pi * 0.2)) / 2)
