@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from trl import GRPOTrainer
 
-from abcx.methods import clip as C, stats as S
+from abcx.methods import stats as S
+from abcx.methods.runtime import MethodRun
 from abcx.methods.runtime import bounds_for
 from abcx.trainer import AbcxGRPOTrainer
 from tests.test_trl_equivalence import loss_and_grads, make_inputs, make_trainer
@@ -26,7 +27,14 @@ worst = max((a - b).abs().max().item() for a, b in zip(ref_grads, our_grads))
 local = S.quadrant_fractions({k: v.item() for k, v in trainer._quadrant_counts["train"].items()})
 trainer.log({})
 logged = {k: v for k, v in trainer.state.log_history[-1].items() if k.startswith(("clip/", "ratio/"))}
+# abc_adaptive: each rank counts its own tokens; the controller steps on both ranks' counts together.
+trainer.method = MethodRun("abc_adaptive", {"eta": 10.0})
+trainer.model.train()
+AbcxGRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+adaptive_local = [trainer._step_counts[k].item() for k in ("clip/q1", "clip/q2", "clip/q3", "clip/q4", "tokens")]
+trainer._controller_step()
 (out / f"rank{rank}.json").write_text(json.dumps({
     "world": trainer.accelerator.num_processes, "ref_loss": ref_loss.item(), "our_loss": our_loss.item(),
-    "worst_grad_diff": worst, "local": local, "logged": logged,
+    "worst_grad_diff": worst, "local": local, "logged": logged, "adaptive_local": adaptive_local,
+    "adaptive_eps": trainer.method.state["eps"],
 }))
