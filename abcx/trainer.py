@@ -77,6 +77,7 @@ class AbcxGRPOTrainer(GRPOTrainer):
         self._quadrant_counts: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._step_counts: dict[str, torch.Tensor] = {}  # this optimiser step's, for the controller
         self._eps_in_use: tuple[float, ...] | None = None
+        self.gradient_shares = True  # bench/bench_trainer_step.py measures the accounting's cost by turning it off
 
     @property
     def bounds(self) -> Bounds | None:
@@ -170,7 +171,7 @@ class AbcxGRPOTrainer(GRPOTrainer):
             self._metrics[mode]["kl"].append(global_masked_mean(per_token_kl))
         bounds = self.method.bounds(step)
         counts = S.quadrant_counts(ratio, advantages, mask, bounds if bounds is not None else self.method.band(step),
-                                   terms)
+                                   terms if self.gradient_shares else None)
         _accumulate(self._quadrant_counts[mode], counts)
         if mode == "train":
             self._eps_in_use = (bounds.eps1, bounds.eps2, bounds.eps3, bounds.eps4) if bounds is not None else None
