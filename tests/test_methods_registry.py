@@ -102,3 +102,11 @@ def test_abcx_methods_lists_every_method_with_parameters_and_reference_without_t
         assert f"{method.name}: " in proc.stdout and method.reference in proc.stdout
         assert all(f"    {p.name} = " in proc.stdout for p in method.params if not p.name.endswith("_end"))
     assert "eps_max = 5  (> 0)" in proc.stdout  # cispo's parameter, default and domain
+
+
+def test_the_methods_sweep_runs_every_registered_method_with_three_seeds():
+    from abcx.sweep.spec import expand, load_sweep
+
+    points = expand(load_sweep(ROOT / "sweeps/methods.yaml"))
+    pairs = {(o, s) for p in points for o in p if o.startswith("method=") for s in p if s.startswith("seed=")}
+    assert pairs == {(f"method={m}", f"seed={s}") for m in M.names() for s in (0, 1, 2)} and len(points) == len(pairs)
