@@ -279,3 +279,40 @@ def test_an_epsilon_schedule_runs_from_the_value_to_its_end(kind, mid):
     assert (run.bounds(5).eps1, run.bounds(5).eps2, run.bounds(5).eps4) == (0.2, 0.2, 0.2)
     if kind == "cosine":
         assert run.bounds(2).eps3 == pytest.approx(0.4 + (0.2 - 0.4) * (1 + math.cos(math.pi * 0.2)) / 2)
+
+
+# --- Edges: a ratio exactly on a bound is inside (torch.clamp passes its gradient there) -----------------
+EXACT = C.Bounds(eps1=0.25, eps2=0.5, eps3=0.125, eps4=0.75)  # binary fractions: 1 +- eps is exact
+
+
+def test_a_ratio_exactly_on_its_bound_is_inside_for_the_clip_the_gradient_and_the_counts():
+    ratio = torch.tensor([[1.25, 0.5, 1.0], [1.125, 0.25, 1.0]])
+    adv = torch.tensor([[1.0], [-1.0]])
+    terms, grad = terms_and_grad(ratio, adv, EXACT)
+    assert torch.equal(terms.weight, ratio) and torch.all(grad != 0)
+    counts = S.quadrant_counts(ratio, adv, torch.ones_like(ratio), EXACT, terms)
+    assert [int(counts[f"clip/q{i}"]) for i in range(1, 5)] == [0, 0, 0, 0]
+    assert int(counts["clip/clipped"]) == 0 and int(S.quadrant_counts(ratio, adv, torch.ones_like(ratio), EXACT)["clip/clipped"]) == 0
+    nudged = ratio * torch.tensor([[1.001, 0.999, 1.0], [1.001, 0.999, 1.0]])
+    counts = S.quadrant_counts(nudged, adv, torch.ones_like(ratio), EXACT)
+    assert [int(counts[f"clip/q{i}"]) for i in range(1, 5)] == [1, 1, 1, 1] and int(counts["clip/clipped"]) == 4
+
+
+def test_zeroed_and_scaled_down_compare_the_weight_with_the_method_s_own_natural_weight():
+    from abcx.methods.terms import PolicyTerms
+
+    ratio = torch.ones(1, 4)
+    natural = torch.tensor([[1.0, 2.0, 2.0, 2.0]])  # e.g. VESPO: the natural weight is w, not r
+    weight = torch.tensor([[0.0, 2.0, 1.0, 0.0]])
+    terms = PolicyTerms(value=torch.zeros(1, 4), weight=weight, natural=natural)
+    f = S.quadrant_fractions(S.quadrant_counts(ratio, torch.ones(1, 1), torch.ones(1, 4), EXACT, terms))
+    assert f["grad/zeroed"] == 0.5 and f["grad/scaled_down"] == 0.25
+    assert f["clip/clipped"] == 0.5
+
+
+def test_luspo_aggregation_sums_each_sequence_and_averages_over_sequences():
+    per_token = torch.tensor([[1.0, 2.0, 100.0], [3.0, 100.0, 100.0], [0.5, 0.5, 0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert S.aggregate(per_token, mask, "luspo").item() == pytest.approx((3 + 3 + 1.5) / 3)
+    assert S.aggregation_of("luspo") == "luspo" and S.aggregation_of("cispo") == S.aggregation_of("vespo") == "dapo"
+    assert S.aggregation_of("sapo") == "grpo" and S.aggregation_of("bnpo") == "bnpo"

@@ -111,6 +111,7 @@ def in_domain(domain: str, value: Any, kind: type = float) -> bool:
         return False
     if kind is int and (not isinstance(value, int)):
         return False
+    domain = domain[4:] if domain.startswith("int ") else domain  # "int >= 0": the type is checked above
     if isinstance(value, float) and math.isnan(value):
         return False
     return any(_in_one(part.strip(), value) for part in domain.split(" or "))
@@ -151,8 +152,8 @@ def _method_from(module: Any, name: str, meta: Mapping[str, Any]) -> Method:
         params.append(Param(p.name, kind, p.default, info.get("domain", "any"), info.get("doc", "")))
     if meta.get("bounds") is not None:
         params += _schedule_params(params)
-    doc = (inspect.getdoc(fn) or "").split("\n")[0]
-    known = ("reference", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
+    doc = meta.get("doc") or (inspect.getdoc(fn) or "").split("\n")[0]
+    known = ("reference", "doc", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
     return Method(name=name, fn=fn, params=tuple(params), reference=meta.get("reference", ""), doc=doc,
                   bounds=meta.get("bounds"), aggregation=meta.get("aggregation"),
                   uses_is_ratio=bool(meta.get("uses_is_ratio")), controller=meta.get("controller"),
