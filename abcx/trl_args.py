@@ -39,6 +39,10 @@ CONTROLLED: dict[str, str] = {
     "epsilon": "method.eps_low (method.eps4 for abc_grpo: the method's bounds; `abcx methods` lists each method's)",
     "epsilon_high": "method.eps_high (method.eps1 for abc_grpo: the method's bounds)",
     "delta": "method.delta (with method=two_sided)",
+    # TRL's parameters of its other loss types: abcx's methods own them (`abcx methods`)
+    "sapo_temperature_pos": "method.tau_pos (with method=sapo)", "sapo_temperature_neg": "method.tau_neg (with method=sapo)",
+    "vespo_k_pos": "method.k_pos (with method=vespo)", "vespo_lambda_pos": "method.lambda_pos (with method=vespo)",
+    "vespo_k_neg": "method.k_neg (with method=vespo)", "vespo_lambda_neg": "method.lambda_neg (with method=vespo)",
     "model_init_kwargs": "model.dtype / model.attn_implementation",
     "logging_nan_inf_filter": "train.nan_policy",
     "disable_tqdm": "logger (abcx prints its own progress lines)",

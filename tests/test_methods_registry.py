@@ -64,6 +64,7 @@ def test_the_registry_covers_trl_and_the_four_bound_family():
     (["method=abc_grpo", "method.schedule=linear", "method.eps2_end=1.2"], "method.eps2_end=1.2"),
     (["method=abc_adaptive", "method.eps_min=0.5", "method.eps_max=0.1"], "method.eps_min"),
     (["method=ppo"], "method=ppo"),
+    (["method=sapo", "+train.extra.sapo_temperature_pos=2"], "method.tau_pos"),  # TRL's knob is the method's
 ])
 def test_bad_method_parameters_get_one_line_naming_the_field(overrides, field):
     with pytest.raises(UserError) as err:
