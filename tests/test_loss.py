@@ -316,3 +316,95 @@ def test_luspo_aggregation_sums_each_sequence_and_averages_over_sequences():
     assert S.aggregate(per_token, mask, "luspo").item() == pytest.approx((3 + 3 + 1.5) / 3)
     assert S.aggregation_of("luspo") == "luspo" and S.aggregation_of("cispo") == S.aggregation_of("vespo") == "dapo"
     assert S.aggregation_of("sapo") == "grpo" and S.aggregation_of("bnpo") == "bnpo"
+
+
+def test_a_zero_advantage_token_is_bounded_by_the_a_le_0_pair():
+    ratio = torch.tensor([[1.2, 0.7]])  # inside [0.6, 1.3] (A <= 0), outside [0.8, 1.1] (A > 0)
+    adv = torch.zeros(1, 1)
+    terms, _ = terms_and_grad(ratio, adv, DISTINCT)
+    assert torch.equal(terms.weight, ratio)
+    assert int(S.quadrant_counts(ratio, adv, torch.ones_like(ratio), DISTINCT)["clip/clipped"]) == 0
+
+
+def test_four_bound_terms_read_the_ratio_against_old_log_probs_and_at_the_sequence_level():
+    from abcx.methods.terms import LossInputs
+
+    logp = torch.tensor([[-1.0, -2.0, -3.0]])
+    old = torch.tensor([[-1.1, -2.3, 5.0]])  # the third token is padding
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    adv = torch.tensor([[1.0]])
+    token = C.four_bound_terms(LossInputs(logp=logp, old_logp=old, advantages=adv, mask=mask), DISTINCT)
+    r = torch.exp(logp - old)
+    assert torch.allclose(token.natural, r) and not token.sequence
+    seq = C.four_bound_terms(LossInputs(logp=logp, old_logp=old, advantages=adv, mask=mask), C.Bounds(1, 0.5, 1, 0.5),
+                             "sequence")
+    s = math.exp((0.1 + 0.3) / 2)  # exp of the masked mean log-ratio
+    assert seq.sequence and seq.weight.shape == (1, 3) and torch.allclose(seq.weight, torch.full((1, 3), s))
+    assert torch.allclose(seq.value, torch.full((1, 3), -s)) and torch.allclose(seq.natural, torch.full((1, 3), s))
+    assert torch.allclose(C.sequence_log_ratio(logp - old, mask), torch.tensor([[0.2]]))
+    assert C.importance_ratio(logp - old, mask).shape == (1, 3)  # token level by default
+    one = torch.tensor([[1.0, 0.0, 0.0]])  # a one-token sequence: its own log-ratio
+    assert torch.allclose(C.sequence_log_ratio(logp - old, one), torch.tensor([[0.1]]))
+    with pytest.raises(UserError, match="importance_sampling_level='tok'.*token, sequence"):
+        C.importance_ratio(logp - old, mask, "tok")
+
+
+def test_bound_checks_name_the_bound_and_its_rule():
+    assert C.Bounds(0.0, 0.0, 0.0, 0.0).band() == C.Bounds(0.0, 0.0, 0.0, 0.0)  # zero is a valid eps
+    assert C.Bounds(INF, INF, INF, INF).band() == C.Bounds(*(C.DEFAULT_BAND_EPS,) * 4)
+    for name in ("eps2", "eps4"):
+        with pytest.raises(UserError, match=f"{name}=1.0 puts the lower bound 1-eps at 0 <= 0"):
+            C.Bounds(**{**vars(DISTINCT), name: 1.0})
+    with pytest.raises(UserError, match="eps1=True is not a number"):
+        C.check_eps("eps1", True, lower=False)
+
+
+def test_aggregation_edges_and_errors():
+    one = torch.tensor([[2.0, 9.0]])
+    mask = torch.tensor([[1.0, 0.0]])
+    assert S.aggregate(one, mask, "bnpo").item() == 2.0 and S.aggregate(one, mask, "grpo").item() == 2.0
+    with pytest.raises(ValueError, match="dr_grpo aggregation needs max_completion_length"):
+        S.aggregate(one, mask, "dr_grpo")
+    with pytest.raises(ValueError, match="dapo aggregation needs num_items"):
+        S.aggregate(one, mask, "dapo")
+    with pytest.raises(UserError, match="train.loss_type='x' is not supported; valid: grpo, bnpo, dr_grpo, dapo"):
+        S.aggregate(one, mask, "x")
+
+
+def test_fractions_of_one_token_with_a_small_or_no_gradient_and_a_penalty():
+    from abcx.methods.terms import PolicyTerms
+
+    ratio, adv, mask = torch.tensor([[1.0, 7.0]]), torch.tensor([[0.01]]), torch.tensor([[1.0, 0.0]])
+    small = PolicyTerms(value=torch.zeros(1, 2), weight=torch.ones(1, 2), natural=torch.ones(1, 2))
+    f = S.quadrant_fractions(S.quadrant_counts(ratio, adv, mask, DISTINCT, small))
+    assert f["grad/share_in"] == 1.0 and f["ratio/mean"] == 1.0 and f["clip/zero_adv"] == 0.0
+    none = PolicyTerms(value=torch.zeros(1, 2), weight=torch.zeros(1, 2), natural=torch.ones(1, 2))
+    f = S.quadrant_fractions(S.quadrant_counts(ratio, adv, mask, DISTINCT, none))
+    assert f["grad/share_in"] == 0.0 and f["grad/share_q1"] == 0.0 and f["grad/zeroed"] == 1.0
+    ratio2 = torch.tensor([[1.5, 1.0]])  # Q1 token with weight 1 and a penalty 0.5: |1 * 1 - 0.5| = 0.5
+    pen = PolicyTerms(value=torch.zeros(1, 2), weight=torch.ones(1, 2), natural=ratio2,
+                      penalty=torch.tensor([[0.5, 0.0]]))
+    f = S.quadrant_fractions(S.quadrant_counts(ratio2, torch.ones(1, 1), torch.ones(1, 2), DISTINCT, pen))
+    assert f["grad/share_q1"] == pytest.approx(0.5 / 1.5)
+
+
+def test_a_schedule_holds_its_end_past_the_last_step():
+    from abcx.methods.adaptive import scheduled
+
+    assert scheduled(0.2, 0.4, "linear", 3, 1) == pytest.approx(0.4)
+    assert scheduled(0.2, 0.4, "linear", 1, 1) == pytest.approx(0.4)
+    assert scheduled(0.2, 0.4, "cosine", 15, 10) == pytest.approx(0.4)
+
+
+def test_abc_adaptive_clips_with_the_controller_s_current_epsilons():
+    from abcx.methods.adaptive import abc_adaptive, adaptive_bounds
+    from abcx.methods.terms import LossInputs
+
+    inputs = LossInputs(logp=GRID.log(), old_logp=torch.zeros_like(GRID), advantages=GRID_ADV,
+                        mask=torch.ones_like(GRID), state={"eps": [0.1, 0.2, 0.3, 0.4]})
+    got = abc_adaptive(inputs)  # the state's eps, not the (default) starting ones
+    assert torch.equal(got.weight, C.four_bound_terms(inputs, DISTINCT).weight)
+    fresh = abc_adaptive(LossInputs(logp=GRID.log(), old_logp=torch.zeros_like(GRID), advantages=GRID_ADV,
+                                    mask=torch.ones_like(GRID)), eps1=0.1, eps2=0.2, eps3=0.3, eps4=0.4)
+    assert torch.equal(fresh.weight, got.weight)
+    assert adaptive_bounds(eps1=0.1, eps2=0.2, eps3=0.3, eps4=0.4) == DISTINCT
