@@ -311,9 +311,9 @@ def test_zeroed_and_scaled_down_compare_the_weight_with_the_method_s_own_natural
 
 
 def test_luspo_aggregation_sums_each_sequence_and_averages_over_sequences():
-    per_token = torch.tensor([[1.0, 2.0, 100.0], [3.0, 100.0, 100.0], [0.5, 0.5, 0.5]])
-    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert S.aggregate(per_token, mask, "luspo").item() == pytest.approx((3 + 3 + 1.5) / 3)
+    per_token = torch.tensor([[1.0, 2.0, 100.0, 100.0], [3.0, 100.0, 100.0, 100.0], [0.5, 0.5, 0.5, 0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    assert S.aggregate(per_token, mask, "luspo").item() == pytest.approx((3 + 3 + 2) / 3)
     assert S.aggregation_of("luspo") == "luspo" and S.aggregation_of("cispo") == S.aggregation_of("vespo") == "dapo"
     assert S.aggregation_of("sapo") == "grpo" and S.aggregation_of("bnpo") == "bnpo"
 
@@ -342,6 +342,8 @@ def test_four_bound_terms_read_the_ratio_against_old_log_probs_and_at_the_sequen
     assert seq.sequence and seq.weight.shape == (1, 3) and torch.allclose(seq.weight, torch.full((1, 3), s))
     assert torch.allclose(seq.value, torch.full((1, 3), -s)) and torch.allclose(seq.natural, torch.full((1, 3), s))
     assert torch.allclose(C.sequence_log_ratio(logp - old, mask), torch.tensor([[0.2]]))
+    two = torch.cat([logp - old, torch.tensor([[0.5, 0.7, 0.9]])])  # two sequences, the second 3 tokens long
+    assert torch.allclose(C.sequence_log_ratio(two, torch.cat([mask, torch.ones(1, 3)])), torch.tensor([[0.2], [0.7]]))
     assert C.importance_ratio(logp - old, mask).shape == (1, 3)  # token level by default
     one = torch.tensor([[1.0, 0.0, 0.0]])  # a one-token sequence: its own log-ratio
     assert torch.allclose(C.sequence_log_ratio(logp - old, one), torch.tensor([[0.1]]))
@@ -353,7 +355,8 @@ def test_bound_checks_name_the_bound_and_its_rule():
     assert C.Bounds(0.0, 0.0, 0.0, 0.0).band() == C.Bounds(0.0, 0.0, 0.0, 0.0)  # zero is a valid eps
     assert C.Bounds(INF, INF, INF, INF).band() == C.Bounds(*(C.DEFAULT_BAND_EPS,) * 4)
     for name in ("eps2", "eps4"):
-        with pytest.raises(UserError, match=f"{name}=1.0 puts the lower bound 1-eps at 0 <= 0"):
+        with pytest.raises(UserError, match=f"^{name}=1.0 puts the lower bound 1-eps at 0 <= 0; valid: 0 <= eps < 1, "
+                                            "or inf for no lower bound$"):
             C.Bounds(**{**vars(DISTINCT), name: 1.0})
     with pytest.raises(UserError, match="eps1=True is not a number"):
         C.check_eps("eps1", True, lower=False)
@@ -363,9 +366,9 @@ def test_aggregation_edges_and_errors():
     one = torch.tensor([[2.0, 9.0]])
     mask = torch.tensor([[1.0, 0.0]])
     assert S.aggregate(one, mask, "bnpo").item() == 2.0 and S.aggregate(one, mask, "grpo").item() == 2.0
-    with pytest.raises(ValueError, match="dr_grpo aggregation needs max_completion_length"):
+    with pytest.raises(ValueError, match="^dr_grpo aggregation needs max_completion_length$"):
         S.aggregate(one, mask, "dr_grpo")
-    with pytest.raises(ValueError, match="dapo aggregation needs num_items"):
+    with pytest.raises(ValueError, match="^dapo aggregation needs num_items$"):
         S.aggregate(one, mask, "dapo")
     with pytest.raises(UserError, match="train.loss_type='x' is not supported; valid: grpo, bnpo, dr_grpo, dapo"):
         S.aggregate(one, mask, "x")
@@ -408,3 +411,39 @@ def test_abc_adaptive_clips_with_the_controller_s_current_epsilons():
                                     mask=torch.ones_like(GRID)), eps1=0.1, eps2=0.2, eps3=0.3, eps4=0.4)
     assert torch.equal(fresh.weight, got.weight)
     assert adaptive_bounds(eps1=0.1, eps2=0.2, eps3=0.3, eps4=0.4) == DISTINCT
+
+
+def test_without_a_natural_weight_the_ratio_is_the_reference_and_a_small_gradient_still_has_shares():
+    from abcx.methods.terms import PolicyTerms
+
+    ratio = torch.tensor([[1.5, 1.0]])  # a Q1 token and an in-band one
+    terms = PolicyTerms(value=torch.zeros(1, 2), weight=torch.tensor([[0.75, 1.0]]))  # natural: r
+    f = S.quadrant_fractions(S.quadrant_counts(ratio, torch.tensor([[0.001]]), torch.ones(1, 2), DISTINCT, terms))
+    assert f["grad/scaled_down"] == 0.5 and f["grad/zeroed"] == 0.0  # 0.75 < r = 1.5; 1.0 == r = 1.0
+    assert f["grad/share_q1"] == pytest.approx(0.75 / 1.75) and f["grad/share_in"] == pytest.approx(1 / 1.75)
+
+
+def test_abc_adaptive_at_the_sequence_level_uses_the_sequence_ratio():
+    from abcx.methods.adaptive import abc_adaptive
+    from abcx.methods.terms import LossInputs
+
+    inputs = LossInputs(logp=GRID.log(), old_logp=torch.zeros_like(GRID), advantages=GRID_ADV, mask=torch.ones_like(GRID))
+    assert abc_adaptive(inputs, importance_sampling_level="sequence").sequence
+
+
+def test_the_published_defaults_are_the_registry_s():
+    from abcx import methods as M
+
+    published = {  # TRL 1.16 GRPOConfig / the papers; abc_adaptive's as documented in abcx/methods/adaptive.py
+        "gspo": {"eps_low": 3e-4, "eps_high": 4e-4, "importance_sampling_level": "sequence"},
+        "cispo": {"eps_max": 5.0}, "sapo": {"tau_pos": 1.0, "tau_neg": 1.05},
+        "vespo": {"k_pos": 2.0, "lambda_pos": 3.0, "k_neg": 3.0, "lambda_neg": 2.0},
+        "dapo": {"eps_low": 0.2, "eps_high": 0.28}, "dual_clip": {"clip_ratio_c": 3.0},
+        "abc_grpo": {"eps1": 0.2, "eps2": 0.2, "eps3": 0.2, "eps4": 0.2},
+        "abc_adaptive": {"eps1": 0.2, "eps2": 0.2, "eps3": 0.2, "eps4": 0.2, "target_q1": 0.02, "target_q2": 0.02,
+                         "target_q3": 0.02, "target_q4": 0.02, "eta": 5.0, "eps_min": 0.02, "eps_max": 1.0,
+                         "importance_sampling_level": "token"},
+    }
+    for name, values in published.items():
+        defaults = M.get(name).defaults()
+        assert {k: defaults[k] for k in values} == values, name

@@ -27,6 +27,11 @@ def test_a_config_recorded_before_the_registry_keeps_its_hash_and_run_id(case):
     assert run_id(cfg) == f"{entry['config']['method']['name']}-s0-{entry['config_hash'][:10]}"
 
 
+def test_abc_adaptive_s_bounds_may_sit_on_eps_min_and_eps_max():
+    cfg = compose(["method=abc_adaptive", "method.eps_min=0.2", "method.eps_max=0.2"])
+    assert cfg.method.eps_min == cfg.method.eps_max == 0.2
+
+
 def test_a_new_parameter_off_its_default_changes_a_recorded_method_s_hash():
     base = compose(["method=abc_grpo"])
     scheduled = compose(["method=abc_grpo", "method.schedule=linear", "method.eps3_end=0.4"])
@@ -64,6 +69,10 @@ def test_the_registry_covers_trl_and_the_four_bound_family():
     (["method=abc_grpo", "method.schedule=linear", "method.eps2_end=1.2"], "method.eps2_end=1.2"),
     (["method=abc_adaptive", "method.eps_min=0.5", "method.eps_max=0.1"], "method.eps_min"),
     (["method=ppo"], "method=ppo"),
+    (["method=abc_adaptive", "method.eps3=0.01"], "method.eps3=0.01 must lie in [eps_min, eps_max] = [0.02, 1.0]"),
+    (["method=abc_adaptive", "method.eps4=0.9", "method.eps_max=0.8"], "method.eps4=0.9 must lie in"),
+    (["method=abc_adaptive", "method.eps1=1.5", "method.eps_max=1.2"], "method.eps1=1.5 must lie in"),
+    (["method=abc_adaptive", "method.eps2=0.05", "method.eps_min=0.1"], "method.eps2=0.05 must lie in"),
     (["method=sapo", "+train.extra.sapo_temperature_pos=2"], "method.tau_pos"),  # TRL's knob is the method's
 ])
 def test_bad_method_parameters_get_one_line_naming_the_field(overrides, field):
