@@ -59,9 +59,10 @@ def gppo(
     a bounded gradient: weight 1+eps_high for A > 0 above the band, 1-eps_low for A < 0 below it,
     r elsewhere; verl's dual clip c then cuts A < 0 tokens with r > c.
 
-    Source: Kwai-Klear/KlearReasoner verl/trainer/ppo/core_algos.py (compute_gppo_loss; its
-    `only_high` branch reads an undefined name, so the README formula = the general form with
-    beta1 = beta2 = 1 is what is implemented). Defaults from recipe/dapo/perf_run_dapo_ours_math.sh.
+    Source: Kwai-Klear/KlearReasoner verl/trainer/ppo/core_algos.py. Its compute_gppo_loss tests an
+    undefined name (`only_higher`; the parameter is `only_high`), so as stored it raises NameError;
+    implemented is the README's formula, which is compute_gppo_loss_general_beta with
+    beta1 = beta2 = 1. Defaults from recipe/dapo/perf_run_dapo_ours_math.sh.
     """
     return _gradient_preserving(inputs, eps_low, eps_high, 1.0, 1.0, clip_ratio_c)
 
