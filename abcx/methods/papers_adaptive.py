@@ -93,7 +93,10 @@ def low_entropy_tokens(entropies: "torch.Tensor", mask: "torch.Tensor", quantile
     `quantile` (linear interpolation) of its own completion's token entropies."""
     import torch
 
-    masked = torch.where(mask > 0, entropies.detach(), torch.full_like(entropies, math.nan))
+    values = entropies.detach()
+    if values.dtype not in (torch.float32, torch.float64):  # nanquantile takes only these (bf16 runs)
+        values = values.float()
+    masked = torch.where(mask > 0, values, torch.full_like(values, math.nan))
     threshold = torch.nanquantile(masked, quantile, dim=-1, keepdim=True)
     return (masked <= threshold) & (mask > 0)
 
