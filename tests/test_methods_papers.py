@@ -427,3 +427,42 @@ def test_metadata_documents_every_parameter_and_the_docstring_names_the_source_f
     assert all(spec["doc"] and spec["domain"] for spec in meta["params"].values())
     assert "arXiv" in meta["reference"] or "verl" in meta["reference"]
     assert ".py" in fn.__doc__ and "Source:" in fn.__doc__
+
+
+def test_through_a_tiny_policy_the_parameter_gradients_match_too():
+    """The same equality one step further back: log pi from a small softmax policy, gradients wrt
+    its weight matrix (GMPO couples the tokens of a sequence, GPPO keeps bounded gradients)."""
+    g = torch.Generator().manual_seed(17)
+    b, t, d, v = 6, 8, 5, 7
+    features = torch.randn(b, t, d, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, v, (b, t), generator=g)
+    w_old = torch.randn(d, v, generator=g, dtype=torch.float64)
+    w = (w_old + 0.6 * torch.randn(d, v, generator=g, dtype=torch.float64)).requires_grad_(True)
+
+    def logp_of(weights):
+        return torch.log_softmax(features @ weights, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    adv = torch.tensor(ADV[:b], dtype=torch.float64).reshape(b, 1)
+    mask = torch.ones(b, t, dtype=torch.float64)
+    mask[2, 5:] = 0
+    for method, formula, params in [
+        (papers.gmpo, lambda x: gmpo_formula(x, 0.3, 0.5), dict(eps_low=0.3, eps_high=0.5)),
+        (papers.gppo, None, dict(eps_low=0.15, eps_high=0.3, clip_ratio_c=2.5)),
+    ]:
+        x = LossInputs(logp=logp_of(w), old_logp=logp_of(w_old).detach(), advantages=adv, mask=mask)
+        ours, _ = contract_loss(method, x, aggregate=token_mean, **params)
+        lr = (x.logp - x.old_logp).detach()
+        a_tok = adv.expand_as(lr)
+        assert_reaches(x, log_clipped=((a_tok > 0) & (lr > 0.5)) | ((a_tok < 0) & (lr < -0.3)))
+        if formula is None:
+            r, a, _ = parts(x)
+            s = r.detach()
+            assert_reaches(x, q1=(a > 0) & (s > 1.3), q3=(a < 0) & (s < 0.85), dual=(a < 0) & (s > 2.5))
+            clipped = torch.minimum(torch.maximum(r, 0.85 * r / s), 1.3 * r / s)
+            expected = token_mean(dual_clip(torch.maximum(-a * r, -a * clipped), a, 2.5), mask)
+        else:
+            expected = formula(x)
+        g_ours, = torch.autograd.grad(ours, w, retain_graph=True)
+        g_expected, = torch.autograd.grad(expected, w)
+        assert abs(float(ours.detach() - expected.detach())) <= TOL
+        assert torch.allclose(g_ours, g_expected, atol=TOL, rtol=0) and bool((g_ours != 0).any())
