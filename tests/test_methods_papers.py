@@ -403,7 +403,8 @@ def test_dro_equals_the_published_quadratic_penalised_policy_gradient():
     formula = token_sum(-(x.advantages * x.logp - 0.5 * beta * (x.logp - x.old_logp) ** 2), x.mask)
     ours, terms = contract_loss(papers.dro, x, beta=beta)
     assert_same_loss_and_gradient(ours, formula, x.logp)
-    assert torch.all(terms.weight == 1) and not terms.penalty.requires_grad
+    assert torch.all(terms.weight == 1) and torch.equal(terms.natural, terms.weight)
+    assert torch.allclose(terms.penalty, beta * (x.logp - x.old_logp).detach()) and not terms.penalty.requires_grad
 
 
 # ---------- every method ----------

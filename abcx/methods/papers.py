@@ -188,7 +188,9 @@ def dro(inputs: "LossInputs", *, beta: float = 0.1) -> PolicyTerms:
     lr = log_ratio(inputs)
     a = token_advantages(inputs)
     value = -(a * inputs.logp.detach() - 0.5 * beta * lr**2)
-    return PolicyTerms(value=value, weight=torch.ones_like(lr), penalty=beta * lr)
+    ones = torch.ones_like(lr)
+    # nothing is clipped: the natural weight of a loss without an importance ratio is 1, not r
+    return PolicyTerms(value=value, weight=ones, penalty=beta * lr, natural=ones)
 
 
 _EPS_LOW = {"doc": "lower clip range: the band starts at 1 - eps_low", "domain": "(0, 1)"}
