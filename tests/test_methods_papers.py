@@ -373,10 +373,11 @@ def test_archer_equals_ppo_with_looser_bounds_for_each_completions_high_entropy_
     rd = r.detach()
     calm = x.entropies <= per_row_quantile(x.entropies, x.mask, quant)
     hot = ~calm
-    assert_reaches(x, calm_above=calm & (a > 0) & (rd > 1 + eh), hot_between=hot & (a > 0) & (rd > 1 + eh) & (rd < 1 + hh),
+    assert_reaches(x, calm_above=calm & (a > 0) & (rd > 1 + eh),
+                   hot_between=hot & (a > 0) & (rd > 1 + eh) & (rd < 1 + hh),
                    hot_above=hot & (a > 0) & (rd > 1 + hh), calm_below=calm & (a < 0) & (rd < 1 - el),
-                   hot_between_low=hot & (a < 0) & (rd < 1 - el) & (rd > 1 - hl), hot_below=hot & (a < 0) & (rd < 1 - hl),
-                   dual=(a < 0) & (rd > c))
+                   hot_between_low=hot & (a < 0) & (rd < 1 - el) & (rd > 1 - hl),
+                   hot_below=hot & (a < 0) & (rd < 1 - hl), dual=(a < 0) & (rd > c))
     low = torch.where(calm, 1 - el, 1 - hl)
     high = torch.where(calm, 1 + eh, 1 + hh)
     formula = token_sum(ppo_dual(r, a, low, high, c), x.mask)
