@@ -90,6 +90,14 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
     print_summary(record)
 
 
+@app.command("methods")
+def methods_list() -> None:
+    """Every registered method: parameters with defaults and domains, bounds, reference."""
+    from abcx.methods.listing import text
+
+    typer.echo(text())
+
+
 DRY_RUN = typer.Option(False, "--dry-run", help="Print the plan (point, run id, state) and exit.")
 WAIT = typer.Option(False, "--wait", help="Block until every job has ended.")
 YES = typer.Option(False, "--yes", help="Allow grids of more than 500 points.")

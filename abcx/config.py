@@ -27,16 +27,30 @@ VOLATILE_TRAIN = ("logprob_path",)
 
 @dataclass
 class MethodConf:
+    """The base of every method's group; each method's own typed group (its parameters, with the
+    registry's defaults) is generated from abcx.methods by `method_schemas`."""
+
     name: str = "abc_grpo"
-    eps1: Optional[float] = None
-    eps2: Optional[float] = None
-    eps3: Optional[float] = None
-    eps4: Optional[float] = None
-    eps_low: Optional[float] = None
-    eps_high: Optional[float] = None
-    clip_ratio_c: Optional[float] = None
-    delta: Optional[float] = None
-    importance_sampling_level: str = "token"
+
+
+def _schema_class_name(method: str) -> str:
+    return "".join(part.title() for part in method.split("_")) + "MethodConf"
+
+
+def method_schemas() -> dict[str, type]:
+    """name -> a dataclass (subclass of MethodConf) per registered method: the `method=<name>` group."""
+    from dataclasses import make_dataclass
+
+    from abcx import methods
+
+    schemas = {}
+    for name, method in methods.registry().items():
+        fields: list[Any] = [("name", str, field(default=name))]
+        for p in method.params:
+            kind = p.type if p.default is not None else Optional[p.type]
+            fields.append((p.name, kind, field(default=p.default)))
+        schemas[name] = make_dataclass(_schema_class_name(name), fields, bases=(MethodConf,))
+    return schemas
 
 
 @dataclass
@@ -150,13 +164,21 @@ def _register() -> None:
         return
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="abcx_schema", node=AbcxConf)
+    store = ConfigStore.instance()
+    store.store(name="abcx_schema", node=AbcxConf)
+    for name, schema in method_schemas().items():  # `method=<name>` comes from the registry
+        store.store(group="method", name=name, node=schema)
     _registered = True
 
 
 def group_options(group: str) -> list[str]:
     folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    found = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if group == "method":  # every registered method, then any preset file in conf/method/
+        from abcx import methods
+
+        return methods.names() + [name for name in found if name not in methods.registry()]
+    return found
 
 
 def _walk_schema(path: list[str]) -> tuple[bool, int | None]:
@@ -343,6 +365,8 @@ def _explain_hydra_error(err: BaseException) -> str:
     text = _one_line(cause if cause is not None and "full_key" in str(cause) else err)
     if "full_key:" in text:  # a type error inside a typed node: name the field first
         key = text.split("full_key:")[1].split()[0].rstrip(",")
+        if key.startswith("method.") and "MethodConf'" in text and "not in" in text:
+            return _method_key_error(key, text)
         return f"{key}: {text.split('full_key:')[0].strip().rstrip('.')}"
     if "Could not override" in text:
         key = text.split("'")[1]
@@ -350,31 +374,26 @@ def _explain_hydra_error(err: BaseException) -> str:
     return text
 
 
+def _method_key_error(key: str, text: str) -> str:
+    """`method.<key>` that the chosen method does not have: name its parameters (from the registry)."""
+    from abcx import methods
+
+    schema = text.split("object_type=")[-1].split()[0] if "object_type=" in text else ""
+    for name, method in methods.registry().items():
+        if _schema_class_name(name) == schema:
+            return (f"{key} does not apply to method {name!r}; its parameters: "
+                    f"{', '.join(p.name for p in method.params)}")
+    return f"{key} is not a parameter of the chosen method; `abcx methods` lists each method's parameters"
+
+
 def validate(cfg: Any) -> None:
     """Domain checks the types cannot express. Raises UserError naming the field."""
-    from abcx import loss as L
+    from abcx.methods import stats as L
     from abcx.tasks import REGISTRY
 
-    m = cfg.method
-    applicable = {
-        "grpo": {"eps_low", "eps_high"}, "dapo": {"eps_low", "eps_high"},
-        "dual_clip": {"eps_low", "eps_high", "clip_ratio_c"}, "two_sided": {"eps_low", "eps_high", "delta"},
-        "abc_grpo": {"eps1", "eps2", "eps3", "eps4"},
-    }
-    if m.name not in applicable:
-        raise UserError(f"method.name={m.name!r} is unknown; valid: {', '.join(applicable)}")
-    for key in ("eps1", "eps2", "eps3", "eps4", "eps_low", "eps_high", "clip_ratio_c", "delta"):
-        value = m[key]
-        if value is None:
-            continue
-        if key not in applicable[m.name]:
-            raise UserError(
-                f"method.{key} does not apply to method {m.name!r}; its parameters: {', '.join(sorted(applicable[m.name]))}"
-            )
-        L.check_eps(f"method.{key}", value, lower=key in ("eps2", "eps4", "eps_low"))
-    L.bounds_for(m.name, m)
-    if m.importance_sampling_level not in ("token", "sequence"):
-        raise UserError(f"method.importance_sampling_level={m.importance_sampling_level!r}; valid: token, sequence")
+    from abcx import methods
+
+    methods.validate(_plain(cfg.method))
 
     from abcx import domains
 
@@ -440,6 +459,10 @@ def config_hash(cfg: Any) -> str:
     processes = (data.get("launcher") or {}).get("num_processes") or 1
     for key in VOLATILE:
         data.pop(key, None)
+    if isinstance(data.get("method"), dict):  # the five original presets hash as they were recorded
+        from abcx.methods import hash_view
+
+        data["method"] = hash_view(data["method"])
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
     if processes > 1:

@@ -92,7 +92,7 @@ def _text(field: str, value: Any, *, max_len: int = 4096) -> None:
 
 def check_method_magnitudes(m: Any) -> None:
     """Bounds are used in float32 tensors: a finite bound past MAX_EPS is refused (inf means no bound)."""
-    for key in ("eps1", "eps2", "eps3", "eps4", "eps_low", "eps_high", "clip_ratio_c", "delta"):
+    for key in m:  # every numeric parameter of the method's own group (abcx.methods)
         value = m[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
                 abs(value) > MAX_EPS:

@@ -44,9 +44,9 @@ def resolve(path: str, device) -> str:
     check_path(path)
     if path != "auto":
         return path
-    from trl.kernels.chunked_logprob import _use_triton
+    from abcx.trl_compat import use_triton
 
-    return "fused" if _use_triton(device) else "chunked"
+    return "fused" if use_triton(device) else "chunked"
 
 
 def _unsupported_reason(model) -> str | None:
@@ -82,7 +82,9 @@ def install(model, path: str, temperature: float = 1.0, chunk_tokens: int | None
         if path == "auto":
             return "fused"
         raise UserError(f"train.logprob_path={path}: {reason}; use train.logprob_path=fused (or auto)")
-    from trl.trainer.utils import FusedCausalLMOutput
+    from abcx.trl_compat import fused_output_class
+
+    FusedCausalLMOutput = fused_output_class()  # noqa: N806 - TRL's class
 
     trl_forward = model.forward  # TRL's wrapper: without fused_lm_head it runs the model's own forward
     chunk_tokens = chunk_tokens or chunk_tokens_for(model.get_output_embeddings().weight.shape[0])

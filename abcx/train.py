@@ -208,9 +208,13 @@ def _trained_to_the_end(checkpoint: Path) -> bool:
 
 
 def _bounds(cfg: Any):
-    from abcx.loss import bounds_for
+    """The run's method (abcx.methods registry entry + the config's parameters)."""
+    from omegaconf import OmegaConf
 
-    return bounds_for(cfg.method.name, cfg.method)
+    from abcx.methods.runtime import MethodRun
+
+    params = OmegaConf.to_container(cfg.method, resolve=True) if OmegaConf.is_config(cfg.method) else dict(cfg.method)
+    return MethodRun(cfg.method.name, params, max_steps=max(int(cfg.train.max_steps), 1))
 
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None) -> RunRecord:
@@ -386,7 +390,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.
     callbacks.append(ProgressCallback(record.run_id, plain=quiet))
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
-                              reward_funcs=[task.reward], callbacks=callbacks, bounds=bounds,
+                              reward_funcs=[task.reward], callbacks=callbacks, method=bounds,
                               logprob_path=cfg.train.logprob_path)
     trainer.remove_callback(PrinterCallback)
     if cfg.eval.every_steps or cfg.eval.at_end:

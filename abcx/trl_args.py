@@ -37,9 +37,13 @@ CONTROLLED: dict[str, str] = {
     "run_name": "name (the W&B display name; the W&B run id is abcx's run id)",
     "report_to": "logger (logger=wandb or logger=none)",
     "importance_sampling_level": "method.importance_sampling_level",
-    "epsilon": "method.eps_low (method.eps4 for abc_grpo: the method's bounds)",
+    "epsilon": "method.eps_low (method.eps4 for abc_grpo: the method's bounds; `abcx methods` lists each method's)",
     "epsilon_high": "method.eps_high (method.eps1 for abc_grpo: the method's bounds)",
     "delta": "method.delta (with method=two_sided)",
+    # TRL's parameters of its other loss types: abcx's methods own them (`abcx methods`)
+    "sapo_temperature_pos": "method.tau_pos (with method=sapo)", "sapo_temperature_neg": "method.tau_neg (with method=sapo)",
+    "vespo_k_pos": "method.k_pos (with method=vespo)", "vespo_lambda_pos": "method.lambda_pos (with method=vespo)",
+    "vespo_k_neg": "method.k_neg (with method=vespo)", "vespo_lambda_neg": "method.lambda_neg (with method=vespo)",
     "model_init_kwargs": "model.dtype / model.attn_implementation",
     "logging_nan_inf_filter": "train.nan_policy",
     "disable_tqdm": "logger (abcx prints its own progress lines)",
@@ -65,14 +69,17 @@ def _plain(value: Any) -> Any:
 
 def trainer_kwargs(cfg: Any, output_dir: str, *, report_to: list[str], on_gpu: bool, run_name: str) -> dict:
     """GRPOConfig's keyword arguments for a run: abcx's train group, the method's ratio level, and train.extra."""
-    t, m = cfg.train, cfg.method
+    from abcx.methods.runtime import MethodRun
+
+    t, m = cfg.train, _plain(cfg.method)
+    bounds = MethodRun(m["name"], m).bounds(0)  # None for a method without four bounds
     kwargs = {name: t[name] for name in _TRAIN_FIELDS}
     kwargs.update(
         output_dir=output_dir, seed=cfg.seed, data_seed=cfg.seed,
-        importance_sampling_level=m.importance_sampling_level,
+        importance_sampling_level=m.get("importance_sampling_level", "token"),
         # TRL's own clip parameters are unused by abcx's loss; set them to the method's for its logs.
-        epsilon=m.eps_low if m.eps_low is not None else m.eps4,
-        epsilon_high=m.eps_high if m.eps_high is not None else m.eps1,
+        epsilon=bounds.eps4 if bounds is not None else None,
+        epsilon_high=bounds.eps1 if bounds is not None else None,
         bf16=bool(t.bf16 and on_gpu), use_cpu=not on_gpu,
         report_to=report_to, run_name=run_name, disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN loss must reach the record (and train.nan_policy), not be averaged away

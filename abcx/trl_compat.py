@@ -3,9 +3,10 @@
 abcx extends `trl.GRPOTrainer` rather than forking it, but TRL has no hook for a new clip rule: the
 ratio and the clip live inside the private `_compute_loss`. `AbcxGRPOTrainer` therefore overrides
 `_compute_loss` and rebuilds it from TRL's own private helpers and attributes listed here. A TRL upgrade
-that renames or reshapes any of them must fail loudly (tests/test_trl_compat.py runs `check()`), not
-train silently with a different loss; the gradient-equivalence tests then prove the rebuilt path still
-equals TRL's own.
+that renames or reshapes any of them must fail loudly (tests/test_trl_equivalence.py runs `check()`),
+not train silently with a different loss; the gradient-equivalence tests then prove the rebuilt path
+still equals TRL's own. abcx reads these internals only through this module (`trl_attr`,
+`use_triton`, `fused_output_class`), so this list is complete by construction.
 """
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ METHODS: dict[str, tuple[str, ...]] = {
 ATTRIBUTES = (
     "loss_type", "beta", "importance_sampling_level", "top_entropy_quantile", "off_policy_mask_threshold",
     "use_vllm", "vllm_importance_sampling_correction", "aux_loss_enabled", "max_completion_length",
-    "num_iterations", "_metrics", "_entropy_bonus_enabled",
+    "num_iterations", "_metrics", "_entropy_bonus_enabled", "temperature", "ref_model", "router_aux_loss_coef",
 )
+# Attributes transformers' Trainer sets while training (not in GRPOTrainer.__init__) that the loss reads.
+TRAINER_ATTRIBUTES = ("current_gradient_accumulation_steps",)
+# transformers' mechanism that carries a callback's state in each checkpoint (abcx.trainer.MethodState).
+STATEFUL_CALLBACKS = ("transformers.trainer_callback.ExportableState", "TrainerState.stateful_callbacks")
 
 # Keys of the batch dict built by `_generate_and_score_completions` that the loss reads.
 INPUT_KEYS = (
@@ -55,6 +60,28 @@ FUSED_HEAD = {
     "output_fields": ("log_probs", "entropy"),
     "triton_probe": "trl.kernels.chunked_logprob._use_triton",
 }
+
+
+def trl_attr(trainer: object, name: str):
+    """Read a TRL/transformers trainer attribute that this module lists (so a rename fails in `check`)."""
+    if name not in ATTRIBUTES and name not in TRAINER_ATTRIBUTES:
+        raise KeyError(f"{name} is not in abcx.trl_compat's list of TRL attributes; add it there first")
+    return getattr(trainer, name)
+
+
+def use_triton(device) -> bool:
+    """TRL's own test for whether its Triton log-prob kernel runs on `device` (FUSED_HEAD's probe)."""
+    import importlib
+
+    module, _, name = FUSED_HEAD["triton_probe"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(device)
+
+
+def fused_output_class():
+    """TRL's FusedCausalLMOutput (the fused head's return type, with FUSED_HEAD's output fields)."""
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    return FusedCausalLMOutput
 
 
 class TRLIncompatible(RuntimeError):
@@ -82,6 +109,7 @@ def check() -> None:
     gen_src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     problems += [f"batch no longer carries {k!r}" for k in INPUT_KEYS if k not in gen_src and k not in loss_src]
     problems += _fused_head_problems(init_src)
+    problems += _trainer_problems()
     if problems:
         raise TRLIncompatible(
             f"trl {trl.__version__} is outside what abcx was built on ({', '.join(TESTED_TRL)}): " + "; ".join(problems)
@@ -104,4 +132,18 @@ def _fused_head_problems(init_src: str) -> list[str]:
     module, _, name = FUSED_HEAD["triton_probe"].rpartition(".")
     if not hasattr(importlib.import_module(module), name):
         problems.append(f"{FUSED_HEAD['triton_probe']} is gone")
+    return problems
+
+
+def _trainer_problems() -> list[str]:
+    import transformers.trainer_callback as callbacks
+    from transformers import Trainer
+    from transformers.trainer_callback import TrainerState
+
+    source = inspect.getsource(Trainer)
+    problems = [f"transformers' Trainer no longer sets self.{a}" for a in TRAINER_ATTRIBUTES if f"self.{a} =" not in source]
+    if not hasattr(callbacks, "ExportableState"):
+        problems.append("transformers.trainer_callback.ExportableState is gone")
+    if "stateful_callbacks" not in TrainerState.__dataclass_fields__:
+        problems.append("TrainerState.stateful_callbacks is gone")
     return problems

@@ -52,7 +52,7 @@ def build(opts, out_dir: str):
     from trl import GRPOConfig
 
     from abcx import logprobs
-    from abcx import loss as L
+    from abcx.methods import clip as C
     from abcx.testbed.tokenizer import build_tokenizer
     from abcx.trainer import AbcxGRPOTrainer
 
@@ -72,7 +72,7 @@ def build(opts, out_dir: str):
     trainer = AbcxGRPOTrainer(model=model, args=args, processing_class=tok,
                               train_dataset=Dataset.from_dict({"prompt": ["1+1="] * opts.seqs}),
                               reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                              bounds=L.Bounds(0.2, 0.2, 0.2, 0.2), logprob_path="fused")
+                              bounds=C.Bounds(0.2, 0.2, 0.2, 0.2), logprob_path="fused")
     heads = {"trl": trainer.model.forward}  # TRL's fused head, as stock GRPOTrainer leaves it
     logprobs.install(trainer.model, opts.logprob_path)
     heads["abcx"] = trainer.model.forward

@@ -23,6 +23,11 @@ so only abcx's loss code differs). `--method grpo` gives abcx the same trajector
 completion token counts per step are printed as equal or not).
 Targets (issue): step time <= 1.03x, peak RSS <= 1.02x of TRL's.
 
+`--methods clip_cov,dcpo,...` compares abcx's methods instead (issue #14): the interleaved trainers are
+then abcx's `grpo` preset (the baseline), `grpo` without the gradient-share accounting, each listed
+method, and a second `grpo` (the A/A control); ratios are per step against the baseline. Targets: the
+most expensive method <= 1.05x the grpo step, the gradient-share accounting <= 1.02x.
+
     PYTHONPATH=. .venv/bin/python bench/bench_trainer_step.py [--rounds 3] [--steps 40] [--logprob-path auto]
 
 Set ABCX_CACHE to reuse an existing tiny-model build (otherwise it is built once, ~2 min).
@@ -46,11 +51,23 @@ GOAL_TIME, GOAL_RSS = 1.03, 1.02
 KINDS = ("trl", "abcx", "trl_control")
 
 
-def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str):
+def kinds_of(args) -> tuple[str, ...]:
+    if args.methods:
+        return ("grpo", "grpo_noshare", *args.methods.split(","), "grpo_control")
+    return KINDS
+
+
+def method_of(kind: str, args) -> str:
+    if not args.methods:
+        return args.method
+    return "grpo" if kind.startswith("grpo") else kind
+
+
+def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str, methods_mode: bool = False):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from abcx.loss import bounds_for
+    from abcx.train import _bounds
     from abcx.tasks import build_task
     from abcx.train import grpo_args, model_path
     from abcx.trainer import AbcxGRPOTrainer
@@ -61,8 +78,10 @@ def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str):
     args.save_strategy = "no"
     common = dict(model=path, args=args, processing_class=AutoTokenizer.from_pretrained(path),
                   train_dataset=task.train, reward_funcs=[task.reward], callbacks=callbacks)
-    if kind == "abcx":
-        return AbcxGRPOTrainer(**common, bounds=bounds_for(cfg.method.name, cfg.method), logprob_path=logprob_path)
+    if kind == "abcx" or methods_mode:
+        trainer = AbcxGRPOTrainer(**common, method=_bounds(cfg), logprob_path=logprob_path)
+        trainer.gradient_shares = kind != "grpo_noshare"
+        return trainer
     return GRPOTrainer(**common)
 
 
@@ -125,10 +144,16 @@ def interleaved_round(args) -> dict:
     from abcx.config import compose
 
     torch.set_num_threads(args.threads)
-    cfg = compose([f"method={args.method}", "logger=none", f"train.max_steps={args.warmup + args.steps}", "seed=0"])
-    shift = args.rotation % len(KINDS)  # which trainer steps first: rotated across rounds (position bias)
-    baton = Baton(KINDS[shift:] + KINDS[:shift])
-    data = {k: {"cpu": [], "wall": [], "tokens": []} for k in KINDS}
+    kinds = kinds_of(args)
+    # In --methods mode the learning rate is 0: every trainer then samples the same completions (same
+    # seed, same weights), so the step times differ only by the loss code, not by diverging trajectories.
+    frozen = ["train.learning_rate=0"] if args.methods else []
+    cfgs = {k: compose([f"method={method_of(k, args)}", "logger=none", f"train.max_steps={args.warmup + args.steps}",
+                        "seed=0", *frozen]) for k in kinds}
+    cfg = cfgs[kinds[0]]
+    shift = args.rotation % len(kinds)  # which trainer steps first: rotated across rounds (position bias)
+    baton = Baton(kinds[shift:] + kinds[:shift])
+    data = {k: {"cpu": [], "wall": [], "tokens": []} for k in kinds}
     trainers = {}
 
     class StepTimer(TrainerCallback):
@@ -147,11 +172,11 @@ def interleaved_round(args) -> dict:
             batch = t._buffered_inputs[(t._step - 1) % t.args.steps_per_generation]
             d["tokens"].append(int(batch["completion_mask"].sum()))
 
-    for kind in KINDS:
-        trainers[kind] = build_trainer(kind, cfg, [StepTimer(kind)], args.logprob_path)
+    for kind in kinds:
+        trainers[kind] = build_trainer(kind, cfgs[kind], [StepTimer(kind)], args.logprob_path, bool(args.methods))
     set_seed(cfg.seed)
     start = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-    baton.rng = {k: start for k in KINDS}
+    baton.rng = {k: start for k in kinds}
     errors = []
 
     def run(kind):
@@ -163,7 +188,7 @@ def interleaved_round(args) -> dict:
         finally:
             baton.finish(kind)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in KINDS]
+    threads = [threading.Thread(target=run, args=(k,)) for k in kinds]
     for th in threads:
         th.start()
     for th in threads:
@@ -172,8 +197,8 @@ def interleaved_round(args) -> dict:
         raise RuntimeError("; ".join(errors))
     return {
         **{k: {key: v[args.warmup:] for key, v in d.items()} for k, d in data.items()},
-        "has_quadrants": any("clip/q1" in h for h in trainers["abcx"].state.log_history),
-        "logprob_path": trainers["abcx"].logprob_path,
+        "has_quadrants": any("clip/q1" in h for h in trainers[kinds[1]].state.log_history),
+        "logprob_path": trainers[kinds[1]].logprob_path,
     }
 
 
@@ -193,7 +218,8 @@ def rss_worker(kind: str, args) -> dict:
 def subprocess_json(args, *extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, __file__, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads",
-           str(args.threads), "--method", args.method, "--logprob-path", args.logprob_path, *extra]
+           str(args.threads), "--method", args.method, "--logprob-path", args.logprob_path,
+           *(["--methods", args.methods] if args.methods else []), *extra]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"worker {extra} failed:\n{out.stderr[-3000:]}")
@@ -213,6 +239,7 @@ def main(argv=None) -> int:
     ap.add_argument("--logprob-path", default="auto",
                     help="abcx's train.logprob_path; fused is TRL's own head (only the loss code differs), auto is "
                          "what users get (abcx's chunked head on CPU)")
+    ap.add_argument("--methods", default="", help="comma-separated abcx methods to compare with abcx's grpo preset")
     ap.add_argument("--worker", choices=["interleaved", "rss-trl", "rss-abcx"], help=argparse.SUPPRESS)
     ap.add_argument("--rotation", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -228,6 +255,8 @@ def main(argv=None) -> int:
     from abcx.testbed import ensure_tiny_model
 
     ensure_tiny_model()  # built (or found) once here, not inside a timed worker
+    if args.methods:
+        return methods_main(args)
     loads, ratios, control, same_tokens, cpu = [], [], [], [], {k: [] for k in KINDS}
     for i in range(args.rounds):
         loads.append(os.getloadavg()[0])
@@ -275,6 +304,44 @@ def main(argv=None) -> int:
          "baseline": f"TRL GRPOTrainer {statistics.median(p['trl'] for p in rss):.0f} MB",
          "ratio": round(r_rss, 3), "goal": f"<= {GOAL_RSS}x", "met": r_rss <= GOAL_RSS, "load": round(load, 2),
          "note": f"{args.rss_pairs} subprocess pair(s), {args.warmup + args.steps} steps each"},
+    ]))
+    return 0
+
+
+def methods_main(args) -> int:
+    """abcx's methods against abcx's grpo preset, interleaved (no TRL trainer, no RSS pairs)."""
+    kinds = kinds_of(args)
+    ratios: dict[str, list[float]] = {k: [] for k in kinds[1:]}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    loads, same_tokens = [], []
+    for i in range(args.rounds):
+        loads.append(os.getloadavg()[0])
+        r = subprocess_json(args, "--worker", "interleaved", "--rotation", str(i))
+        assert r["has_quadrants"], "abcx run logged no quadrant metrics"
+        for k in kinds:
+            cpu[k] += r[k]["cpu"]
+        for k in kinds[1:]:
+            ratios[k] += [a / b for a, b in zip(r[k]["cpu"], r["grpo"]["cpu"])]
+            same_tokens.append(r[k]["tokens"] == r["grpo"]["tokens"])
+        print(f"round {i + 1}: " + ", ".join(f"{k} {statistics.median(ratios[k][-args.steps:]):.3f}"
+                                              for k in kinds[1:]) + f" x grpo; load {loads[-1]:.2f}", flush=True)
+    med = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
+    r = {k: statistics.median(v) for k, v in ratios.items()}
+    load = statistics.median(loads)
+    print(f"{args.rounds} rounds x {args.steps} steps, interleaved; grpo step {med['grpo']:.1f} ms (CPU, median)")
+    for k in kinds[1:]:
+        print(f"  {k:>14}: {med[k]:.1f} ms, median per-step ratio {r[k]:.3f}")
+    note = (f"{args.rounds} rounds x {args.steps} steps interleaved in one process, tiny testbed, 1 thread, lr 0 "
+            f"(same completions for every method: {all(same_tokens)}); A/A control grpo'/grpo {r['grpo_control']:.3f}")
+    print(note)
+    worst = max(args.methods.split(","), key=lambda k: r[k])
+    print("RESULT " + json.dumps([
+        {"target": f"14a. Most expensive method ({worst}) step vs abcx grpo preset", "measured": f"{med[worst]:.1f} ms",
+         "baseline": f"grpo {med['grpo']:.1f} ms", "ratio": round(r[worst], 3), "goal": "<= 1.05x",
+         "met": r[worst] <= 1.05, "load": round(load, 2), "note": note},
+        {"target": "14b. Gradient-share accounting on the grpo step", "measured": f"{med['grpo']:.1f} ms",
+         "baseline": f"grpo without it {med['grpo_noshare']:.1f} ms", "ratio": round(1 / r["grpo_noshare"], 3),
+         "goal": "<= 1.02x", "met": 1 / r["grpo_noshare"] <= 1.02, "load": round(load, 2), "note": note},
     ]))
     return 0
 

@@ -85,3 +85,12 @@ def test_across_two_ranks_the_loss_matches_trl_and_quadrant_metrics_are_global(t
     assert ranks[0]["ref_loss"] != ranks[1]["ref_loss"]  # the ranks really had different inputs
     assert ranks[0]["local"] != ranks[1]["local"]
     assert ranks[0]["logged"] == ranks[1]["logged"] and ranks[0]["logged"]["clip/q4"] > 0
+    # abc_adaptive: both ranks step the controller on the summed counts, so they hold the same epsilons
+    from abcx.methods.adaptive import adaptive_update
+    from abcx.methods.runtime import MethodRun
+
+    assert ranks[0]["adaptive_local"] != ranks[1]["adaptive_local"]
+    total = [a + b for a, b in zip(ranks[0]["adaptive_local"], ranks[1]["adaptive_local"])]
+    params = MethodRun("abc_adaptive", {"eta": 10.0}).params
+    expected = adaptive_update([0.2] * 4, [q / total[4] for q in total[:4]], **params)
+    assert ranks[0]["adaptive_eps"] == ranks[1]["adaptive_eps"] == pytest.approx(list(expected))

@@ -1,4 +1,11 @@
-"""The clipped policy-gradient loss as pure functions (ABC-GRPO, arXiv 2601.03895, Eq. 5-8).
+"""The four-bound clip rule (ABC-GRPO, arXiv 2601.03895, Eq. 5-8): the centre of abcx's methods.
+
+Which epsilon bounds which quadrant (the one mapping every count, clip and test relies on):
+
+    eps1: A > 0,  upper bound 1 + eps1  ->  Q1 (A > 0, r above)
+    eps2: A > 0,  lower bound 1 - eps2  ->  Q2 (A > 0, r below)
+    eps3: A <= 0, upper bound 1 + eps3  ->  Q4 (A <= 0, r above)
+    eps4: A <= 0, lower bound 1 - eps4  ->  Q3 (A <= 0, r below)
 
 Notation: r = pi_theta / pi_old per token (or per sequence, GSPO), A = the sequence's group-relative
 advantage. ABC-GRPO clips the ratio with four unconditional bounds,
@@ -34,12 +41,13 @@ from typing import TYPE_CHECKING, Mapping
 
 from abcx.errors import UserError
 
+if TYPE_CHECKING:
+    from abcx.methods.terms import LossInputs, PolicyTerms
+
 if TYPE_CHECKING:  # torch is imported lazily so that `abcx --help` never pays for it
     import torch
 
 INF = math.inf
-METHODS = ("grpo", "dapo", "dual_clip", "two_sided", "abc_grpo")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 DEFAULT_BAND_EPS = 0.2
 
 
@@ -87,34 +95,6 @@ def check_eps(field: str, value: float, *, lower: bool) -> None:
         )
 
 
-def bounds_for(method: str, params: Mapping[str, float | None]) -> Bounds:
-    """The four bounds of a method preset. `params` holds the preset's own parameters."""
-
-    def need(name: str) -> float:
-        value = params.get(name)
-        if value is None:
-            raise UserError(f"method.{name} is required for method {method!r}")
-        return float(value)
-
-    if method in ("grpo", "dapo"):
-        return Bounds(eps1=need("eps_high"), eps2=INF, eps3=INF, eps4=need("eps_low"))
-    if method == "dual_clip":
-        c = need("clip_ratio_c")
-        eps_high = need("eps_high")
-        if not c > 1:
-            raise UserError(f"method.clip_ratio_c={c} must be > 1 (verl's dual-clip bound on r for A<0)")
-        return Bounds(eps1=eps_high, eps2=INF, eps3=c - 1, eps4=need("eps_low"))
-    if method == "two_sided":
-        delta = need("delta")
-        eps_high = need("eps_high")
-        if not delta > 1 + eps_high:
-            raise UserError(f"method.delta={delta} must be > 1 + eps_high = {1 + eps_high:g} (TRL's rule)")
-        return Bounds(eps1=eps_high, eps2=INF, eps3=delta - 1, eps4=need("eps_low"))
-    if method == "abc_grpo":
-        return Bounds(eps1=need("eps1"), eps2=need("eps2"), eps3=need("eps3"), eps4=need("eps4"))
-    raise UserError(f"method.name={method!r} is unknown; valid: {', '.join(METHODS)}")
-
-
 def importance_ratio(
     log_ratio: "torch.Tensor", mask: "torch.Tensor", level: str = "token"
 ) -> "torch.Tensor":
@@ -125,9 +105,13 @@ def importance_ratio(
     if level == "token":
         return torch.exp(log_ratio)
     if level == "sequence":
-        mean = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
-        return torch.exp(mean).unsqueeze(-1)
+        return torch.exp(sequence_log_ratio(log_ratio, mask))
     raise UserError(f"method.importance_sampling_level={level!r} is unknown; valid: token, sequence")
+
+
+def sequence_log_ratio(log_ratio: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    """[B, 1] masked mean of the token log-ratios: log of GSPO's sequence ratio."""
+    return ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
 
 
 def _bound_tensors(bounds: Bounds, advantages: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -153,80 +137,20 @@ def per_token_loss(ratio: "torch.Tensor", advantages: "torch.Tensor", bounds: Bo
     return -clipped_ratio(ratio, advantages, bounds) * advantages
 
 
-def aggregate(
-    loss: "torch.Tensor",
-    mask: "torch.Tensor",
-    loss_type: str,
-    *,
-    max_completion_length: int | None = None,
-    num_items: "torch.Tensor | float | None" = None,
-) -> "torch.Tensor":
-    """Reduce per-token losses to a scalar, as TRL's loss types do (before gradient-accumulation scaling).
-
-    grpo: mean over each sequence's tokens, then over sequences (the paper's Eq. 6 normalisation).
-    bnpo: mean over all tokens of the batch.  dr_grpo: sum / (B * max_completion_length).
-    dapo: sum / num_items, the token count of the whole accumulation window (the caller computes it).
-    """
-    masked = loss * mask
-    if loss_type == "grpo":
-        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type == "bnpo":
-        return masked.sum() / mask.sum().clamp(min=1.0)
-    if loss_type == "dr_grpo":
-        if max_completion_length is None:
-            raise ValueError("dr_grpo aggregation needs max_completion_length")
-        return masked.sum() / (loss.size(0) * max_completion_length)
-    if loss_type == "dapo":
-        if num_items is None:
-            raise ValueError("dapo aggregation needs num_items")
-        return masked.sum() / num_items
-    raise UserError(f"train.loss_type={loss_type!r} is not supported; valid: {', '.join(LOSS_TYPES)}")
-
-
-QUADRANT_KEYS = (
-    "clip/q1", "clip/q2", "clip/q3", "clip/q4", "clip/clipped", "clip/zero_adv",
-)
-
-
-def quadrant_counts(
-    ratio: "torch.Tensor", advantages: "torch.Tensor", mask: "torch.Tensor", bounds: Bounds
-) -> dict[str, "torch.Tensor"]:
-    """Token counts (not yet fractions, so they can be summed across processes and micro-batches) of
-    each quadrant outside the band, of tokens actually clipped, and of tokens with A = 0; plus the
-    token total and the ratio's min/max/sum over completion tokens."""
+def four_bound_terms(inputs: "LossInputs", bounds: Bounds, level: str = "token") -> "PolicyTerms":
+    """The four-bound rule as PolicyTerms: value -r~A; weight r inside the bounds of A's sign, 0 where r
+    was clipped (torch.clamp's own gradient: it passes at the bound itself). With level="sequence" the
+    weight acts on the gradient of the sequence's mean log-ratio, as GSPO differentiates through s."""
     import torch
 
-    ratio = ratio.detach().expand_as(mask) if ratio.shape != mask.shape else ratio.detach()
-    adv = advantages.expand_as(mask)
-    valid = mask > 0
-    band = bounds.band()
-    pos, nonpos = adv > 0, adv <= 0
+    from abcx.methods.terms import PolicyTerms
 
-    def count(selector: "torch.Tensor") -> "torch.Tensor":
-        return (selector & valid).sum().to(torch.float64)
-
-    low, high = _bound_tensors(bounds, adv)
-    clipped = (ratio < low) | (ratio > high)
-    big = torch.finfo(ratio.dtype).max
-    return {
-        "clip/q1": count(pos & (ratio > 1 + band.eps1)),
-        "clip/q2": count(pos & (ratio < 1 - band.eps2)),
-        "clip/q3": count(nonpos & (ratio < 1 - band.eps4)),
-        "clip/q4": count(nonpos & (ratio > 1 + band.eps3)),
-        "clip/clipped": count(clipped),
-        "clip/zero_adv": count(adv == 0),
-        "tokens": valid.sum().to(torch.float64),
-        "ratio/sum": (ratio * valid).sum().to(torch.float64),
-        "ratio/min": torch.where(valid, ratio, big).min().to(torch.float64),
-        "ratio/max": torch.where(valid, ratio, -big).max().to(torch.float64),
-    }
-
-
-def quadrant_fractions(counts: Mapping[str, float]) -> dict[str, float]:
-    """Fractions of completion tokens from summed `quadrant_counts`."""
-    tokens = max(float(counts["tokens"]), 1.0)
-    out = {key: float(counts[key]) / tokens for key in QUADRANT_KEYS}
-    out["ratio/mean"] = float(counts["ratio/sum"]) / tokens
-    out["ratio/min"] = float(counts["ratio/min"])
-    out["ratio/max"] = float(counts["ratio/max"])
-    return out
+    mask = inputs.mask
+    ratio = importance_ratio(inputs.logp.detach() - inputs.old_logp, mask, level)
+    low, high = _bound_tensors(bounds, inputs.advantages)
+    inside = (ratio >= low) & (ratio <= high)
+    value = -torch.clamp(ratio, min=low, max=high) * inputs.advantages
+    weight = torch.where(inside, ratio, torch.zeros_like(ratio))
+    shape = mask.shape
+    return PolicyTerms(value=value.expand(shape), weight=weight.expand(shape), natural=ratio.expand(shape),
+                       sequence=level == "sequence")

@@ -1,0 +1,42 @@
+"""What `abcx methods` prints and the README's method table: both rendered from the registry."""
+from __future__ import annotations
+
+from abcx.methods import Method, registry
+
+
+def _value(value: object) -> str:
+    return "null" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _bounds_text(method: Method) -> str:
+    if method.bounds is None:
+        return "controller (eps1..eps4 from Q1..Q4)" if method.controller is not None else "-"
+    b = method.bounds(**method.own(method.defaults()))
+    return " / ".join(_value(v) for v in (b.eps1, b.eps2, b.eps3, b.eps4))
+
+
+def text() -> str:
+    """Every method: its one-line doc, parameters with default, domain and doc, and its reference."""
+    lines = []
+    for method in registry().values():
+        lines.append(f"{method.name}: {method.doc}")
+        for p in method.params:
+            if method.is_schedule_param(p.name) and p.name != "schedule":
+                continue
+            lines.append(f"    {p.name} = {_value(p.default)}  ({p.domain})  {p.doc}")
+        if method.bounds is not None:
+            lines.append(f"    <param>_end = null  (float)  end value of <param> under schedule=linear|cosine")
+            lines.append(f"    bounds eps1/eps2/eps3/eps4 at the defaults: {_bounds_text(method)}")
+        if method.aggregation:
+            lines.append(f"    aggregation: {method.aggregation} (fixed by the method)")
+        lines.append(f"    reference: {method.reference}")
+    return "\n".join(lines)
+
+
+def markdown_table() -> str:
+    """The README's method table (tests/test_methods_registry.py keeps the README equal to it)."""
+    rows = ["| method | parameters (defaults) | ε1 / ε2 / ε3 / ε4 at the defaults | reference |", "|---|---|---|---|"]
+    for method in registry().values():
+        params = ", ".join(f"{p.name}={_value(p.default)}" for p in method.params if not method.is_schedule_param(p.name))
+        rows.append(f"| `{method.name}` | {params} | {_bounds_text(method)} | {method.reference} |")
+    return "\n".join(rows)
