@@ -56,16 +56,19 @@ def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
     return ["wandb"]
 
 
-def wandb_config(cfg: Any, record: RunRecord, bounds) -> dict:
+def wandb_config(cfg: Any, record: RunRecord, method) -> dict:
     """What abcx adds to the W&B run config, beside TRL's GRPOConfig: its resolved config (method and
     bounds, model, task, train, eval, seed) so W&B's filters and panels see the experiment axes. TRL's
-    own epsilon / epsilon_high are not what an abcx run clips with: they are marked as such."""
+    own epsilon / epsilon_high are not what an abcx run clips with: they are marked as such.
+    `method` is the run's MethodRun; `bounds` are its four bounds at the start (None for a method
+    without ratio bounds; a schedule or controller moves them, logged per step as eps/eps1..eps4)."""
     data = C.to_dict(cfg)
     for key in ("logger", "launcher", "results_dir"):
         data.pop(key, None)
-    as_dict = {k: float(getattr(bounds, k)) for k in ("eps1", "eps2", "eps3", "eps4")}
-    return {"abcx": {**data, "run_id": record.run_id, "bounds": {k: (str(v) if v == float("inf") else v)
-                                                                  for k, v in as_dict.items()}},
+    start = method.bounds(0)
+    bounds = None if start is None else {k: (lambda v: str(v) if v == float("inf") else v)(float(getattr(start, k)))
+                                         for k in ("eps1", "eps2", "eps3", "eps4")}
+    return {"abcx": {**data, "run_id": record.run_id, "bounds": bounds},
             "method": cfg.method.name, "epsilon": "unused by abcx: see abcx.bounds",
             "epsilon_high": "unused by abcx: see abcx.bounds"}
 
