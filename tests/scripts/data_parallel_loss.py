@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from abcx import loss as L
+from abcx.methods import stats as S
+from abcx.methods.runtime import bounds_for
 from abcx.trainer import AbcxGRPOTrainer
 from tests.test_trl_equivalence import loss_and_grads, make_inputs, make_trainer
 
 out = Path(sys.argv[1])
-bounds = L.bounds_for("grpo", {"eps_low": 0.2, "eps_high": 0.28})
+bounds = bounds_for("grpo", {"eps_low": 0.2, "eps_high": 0.28})
 trainer = make_trainer(out / "trainer", "dapo", "token", bounds, steps_per_generation=2)
 world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
 batch = make_inputs(trainer, seed=0, b=16)  # the same 16 sequences (same model init) on every rank
@@ -23,7 +24,7 @@ rows = slice(rank * 16 // world, (rank + 1) * 16 // world)
 inputs = {k: (v if k == "num_items_in_batch" else v[rows]) for k, v in batch.items()}
 trainer._metrics["train"].clear()
 local_loss, grads = loss_and_grads(AbcxGRPOTrainer._compute_loss, trainer, inputs)
-local_fractions = L.quadrant_fractions({k: v.item() for k, v in trainer._quadrant_counts["train"].items()})
+local_fractions = S.quadrant_fractions({k: v.item() for k, v in trainer._quadrant_counts["train"].items()})
 loss = local_loss.clone()
 if world > 1:
     for tensor in [loss, *grads]:
