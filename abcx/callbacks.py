@@ -105,7 +105,8 @@ class SweepControl(TrainerCallback):
         """Feed one logged row; the health limit it breaks, if any."""
         h = self.health
         if h.get("nonfinite", True) and h:
-            bad = sorted(k for k, v in row.items() if not math.isfinite(v))
+            # eps/* are the clip bounds in use: inf there means "no bound" (grpo's eps2, eps3), not a fault.
+            bad = sorted(k for k, v in row.items() if not math.isfinite(v) and not (k.startswith("eps/") and v == math.inf))
             if bad:
                 return f"non-finite {', '.join(bad[:3])}"
         steps = int(h.get("steps") or 1)
