@@ -347,14 +347,10 @@ class Start:
     why: dict = field(default_factory=dict)
 
 
-class Grid:
-    """Every point to the end, in order: today's sweep."""
+class _Queue:
+    """A strategy that works through a list of runs (`todo`) and reacts to nothing when one ends."""
 
-    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None) -> None:
-        self.todo = list(planned if todo is None else todo)
-
-    def next(self, active: set[str]) -> Start | None:
-        return Start(self.todo.pop(0), None) if self.todo else None
+    todo: list
 
     def waiting(self) -> list[str]:
         return [r.run_id for r in self.todo]
@@ -364,6 +360,16 @@ class Grid:
 
     def finish(self) -> None:
         return None
+
+
+class Grid(_Queue):
+    """Every point to the end, in order: today's sweep."""
+
+    def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None) -> None:
+        self.todo = list(planned if todo is None else todo)
+
+    def next(self, active: set[str]) -> Start | None:
+        return Start(self.todo.pop(0), None) if self.todo else None
 
 
 class Halving:
@@ -484,7 +490,7 @@ def paired_interval(diffs: list[float], alpha: float) -> tuple[float, float, flo
     return mean, mean - half, mean + half
 
 
-class Seeds:
+class Seeds(_Queue):
     """Sequential seeds for a comparison: every compared pair starts with `min` seeds; once all of a
     pair's runs have ended, the paired t-interval of metric(compare[0]) - metric(compare[1]) over
     its seeds is computed; while it covers 0 and fewer than `max` seeds ran, one seed is added to
@@ -545,15 +551,6 @@ class Seeds:
         if record.state() != State.FINISHED:
             return None
         return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
-
-    def waiting(self) -> list[str]:
-        return [r.run_id for r in self.todo]
-
-    def ended(self, run, record: RunRecord) -> None:
-        return None
-
-    def finish(self) -> None:
-        return None
 
 
 class Optuna:
