@@ -82,11 +82,20 @@ def run_row(record, sweep: str, overrides: list[str]) -> dict | None:
         "run_id": record.run_id, "sweep": sweep, "method": record.meta()["method"], "seed": record.meta()["seed"],
         "cell": cell_of(overrides, sweep), "clipped": summary.get("mean/clip/clipped"),
         "shares": {q: summary.get(f"share/{q}") for q in ("q1", "q2", "q3", "q4")},
+        # Where the update goes, not only where tokens fall: each quadrant's share of sum |weight*A - penalty|
+        # (abcx.methods.stats), mean over steps. A = 0 tokens (zero-variance groups) count in Q3/Q4's
+        # token shares by the rule's "A > 0 else" but carry no gradient, so they weigh nothing here.
+        "grad": {q: _mean_of(rows, f"grad/share_{q}") for q in ("q1", "q2", "q3", "q4", "in")},
         "entropy_first": statistics.mean(entropy[:10]), "entropy_last": statistics.mean(entropy[-10:]),
         "entropy_curve": [(r["step"], r["entropy"]) for r in rows],
         "per_problem": {b: [tuple(p) for p in e["per_problem"]] for b, e in final.items()},
         "n": {b: e["n"] for b, e in final.items()},
     }
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return statistics.mean(values) if values else None
 
 
 def collect(results_dir: Path) -> list[dict]:
@@ -158,16 +167,26 @@ def group(rows: list[dict], sweep: str) -> dict[tuple[str, str], list[dict]]:
 
 
 def dynamics_table(groups: dict, baseline: dict[str, list[dict]]) -> list[str]:
-    lines = ["| cell | method | seeds | tokens clipped | Q1 / Q2 / Q3 / Q4 share of out-of-band | entropy first 10 -> last 10 "
-             "| entropy ratio vs GRPO (same cell) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| cell | method | seeds | tokens clipped | Q1 / Q2 / Q3 / Q4 share of out-of-band tokens "
+             "| Q1 / Q2 / Q3 / Q4 / in-band share of the gradient | entropy first 10 -> last 10 "
+             "| entropy ratio vs GRPO (same cell) |", "|---|---|---|---|---|---|---|---|"]
     for (cell, method), runs in sorted(groups.items()):
         shares = " / ".join(f"{100 * statistics.mean(r['shares'][q] or 0 for r in runs):.0f}" for q in ("q1", "q2", "q3", "q4"))
         clipped = statistics.mean(r["clipped"] or 0 for r in runs)
+        grads = " / ".join(_share_of_gradient(runs, q) for q in ("q1", "q2", "q3", "q4", "in"))
         base = baseline.get(cell)
         ratio = "–" if not base else mean_sd([r["entropy_last"] / statistics.mean(b["entropy_last"] for b in base) for r in runs])
-        lines.append(f"| {cell} | {method} | {len(runs)} | {100 * clipped:.2f}% | {shares}% | "
+        lines.append(f"| {cell} | {method} | {len(runs)} | {100 * clipped:.2f}% | {shares}% | {grads}% | "
                      f"{statistics.mean(r['entropy_first'] for r in runs):.4f} -> {mean_sd(r['entropy_last'] for r in runs)} | {ratio} |")
     return lines
+
+
+def _share_of_gradient(runs: list[dict], q: str) -> str:
+    values = [r.get("grad", {}).get(q) for r in runs]
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{100 * statistics.mean(values):.{2 if q != 'in' else 0}f}"
 
 
 def accuracy_table(groups: dict, baseline: dict[str, list[dict]], base: dict) -> list[str]:
@@ -194,7 +213,8 @@ def passk_table(groups: dict, base: dict, bench: str) -> list[str]:
     if bench in base:
         lines.append("| – | warm start | " + " | ".join(f"{100 * pooled([{'per_problem': base}], bench, k)[0]:.1f}" for k in KS) + " |")
     for (cell, method), runs in sorted(groups.items()):
-        lines.append(f"| {cell} | {method} | " + " | ".join(f"{100 * pooled(runs, bench, k)[0]:.1f}" for k in KS) + " |")
+        if any(bench in r["per_problem"] for r in runs):  # the length cell is evaluated on chain_hard only
+            lines.append(f"| {cell} | {method} | " + " | ".join(f"{100 * pooled(runs, bench, k)[0]:.1f}" for k in KS) + " |")
     return lines
 
 
@@ -207,7 +227,8 @@ def section(title: str, rows: list[dict], sweep: str, base: dict) -> list[str]:
         grpo = [r for r in rows if r["sweep"] == "study" and r["method"] == "grpo"]
         baseline = {cell: grpo for cell, _ in groups} if grpo else {}
     return [f"## {title}", "", *dynamics_table(groups, baseline), "", *accuracy_table(groups, baseline, base), "",
-            "Pass@k against k on `chain` (%, pooled over seeds):", "", *passk_table(groups, base, "chain"), ""]
+            *[line for bench in BENCHMARKS for line in (f"Pass@k against k on `{bench}` (%, pooled over seeds):", "",
+                                                         *passk_table(groups, base, bench), "")]]
 
 
 def plot_pass_at_k(rows: list[dict], base: dict, out: Path, sweep: str, bench: str) -> Path | None:
@@ -223,6 +244,8 @@ def plot_pass_at_k(rows: list[dict], base: dict, out: Path, sweep: str, bench: s
     if bench in base:
         ax.plot(KS, [100 * pooled([{"per_problem": base}], bench, k)[0] for k in KS], "k--", label="warm start (base)")
     for (cell, method), runs in sorted(groups.items()):
+        if not any(bench in r["per_problem"] for r in runs):
+            continue
         est = [pooled(runs, bench, k) for k in KS]
         label = method if cell == "default" else f"{method} {cell}"
         line, = ax.plot(KS, [100 * e[0] for e in est], marker="o", ms=3, label=label)

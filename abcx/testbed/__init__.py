@@ -67,7 +67,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 def ensure_tiny_model(cache_dir: str | Path | None = None, force: bool = False) -> Path:
     """Folder holding the default tiny model and its tokenizer (loadable with the Auto classes).
 
-    Builds it on first use (about a minute on 2 CPU cores); later calls return at once. Safe when
+    Builds it on first use (about 3 minutes on one CPU core); later calls return at once. Safe when
     several processes call it together: one builds, the others wait for it and reuse its result.
     """
     return ensure_testbed(DEFAULT_RECIPE, cache_dir=cache_dir, force=force)
@@ -138,21 +138,17 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     model = init_model(tok, recipe.shape, recipe.init_seed)
     train = demonstrations(w.n_sft, seed=w.task_seed, write_steps=w.write_steps, **w.task_shape())
     gen = dict(max_new_tokens=w.max_new_tokens)
-    # Measured on the first n_measure problems of the chain benchmarks (the eval pool, as abcx eval sees it).
-    benches = {}
-    for name in ("chain", "chain_hard"):
-        task_name, options = task_benchmarks()[name]
-        task = build_task(task_name, **{**options, "n_eval": w.n_measure})
-        benches[name] = (list(zip(task.eval["prompt"], task.eval["answer"])), task.is_correct)
-    rows, check = benches["chain"]
-    init_greedy = accuracy(model, tok, rows, check, **gen)
     stats = sft(model, tok, train, w, log=log.debug)
-    measured = {"n": len(rows), "init_greedy": init_greedy}
-    for name, (rows, check) in benches.items():
-        suffix = "" if name == "chain" else f"/{name}"
-        avg, solved = sampled_accuracy(model, tok, rows, 16, check, **gen)
-        measured.update({f"greedy{suffix}": accuracy(model, tok, rows, check, **gen), f"avg@16_t1{suffix}": avg,
-                         f"pass@16_t1{suffix}": solved})
+    # A quick record of what was built, on the first n_measure problems of the `chain` benchmark (the
+    # eval pool, as `abcx eval` sees it). Only the in-distribution split: the full measurement (both
+    # splits, with CIs) is `abcx eval tiny` and results/testbed/validity.md, and measuring chain_hard and
+    # the random init here too cost about 35 s of every first run.
+    task_name, options = task_benchmarks()["chain"]
+    task = build_task(task_name, **{**options, "n_eval": w.n_measure})
+    rows = list(zip(task.eval["prompt"], task.eval["answer"]))
+    avg, solved = sampled_accuracy(model, tok, rows, 16, task.is_correct, **gen)
+    measured = {"n": len(rows), "greedy": accuracy(model, tok, rows, task.is_correct, **gen), "avg@16_t1": avg,
+                "pass@16_t1": solved}
     model.save_pretrained(str(folder))
     info = {
         "name": recipe.folder_name(),
