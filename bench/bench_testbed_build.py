@@ -57,7 +57,7 @@ def main() -> None:
         start = time.perf_counter()
         info = build_testbed(Path(tmp) / "model", DEFAULT_RECIPE)
         result = {"build_s": time.perf_counter() - start, "sft_s": info["sft"]["seconds"],
-                  "parameters": info["parameters"], "eval_accuracy": info["eval_accuracy"]}
+                  "parameters": info["parameters"]}
         if opts.grpo_steps:
             result["grpo"] = grpo_step_seconds(Path(tmp) / "model", opts.grpo_steps, opts.threads)
     print(json.dumps(result, indent=2))
