@@ -43,7 +43,7 @@ def core_seconds(results: Path, run_ids: list[str]) -> float:
 def run(name: str, folder: Path, steps: int, rung: int, strategy: str) -> dict:
     from abcx.record import RunRecord
     from abcx.sweep import command, manifest
-    from abcx.sweep.strategy import metric_at
+    from abcx.sweep.strategies import metric_at
 
     results = folder / name
     path = folder / f"{name}.yaml"

@@ -8,7 +8,7 @@ import pytest
 from abcx.errors import UserError
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
-from abcx.sweep import strategy as ST
+from abcx.sweep import strategies as ST
 
 TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
         "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")

@@ -20,7 +20,7 @@ from abcx.states import State
 from abcx.sweep import manifest as M
 from abcx.sweep import plan as P
 from abcx.sweep import spec as S
-from abcx.sweep import strategy as ST
+from abcx.sweep import strategies as ST
 from abcx.sweep import supervisor as SUP
 from abcx.sweep.lock import SweepLock
 
@@ -321,10 +321,8 @@ def _columns(rows: list[tuple[str, ...]], out) -> None:
 
 def _rung_table(strategy: ST.StrategySpec, runs: list[P.PlannedRun], out) -> None:
     """Per run, its metric at each rung it reached (rank there in brackets): what halving decided on."""
-    halving = ST.Halving.__new__(ST.Halving)  # only its readers: no planning, no decisions
-    halving.spec, halving.planned, halving.values = strategy, runs, {}
     max_steps = max(int(r.status.get("max_steps") or 0) for r in runs) if runs else 0
-    halving.rungs = list(strategy.rungs) + ([max_steps] if strategy.rungs[-1] < max_steps else [])
+    halving = ST.Halving.reader(strategy, runs, max_steps)
     ranks = {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
     rows = [("rungs: " + strategy.metric + f" ({strategy.mode}, eta {strategy.eta})",
              *[f"step {step}" for step in halving.rungs], "")]

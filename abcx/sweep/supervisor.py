@@ -1,4 +1,4 @@
-"""The sweep supervisor: one process per sweep that runs its strategy (abcx.sweep.strategy) on its
+"""The sweep supervisor: one process per sweep that runs its strategy (abcx.sweep.strategies) on its
 backend (abcx.launch.backend), at most `launcher.max_parallel` jobs at once.
 
 `abcx sweep run` writes `<sweep dir>/queue.json` (the points, the runs to start, the strategy, the
@@ -22,7 +22,7 @@ from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, read_json
 from abcx.states import State
 from abcx.sweep import manifest as M
-from abcx.sweep import strategy as S
+from abcx.sweep import strategies as S
 
 QUEUE_FILE = "queue.json"
 POLL_S = 0.5
