@@ -181,7 +181,7 @@ def test_a_halving_sweep_on_slurm_stops_the_losers_and_resumes_the_promoted_run_
     results = tmp_path / "results"
     sweep = tmp_path / "halve.yaml"
     sweep.write_text("name: halve\nfixed: [model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4,"
-                     f" {', '.join(QUICK_STEPS)}, logger=none, eval.at_end=false, launcher=slurm, "
+                     f" {', '.join(QUICK_STEPS)}, train.steps_per_generation=2, logger=none, eval.at_end=false, launcher=slurm, "
                      f"launcher.profile=local, launcher.max_parallel=2, results_dir={results}]\n"
                      "grid:\n  seed: [0, 1, 2]\n"
                      "strategy:\n  name: halving\n  rungs: [2]\n  eta: 2\n  metric: entropy\n  mode: min\n  window: 2\n")

@@ -36,10 +36,11 @@ def trained_steps(record: RunRecord) -> list[int]:
 
 
 @pytest.mark.parametrize("strategy, message", [
-    ("  name: halving\n  rungs: [2, 9]\n  metric: reward", "rung 9 is beyond train.max_steps=4"),
-    ("  name: halving\n  rungs: [2]\n  metric: eval/chain/avg@4", "needs an evaluation at rung 2"),
+    ("  name: halving\n  rungs: [4, 8]\n  metric: reward", "rung 8 is beyond train.max_steps=4"),
+    ("  name: halving\n  rungs: [4]\n  metric: eval/chain/avg@4", "needs an evaluation at rung 4"),
     ("  name: halving\n  rungs: [3, 2]\n  metric: reward", "rungs=[3, 2] must be increasing"),
     ("  name: halving\n  rungs: [2]\n  metric: reward\n  eta: 1", "eta=1 must be a whole number >= 2"),
+    ("  name: halving\n  rungs: [2]\n  metric: reward", "rung 2 is inside a rollout of point 1"),
     ("  name: hyperband", "name='hyperband' is not a strategy; valid: grid, halving"),
     ("  name: grid\n  health: {entropy_flor: 1}", "health.entropy_flor"),
     ("  name: grid\n  budget: {device_hours: -1}", "device_hours=-1 must be a positive"),
@@ -54,11 +55,12 @@ def test_a_bad_strategy_is_one_line_naming_the_field_before_anything_is_written(
 
 @pytest.mark.slow
 def test_halving_pauses_every_run_at_the_rung_promotes_the_top_half_and_stops_the_rest(tmp_path, tiny_model_path):
-    """4 seeds, rung at step 2 of 4, eta 2, ranked by held-out avg@4 evaluated at the rung."""
+    """4 seeds, rung at step 2 of 4 (a rollout every 2 steps), eta 2, ranked by held-out avg@4 evaluated at the rung."""
     results = tmp_path / "results"
     path = sweep_file(tmp_path, "halve", "  seed: [0, 1, 2, 3]",
                       "  name: halving\n  rungs: [2]\n  eta: 2\n  metric: eval/chain/avg@4\n  mode: max",
-                      ", eval.every_steps=2, eval.n=4, eval.max_problems=8, 'eval.benchmarks=[chain]'")
+                      ", train.steps_per_generation=2, eval.every_steps=2, eval.n=4, eval.max_problems=8, "
+                      "'eval.benchmarks=[chain]'")
     code, out = call(command.sweep_run, path, [], wait=True)
     assert code == 0, out
     runs = records(results, "halve")

@@ -8,6 +8,8 @@ lock (abcx.sweep.lock), records its pid in the manifest (`supervisor`), and exit
 has nothing left to start and every job has ended. Before each start it writes the run's
 control.json (where to pause, the health limits) through the run record and checks the budget.
 SIGTERM/SIGINT make it cancel its running jobs, mark the runs it had not started as cancelled, and exit.
+`abcx sweep stop NAME` sets the manifest's `stop`: it starts nothing more, lets its jobs stop at
+their checkpoints, and exits without the strategy's final decisions (the next `sweep run` goes on).
 A plain grid on SLURM needs no supervisor: it goes in as job arrays (abcx.sweep.command).
 """
 from __future__ import annotations
@@ -115,6 +117,7 @@ class Supervisor:
         self.strategy = S.make(self.spec, self.planned, self.decisions, [by_id[i] for i in queue["todo"]], self.plan)
         self.active: dict[str, object] = {}  # job id -> planned run
         self.budget_said = False
+        self.stopping = False  # `abcx sweep stop` of the whole sweep: start nothing, decide nothing more
         self.failures = 0
 
     def plan(self, points: list[tuple[str, ...]], start_index: int | None = None) -> list:
@@ -153,10 +156,21 @@ class Supervisor:
             print(f"[supervisor] budget reached: {S.budget_line(self.spec, spent)}; no new work", flush=True)
         return True
 
+    def stop_requested(self) -> bool:
+        """`abcx sweep stop NAME` (the whole sweep) asked for no new work: the manifest's `stop`."""
+        if not self.stopping:
+            request = (M.load(self.results_dir, self.sweep) or {}).get("stop")
+            if request:
+                self.stopping = True
+                self.decisions.add("stop", requested=request.get("at"), reason=request.get("reason"),
+                                   active=[r.run_id for r in self.active.values()], waiting=self.strategy.waiting())
+                print("[supervisor] `abcx sweep stop`: no new work; waiting for the running jobs", flush=True)
+        return self.stopping
+
     def start_one(self, go: S.Start) -> None:
         run = go.run
         record = RunRecord(run.path)
-        record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health)
+        record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health, stop=None)
         submitted = now_iso()
         record.mark_submitted(sweep=self.sweep, point=list(run.overrides), index=run.index,
                               backend=self.backend.name, submitted=submitted)
@@ -196,7 +210,7 @@ class Supervisor:
     def loop(self) -> None:
         while True:
             while len(self.active) < self.limit and getattr(self.backend, "has_gpus_for", lambda _c: True)(
-                    self.planned[0].cfg) and not self.budget_spent():
+                    self.planned[0].cfg) and not self.stop_requested() and not self.budget_spent():
                 go = self.strategy.next({r.run_id for r in self.active.values()})
                 if go is None:
                     break
@@ -207,7 +221,8 @@ class Supervisor:
                     break
             time.sleep(POLL_S)
             self.reap()
-        self.strategy.finish()
+        if not self.stop_requested():  # a stopped sweep is continued by the next `abcx sweep run`
+            self.strategy.finish()
 
     def cancel_all(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

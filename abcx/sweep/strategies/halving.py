@@ -10,6 +10,7 @@ from typing import Any
 from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.states import State
+from abcx.sweep.plan import user_stopped
 from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, parse_metric, whole
 
 
@@ -25,12 +26,24 @@ def parse_halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
 
 
 def check_rungs(spec: StrategySpec, planned: list, where: str) -> None:
-    """Each rung within max_steps and, for an eval metric, an evaluation at every rung and at the end."""
+    """Each rung within max_steps and at a generation boundary; for an eval metric, an evaluation at
+    every rung and at the end."""
+    from abcx.config import generation_cycle
+
     for run in planned:
         train, ev = run.cfg.train, run.cfg.eval
         point = f"point {run.index + 1} [{' '.join(run.overrides)}]"
         if spec.rungs[-1] > train.max_steps:
             raise UserError(f"{where}.rungs: rung {spec.rungs[-1]} is beyond train.max_steps={train.max_steps} of {point}")
+        # TRL keeps a rollout only in memory: a run paused inside one regenerates it when it resumes,
+        # and from there trains on other samples than the uninterrupted run would (measured: notes #16).
+        cycle = generation_cycle(train)
+        off = [r for r in spec.rungs if r % cycle]
+        if off:
+            raise UserError(f"{where}.rungs: rung {off[0]} is inside a rollout of {point}: it generates once per "
+                            f"{cycle} optimizer steps (train.steps_per_generation={train.steps_per_generation} x "
+                            f"num_iterations={train.num_iterations} / gradient_accumulation_steps="
+                            f"{train.gradient_accumulation_steps}); use rungs that are multiples of {cycle}")
         if not spec.metric.startswith("eval/"):
             continue
         parts = spec.metric.split("/")
@@ -123,7 +136,9 @@ class Halving:
         for run in self.planned:
             state = self._record(run).state()
             step = int(self._record(run).status().get("step") or 0)
-            if run.run_id in active or state not in (State.PENDING, State.FAILED, State.CANCELLED, State.NEW):
+            startable = state in (State.PENDING, State.FAILED, State.CANCELLED, State.NEW) or \
+                user_stopped(state, self._record(run).status())
+            if run.run_id in active or not startable:
                 continue
             k = next((i for i, r in enumerate(self.rungs) if r > step), len(self.rungs) - 1)
             target = self._target(k)

@@ -175,8 +175,8 @@ class Optuna:
             return self._tell(number, run, self._value(run, record))
         if state == State.STOPPED and stop.get("kind") == "rung":
             return self._at_rung(number, run, record, int(stop["step"]))
-        if state == State.CANCELLED:
-            return None  # the supervisor is being stopped: the trial stays RUNNING and resumes next time
+        if state == State.CANCELLED or stop.get("kind") == "user":
+            return None  # cancelled or `abcx sweep stop`: the trial stays RUNNING and resumes next time
         self._tell(number, run, None, str(stop.get("reason") or record.status().get("error") or state))
 
     def _at_rung(self, number: int, run, record: RunRecord, step: int) -> None:
