@@ -146,12 +146,14 @@ class Supervisor:
             return False
         records = self.records()
         jobs = [str(r.status().get("job_id")) for r in records if r.status().get("job_id")]
-        spent = S.spent_device_hours(records, self.backend.usage(jobs))
+        usage = self.backend.usage(jobs)
+        spent = S.spent_device_hours(records, usage)
         if spent < self.spec.device_hours:
             return False
         if not self.budget_said:
             self.budget_said = True
             self.decisions.add("budget", device_hours=self.spec.device_hours, spent=round(spent, 6),
+                               source="sacct" if usage else "run records",
                                active=[r.run_id for r in self.active.values()])
             print(f"[supervisor] budget reached: {S.budget_line(self.spec, spent)}; no new work", flush=True)
         return True
@@ -170,6 +172,8 @@ class Supervisor:
     def start_one(self, go: S.Start) -> None:
         run = go.run
         record = RunRecord(run.path)
+        if self.adopt(run, record):
+            return
         record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health, stop=None)
         submitted = now_iso()
         record.mark_submitted(sweep=self.sweep, point=list(run.overrides), index=run.index,
@@ -183,6 +187,22 @@ class Supervisor:
                              m["supervisor"].update(queue=self.strategy.waiting())))
         until = f" to step {go.stop_at}" if go.stop_at else ""
         print(f"[supervisor] started {run.run_id}{until} as job {job_id}", flush=True)
+
+    def adopt(self, run, record: RunRecord) -> bool:
+        """A run whose job still lives (a restarted supervisor's, e.g. after a SIGKILL: a SLURM job
+        outlives its supervisor) is watched again, not submitted twice: a second job would find the
+        run locked by the first and end at once."""
+        status = record.status()
+        job_id = status.get("job_id")
+        if not job_id or status.get("state") not in (State.RUNNING, State.PENDING) or str(job_id) in self.active:
+            return False
+        alive = self.backend.liveness(M.load(self.results_dir, self.sweep), strict=False)(run.run_id, status)
+        if not alive:
+            return False
+        self.active[str(job_id)] = run
+        self.note(lambda m: m["supervisor"].update(queue=self.strategy.waiting()))
+        print(f"[supervisor] {run.run_id}: its job {job_id} still runs; watching it again", flush=True)
+        return True
 
     def reap(self) -> None:
         from abcx.sweep.plan import lock_held
