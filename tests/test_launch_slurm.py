@@ -249,8 +249,8 @@ def test_a_halving_run_requeued_before_its_rung_resumes_into_the_same_record_and
 def test_an_optuna_search_whose_supervisor_is_killed_resumes_on_slurm_with_no_trial_lost_or_duplicated(
         slurm_cluster, tmp_path, tiny_model_path):
     """3 trials, one job each; the supervisor is SIGKILLed while the second trial's SLURM job trains
-    (the job lives on). The restarted supervisor watches that job again instead of submitting the
-    trial twice, then asks the third."""
+    (the job lives on). The restarted supervisor watches that job again (or, if it has finished by
+    then, tells the study its value) instead of submitting the trial twice, then asks the third."""
     import os
     import signal
 
@@ -261,7 +261,7 @@ def test_an_optuna_search_whose_supervisor_is_killed_resumes_on_slurm_with_no_tr
                           "  name: optuna\n  sampler: TPESampler\n  sampler_seed: 3\n  trials: 3\n"
                           "  space: {train.learning_rate: {low: 5.0e-5, high: 2.0e-4, log: true}}\n"
                           "  metric: learning_rate\n  window: 1",
-                          ", train.max_steps=40, train.save_steps=8, launcher.max_parallel=1")
+                          ", train.max_steps=24, train.save_steps=8, launcher.max_parallel=1")
     code, out = call(command.sweep_run, path, [])
     assert code == 0 and "supervisor pid" in out, out
     decisions = results / "sweeps" / "search" / "decisions.jsonl"
@@ -290,7 +290,7 @@ def test_an_optuna_search_whose_supervisor_is_killed_resumes_on_slurm_with_no_tr
     for d in asked:  # every trial one run trained once, each step once
         trial_record = RunRecord(results / "runs" / d["run_id"])
         assert trial_record.state() == "finished"
-        assert [r["step"] for r in read_jsonl(trial_record.metrics_path) if "loss" in r] == list(range(1, 41))
+        assert [r["step"] for r in read_jsonl(trial_record.metrics_path) if "loss" in r] == list(range(1, 25))
     entry = next(e for e in manifest.load(results, "search")["runs"] if e["run_id"] == record.run_id)
     assert entry["jobs"] == [job_id]  # watched again, never submitted a second time
 

@@ -111,10 +111,18 @@ class Optuna:
         self.number: dict[str, int] = {}  # run id -> trial number
         self.queue: list[Start] = []
         for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            run = self._run_for(trial.params)
-            self.number[run.run_id] = trial.number
-            self.queue.append(Start(run, self._target(RunRecord(run.path)), {"trial": trial.number}))
-            self.decisions.add("trial_resumed", trial=trial.number, run_id=run.run_id, params=trial.params)
+            self._resume(trial)
+
+    def _resume(self, trial) -> None:
+        """A trial a killed supervisor left RUNNING: resumed (or watched again, if its job lives on);
+        one whose run finished meanwhile (a SLURM job outlives its supervisor) is told its value."""
+        run = self._run_for(trial.params)
+        self.number[run.run_id] = trial.number
+        self.decisions.add("trial_resumed", trial=trial.number, run_id=run.run_id, params=trial.params)
+        record = RunRecord(run.path)
+        if record.state() == State.FINISHED:
+            return self._tell(trial.number, run, self._value(run, record), "finished while no supervisor watched it")
+        self.queue.append(Start(run, self._target(record), {"trial": trial.number}))
 
     def _run_for(self, params: dict):
         from abcx.sweep.spec import value_text
