@@ -271,7 +271,11 @@ def test_an_optuna_search_whose_supervisor_is_killed_resumes_on_slurm_with_no_tr
         second = [d for d in rows if d["event"] == "trial" and d["trial"] == 1]
         record = second and RunRecord(results / "runs" / second[0]["run_id"])
         return record if record and record.state() == "running" and record.status().get("step", 0) >= 1 else None
-    record = wait_until(second_trial, 400, "the second trial's job training")
+    try:
+        record = wait_until(second_trial, 400, "the second trial's job training")
+    except TimeoutError:
+        call(command.sweep_cancel, "search", results_dir=str(results))  # leave no supervisor or job behind
+        raise
     os.kill(manifest.load(results, "search")["supervisor"]["pid"], signal.SIGKILL)
     job_id = record.status()["job_id"]
 
