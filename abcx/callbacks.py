@@ -71,17 +71,25 @@ class SweepControl(TrainerCallback):
     """What a sweep asks of this training (the run's control.json, abcx.record.RunRecord.control):
     - `stop_at`: pause at that step (a halving rung) with a checkpoint, so the run can be promoted
       and resume from there into the same record;
+    - `stop` (written while it trains, by `abcx sweep stop` through Backend.stop): stop at the next
+      generation boundary with a checkpoint. control.json is read again at each boundary;
     - `health`: stop a run whose policy went bad, at a checkpoint, with the reason: entropy under
       `entropy_floor`, or TRL's fraction of zero-reward-variance groups (`frac_reward_zero_std`)
       over `zero_std_frac`, for `steps` logged steps in a row; any non-finite logged value
       (`nonfinite`, default on) at once.
+    A requested stop waits for a generation boundary (`cycle` optimizer steps: TRL generates once per
+    steps_per_generation x num_iterations micro-batches and keeps the rollout in memory only), so the
+    run resumes exactly where an uninterrupted one would be. Under several processes the ranks agree
+    on it (one all-reduce per boundary), so all stop at the same step.
     `stopped` says why training stopped early (None: it was not stopped); train() records it."""
 
-    def __init__(self, stop_at: int | None = None, health: dict | None = None):
+    def __init__(self, stop_at: int | None = None, health: dict | None = None, *, control_path: Path | None = None,
+                 cycle: int = 1):
         self.stop_at = int(stop_at) if stop_at else None
         self.health = dict(health or {})
         self.streaks = {"entropy": 0, "zero_std": 0}
         self.stopped: dict | None = None
+        self.control_path, self.cycle = control_path, max(1, int(cycle))
 
     def _stop(self, control, **detail) -> None:
         control.should_save = True  # the checkpoint it resumes from, if promoted or resubmitted
@@ -89,10 +97,34 @@ class SweepControl(TrainerCallback):
         self.stopped = self.stopped or detail
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop_at and self.stop_at <= state.global_step < state.max_steps:
-            self._stop(control, kind="rung", step=state.global_step,
-                       reason=f"paused at step {state.global_step} (a rung of the sweep's strategy)")
+        step = state.global_step
+        if self.stop_at and self.stop_at <= step < state.max_steps:
+            self._stop(control, kind="rung", step=step, reason=f"paused at step {step} (a rung of the sweep's strategy)")
+        elif self.control_path is not None and step % self.cycle == 0 and step < state.max_steps:
+            request = self._agreed(args, self._requested())
+            if request:
+                why = f": {request['reason']}" if isinstance(request, dict) and request.get("reason") else ""
+                self._stop(control, kind="user", step=step, reason=f"stopped at step {step} by `abcx sweep stop`{why}",
+                           requested=request.get("at") if isinstance(request, dict) else None)
         return control
+
+    def _requested(self) -> dict | bool:
+        from abcx.record import read_json
+
+        request = (read_json(self.control_path, default={}) or {}).get("stop")
+        return request or False
+
+    @staticmethod
+    def _agreed(args, request):
+        """The request as every process sees it: any rank's request stops all ranks (rank 0 keeps its reason)."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return request
+        flag = torch.tensor([1 if request else 0], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return (request or {"reason": "requested on another process"}) if flag.item() else False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         problem = self.health_problem(canonical(logs or {}))

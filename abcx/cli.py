@@ -154,6 +154,25 @@ def sweep_cancel(name: str, results_dir: str = RESULTS) -> None:
     raise typer.Exit(cancel(name, results_dir=results_dir))
 
 
+@sweep_app.command("stop")
+def sweep_stop(name: str,
+               run: Optional[List[str]] = typer.Option(None, "--run", help="A run id of the sweep (repeatable); "
+                                                       "default: every running run, and the sweep's queue."),
+               grace: float = typer.Option(300.0, "--grace", help="Seconds to wait for the checkpoint before "
+                                           "cancelling the job (scancel on SLURM)."),
+               reason: str = typer.Option("", "--reason", help="Why: kept in the run's record."),
+               results_dir: str = RESULTS) -> None:
+    """Stop running runs at their next checkpoint.
+
+    The trainer stops at its next generation boundary, saves a checkpoint and records `stopped`;
+    a job still alive after --grace seconds is cancelled. Without --run the supervisor starts
+    nothing more. `abcx sweep run` again resumes the stopped runs.
+    """
+    from abcx.sweep.command import sweep_stop as stop
+
+    raise typer.Exit(stop(name, run_ids=run or [], grace_s=grace, reason=reason, results_dir=results_dir))
+
+
 @sweep_app.command("list")
 def sweep_list() -> None:
     """The sweep files under sweeps/."""

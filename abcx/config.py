@@ -492,6 +492,16 @@ def is_off_policy(train: Any) -> bool:
     return train.gradient_accumulation_steps % generate_every != 0 or vllm_mismatch
 
 
+def generation_cycle(train: Any) -> int:
+    """Optimizer steps per rollout: TRL generates once every steps_per_generation x num_iterations
+    micro-batches and keeps that rollout only in memory (not in a checkpoint), so a run resumes onto
+    the uninterrupted run's path only from a step that is a multiple of this (abcx.callbacks.SweepControl)."""
+    import math
+
+    generate_every = int(train.steps_per_generation or train.gradient_accumulation_steps) * int(train.num_iterations)
+    return generate_every // math.gcd(generate_every, int(train.gradient_accumulation_steps))
+
+
 ON_POLICY_WARNING = (
     "this run is fully on-policy (every generated batch is used for one optimizer step, so r == 1 and "
     "no ratio is ever clipped): GRPO, ABC-GRPO and every other clipping variant are the same algorithm "

@@ -484,14 +484,20 @@ class RunRecord:
         return True
 
     def control(self) -> dict:
-        """What the sweep asks of the run's next training (control.json): `stop_at` (a step: pause
-        there at a checkpoint, state `stopped`) and `health` (abcx.callbacks.HealthStop's limits)."""
+        """What the sweep asks of the run's training (control.json): `stop_at` (a step: pause there at
+        a checkpoint, state `stopped`), `health` (abcx.callbacks.SweepControl's limits) and `stop` (a
+        request to stop now, read while it trains)."""
         return read_json(self.path / "control.json", default={}) or {}
 
     def set_control(self, **fields: Any) -> None:
         control = self.control()
         control.update(fields, updated=now_iso())
         atomic_write_json(self.path / "control.json", control)
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask the run's trainer to stop at its next generation boundary with a checkpoint
+        (abcx.callbacks.SweepControl reads control.json there): `abcx sweep stop`, Backend.stop."""
+        self.set_control(stop={"reason": reason, "at": now_iso()})
 
     def stop(self, reason: str, **detail: Any) -> None:
         """A sweep strategy stopped the run at its newest checkpoint: state `stopped`, and why

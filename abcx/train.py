@@ -384,8 +384,9 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     health = control.get("health") or {}
     callbacks = [RecordCallback(record, cfg.train.nan_policy, nonfinite_stops=bool(health) and health.get("nonfinite", True)),
                  ModelCardCallback(str(path), record.run_id, cfg.method.name)]
-    if control.get("stop_at") or health:
-        callbacks.append(SweepControl(control.get("stop_at"), health))
+    if control:  # a sweep's job: it may pause at a rung, stop on health, or be stopped while it trains
+        callbacks.append(SweepControl(control.get("stop_at"), health, control_path=record.path / "control.json",
+                                      cycle=C.generation_cycle(cfg.train)))
     if report_to:
         from abcx.callbacks import WandbConfigCallback
 

@@ -1,6 +1,6 @@
 """Does successive halving pick the grid's best point, and at what share of the grid's compute?
 
-    .venv/bin/python bench/bench_halving.py [--steps 50] [--rung 10] [--eta 4] [--out results/sweeps_bench]
+    .venv/bin/python bench/bench_halving.py [--steps 50] [--rung 12] [--eta 4] [--out results/sweeps_bench]
 
 Runs the epsilons grid of sweeps/epsilons.yaml (eps3 x eps4 x 2 seeds = 8 points) twice on the local
 backend, at a reduced scale (max_steps, held-out eval every rung on `chain`, n=16, 50 problems):
@@ -43,7 +43,7 @@ def core_seconds(results: Path, run_ids: list[str]) -> float:
 def run(name: str, folder: Path, steps: int, rung: int, strategy: str) -> dict:
     from abcx.record import RunRecord
     from abcx.sweep import command, manifest
-    from abcx.sweep.strategy import metric_at
+    from abcx.sweep.strategies import metric_at
 
     results = folder / name
     path = folder / f"{name}.yaml"
@@ -64,7 +64,7 @@ def run(name: str, folder: Path, steps: int, rung: int, strategy: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--rung", type=int, default=10)
+    parser.add_argument("--rung", type=int, default=12)  # a multiple of the testbed's 4-step rollout
     parser.add_argument("--eta", type=int, default=4)
     parser.add_argument("--out", default=str(REPO / "results" / "sweeps_bench"))
     parser.add_argument("--work", default=None, help="folder for the two results dirs (default: a temp folder)")

@@ -181,7 +181,7 @@ def test_a_halving_sweep_on_slurm_stops_the_losers_and_resumes_the_promoted_run_
     results = tmp_path / "results"
     sweep = tmp_path / "halve.yaml"
     sweep.write_text("name: halve\nfixed: [model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4,"
-                     f" {', '.join(QUICK_STEPS)}, logger=none, eval.at_end=false, launcher=slurm, "
+                     f" {', '.join(QUICK_STEPS)}, train.steps_per_generation=2, logger=none, eval.at_end=false, launcher=slurm, "
                      f"launcher.profile=local, launcher.max_parallel=2, results_dir={results}]\n"
                      "grid:\n  seed: [0, 1, 2]\n"
                      "strategy:\n  name: halving\n  rungs: [2]\n  eta: 2\n  metric: entropy\n  mode: min\n  window: 2\n")
@@ -205,3 +205,120 @@ def test_a_halving_sweep_on_slurm_stops_the_losers_and_resumes_the_promoted_run_
             assert (record.checkpoints / "checkpoint-2").is_dir() and len(entry["jobs"]) == 1
     log = (results / "sweeps" / "halve" / "supervisor.log")
     assert not log.exists() or "Traceback" not in log.read_text()
+
+
+def strategy_sweep(tmp_path, name: str, results: Path, strategy: str, fixed: str = "", grid: str = "") -> str:
+    """A sweep file of tiny quick runs on the test cluster."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\nfixed: [model=tiny, task=chain, train=testbed, {', '.join(QUICK_STEPS)}, "
+                    f"logger=none, eval.at_end=false, launcher=slurm, launcher.profile=local, results_dir={results}"
+                    f"{fixed}]\n" + (f"grid:\n{grid}\n" if grid else "") + f"strategy:\n{strategy}\n")
+    return str(path)
+
+
+def test_a_halving_run_requeued_before_its_rung_resumes_into_the_same_record_and_is_ranked_once(
+        slurm_cluster, tmp_path, tiny_model_path):
+    """One point, rung at step 160 of 164: the job is requeued mid-rung after a checkpoint; it resumes
+    from the checkpoint in the same job and record, pauses at the rung, and the rung decision is made
+    once. (One run of eta 2: the cut is 0, so it stays stopped there.)"""
+    results = tmp_path / "results"
+    path = strategy_sweep(tmp_path, "rq", results,
+                          "  name: halving\n  rungs: [160]\n  eta: 2\n  metric: entropy\n  mode: min\n  window: 2",
+                          ", train.max_steps=164, train.save_steps=20, launcher.max_parallel=1", "  seed: [0]")
+    code, out = call(command.sweep_run, path, [])
+    assert code == 0 and "supervisor pid" in out, out
+    record = RunRecord(results / "runs" / manifest.load(results, "rq")["runs"][0]["run_id"])
+    wait_until(lambda: record.state() == "running" and record.latest_checkpoint() is not None
+               and record.status().get("step", 0) >= 4, 240, "a checkpoint of the running job")
+    job_id = record.status()["job_id"]
+    assert record.status()["step"] < 160
+    subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, timeout=30)
+    wait_until(lambda: not command.SUP.alive(manifest.load(results, "rq")), 400, "the supervisor to finish")
+    status = record.status()
+    assert status["state"] == "stopped" and status["step"] == 160 and status["job_id"] == job_id
+    assert status["stop"]["kind"] == "cut" and record.meta()["attempts"] >= 2
+    assert [r["step"] for r in read_jsonl(record.metrics_path) if "loss" in r] == list(range(1, 161))
+    decisions = list(read_jsonl(results / "sweeps" / "rq" / "decisions.jsonl"))
+    assert [d["event"] for d in decisions] == ["rung", "stopped", "best"]  # ranked once, whatever the requeue
+    assert decisions[0]["run_id"] == record.run_id and decisions[0]["step"] == 160
+    assert manifest.load(results, "rq")["runs"][0]["jobs"] == [job_id]  # the same job, not a resubmission
+    log = "\n".join(p.read_text() for p in (results / "sweeps" / "rq" / "jobs").glob(f"{job_id}/*.err"))
+    assert "resuming from checkpoint-" in log
+
+
+def test_an_optuna_search_whose_supervisor_is_killed_resumes_on_slurm_with_no_trial_lost_or_duplicated(
+        slurm_cluster, tmp_path, tiny_model_path):
+    """3 trials, one job each; the supervisor is SIGKILLed while the second trial's SLURM job trains
+    (the job lives on). The restarted supervisor watches that job again (or, if it has finished by
+    then, tells the study its value) instead of submitting the trial twice, then asks the third."""
+    import os
+    import signal
+
+    import optuna
+
+    results = tmp_path / "results"
+    path = strategy_sweep(tmp_path, "search", results,
+                          "  name: optuna\n  sampler: TPESampler\n  sampler_seed: 3\n  trials: 3\n"
+                          "  space: {train.learning_rate: {low: 5.0e-5, high: 2.0e-4, log: true}}\n"
+                          "  metric: learning_rate\n  window: 1",
+                          ", train.max_steps=24, train.save_steps=8, launcher.max_parallel=1")
+    code, out = call(command.sweep_run, path, [])
+    assert code == 0 and "supervisor pid" in out, out
+    decisions = results / "sweeps" / "search" / "decisions.jsonl"
+
+    def second_trial():
+        rows = list(read_jsonl(decisions)) if decisions.exists() else []
+        second = [d for d in rows if d["event"] == "trial" and d["trial"] == 1]
+        record = second and RunRecord(results / "runs" / second[0]["run_id"])
+        return record if record and record.state() == "running" and record.status().get("step", 0) >= 1 else None
+    try:
+        record = wait_until(second_trial, 400, "the second trial's job training")
+    except TimeoutError:
+        call(command.sweep_cancel, "search", results_dir=str(results))  # leave no supervisor or job behind
+        raise
+    os.kill(manifest.load(results, "search")["supervisor"]["pid"], signal.SIGKILL)
+    job_id = record.status()["job_id"]
+
+    code, out = call(command.sweep_run, path, [], wait=True)
+    assert code == 0, out
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{results / 'sweeps' / 'search' / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.value for t in trials] == pytest.approx([t.params["train.learning_rate"] for t in trials], rel=1e-9)
+    rows = list(read_jsonl(decisions))
+    asked = [d for d in rows if d["event"] == "trial"]
+    assert [d["trial"] for d in asked] == [0, 1, 2] and len({d["run_id"] for d in asked}) == 3
+    (resumed,) = [d for d in rows if d["event"] == "trial_resumed"]
+    assert resumed["trial"] == 1 and resumed["run_id"] == record.run_id
+    for d in asked:  # every trial one run trained once, each step once
+        trial_record = RunRecord(results / "runs" / d["run_id"])
+        assert trial_record.state() == "finished"
+        assert [r["step"] for r in read_jsonl(trial_record.metrics_path) if "loss" in r] == list(range(1, 25))
+    entry = next(e for e in manifest.load(results, "search")["runs"] if e["run_id"] == record.run_id)
+    assert entry["jobs"] == [job_id]  # watched again, never submitted a second time
+
+
+def test_a_health_stop_and_a_budget_counted_by_sacct_on_slurm(slurm_cluster, tmp_path, tiny_model_path):
+    """Two points, one job at a time: the first is stopped by an entropy floor no tiny policy reaches
+    (at step 2, at a checkpoint); the budget (0.36 core-seconds) is spent by it, counted from sacct,
+    so the second never starts."""
+    results = tmp_path / "results"
+    path = strategy_sweep(tmp_path, "hb", results,
+                          "  name: grid\n  health: {entropy_floor: 100.0, steps: 2}\n  budget: {device_hours: 0.0001}",
+                          ", train.max_steps=8, launcher.max_parallel=1", "  seed: [0, 1]")
+    code, out = call(command.sweep_run, path, [], wait=True)
+    runs = [RunRecord(results / "runs" / e["run_id"]) for e in manifest.load(results, "hb")["runs"]]
+    first, second = runs
+    status = first.status()
+    assert status["state"] == "stopped" and status["step"] == 2 and status["stop"]["kind"] == "health", out
+    assert "under entropy_floor=100.0 for 2 logged step(s)" in status["stop"]["reason"]
+    assert (first.checkpoints / "checkpoint-2").is_dir() and status["backend"] == "slurm"
+    assert second.state() == "pending" and not second.metrics()
+    decisions = list(read_jsonl(results / "sweeps" / "hb" / "decisions.jsonl"))
+    events = {d["event"]: d for d in decisions}
+    assert events["health_stop"]["run_id"] == first.run_id and events["health_stop"]["step"] == 2
+    assert events["budget"]["source"] == "sacct" and events["budget"]["spent"] >= 0.0001
+    usage = slurm.sacct_usage([status["job_id"]])
+    assert usage and usage[status["job_id"]] >= events["budget"]["spent"] - 1e-9
+    assert "(sacct)" in out and "budget 0.0001 device-hours:" in out

@@ -3,12 +3,15 @@ the best promoted and resumed into the same record, the rest `stopped` with the 
 the device-hour budget, and the decisions file that says why."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from abcx.errors import UserError
 from abcx.record import RunRecord, read_jsonl
+from abcx.report.command import run_report
 from abcx.sweep import command, manifest
-from abcx.sweep import strategy as ST
+from abcx.sweep import strategies as ST
 
 TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
         "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")
@@ -36,10 +39,11 @@ def trained_steps(record: RunRecord) -> list[int]:
 
 
 @pytest.mark.parametrize("strategy, message", [
-    ("  name: halving\n  rungs: [2, 9]\n  metric: reward", "rung 9 is beyond train.max_steps=4"),
-    ("  name: halving\n  rungs: [2]\n  metric: eval/chain/avg@4", "needs an evaluation at rung 2"),
+    ("  name: halving\n  rungs: [4, 8]\n  metric: reward", "rung 8 is beyond train.max_steps=4"),
+    ("  name: halving\n  rungs: [4]\n  metric: eval/chain/avg@4", "needs an evaluation at rung 4"),
     ("  name: halving\n  rungs: [3, 2]\n  metric: reward", "rungs=[3, 2] must be increasing"),
     ("  name: halving\n  rungs: [2]\n  metric: reward\n  eta: 1", "eta=1 must be a whole number >= 2"),
+    ("  name: halving\n  rungs: [2]\n  metric: reward", "rung 2 is inside a rollout of point 1"),
     ("  name: hyperband", "name='hyperband' is not a strategy; valid: grid, halving"),
     ("  name: grid\n  health: {entropy_flor: 1}", "health.entropy_flor"),
     ("  name: grid\n  budget: {device_hours: -1}", "device_hours=-1 must be a positive"),
@@ -52,13 +56,24 @@ def test_a_bad_strategy_is_one_line_naming_the_field_before_anything_is_written(
     assert not (tmp_path / "results").exists()
 
 
+def test_the_readme_strategies_table_is_the_registry():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("<!-- strategies-table -->\n")[1].split("\n<!-- /strategies-table -->")[0]
+    assert table == ST.describe()
+    for name, strategy in ST.STRATEGIES.items():  # the keys the parser accepts are the table's
+        assert f"`{name}`" in table and all(f"`{key}`" in table for key in strategy.keys)
+
+
 @pytest.mark.slow
 def test_halving_pauses_every_run_at_the_rung_promotes_the_top_half_and_stops_the_rest(tmp_path, tiny_model_path):
-    """4 seeds, rung at step 2 of 4, eta 2, ranked by held-out avg@4 evaluated at the rung."""
+    """4 seeds, rung at step 2 of 4 (a rollout every 2 steps), eta 2, ranked by held-out avg@4 evaluated at the rung."""
     results = tmp_path / "results"
     path = sweep_file(tmp_path, "halve", "  seed: [0, 1, 2, 3]",
                       "  name: halving\n  rungs: [2]\n  eta: 2\n  metric: eval/chain/avg@4\n  mode: max",
-                      ", eval.every_steps=2, eval.n=4, eval.max_problems=8, 'eval.benchmarks=[chain]'")
+                      ", train.steps_per_generation=2, eval.every_steps=2, eval.n=4, eval.max_problems=8, "
+                      "'eval.benchmarks=[chain]'")
     code, out = call(command.sweep_run, path, [], wait=True)
     assert code == 0, out
     runs = records(results, "halve")
@@ -91,6 +106,23 @@ def test_halving_pauses_every_run_at_the_rung_promotes_the_top_half_and_stops_th
     code, out = call(command.sweep_status, "halve", results_dir=str(results))
     assert "rungs: eval/chain/avg@4 (max, eta 2)" in out and "below the cut" in out
     assert f"{len(promoted)} finished" in out and f"{4 - len(promoted)} stopped" in out
+
+    # The report: each run's value and rank at the rung, and the rung curves with the stopped runs marked.
+    report = run_report([str(results)], sweep="halve", fmt="markdown", plots_dir=str(tmp_path / "plots"),
+                        out=str(tmp_path / "report.md"))
+    (rungs,) = [t for t in report.tables if t.key == "rungs"]
+    assert list(rungs.data["run_id"]) == [r.run_id for r in runs]
+    assert list(rungs.data["step 2"]) == pytest.approx([at_rung[r.run_id] for r in runs])
+    assert sorted(rungs.data["state"]) == sorted(r.state() for r in runs)
+    assert "Halving: eval/chain/avg@4 at the rungs" in report.text and "below the cut" in report.text
+    figures = {f["file"]: f for f in json.loads((tmp_path / "plots" / "plots.json").read_text())["figures"]}
+    (panel,) = figures["rungs.png"]["panels"]
+    series = {s["label"]: s["points"] for s in panel["series"]}
+    assert series.pop("rungs (steps 2, 4)") == 2
+    for rid, record in by_id.items():  # eval rows at steps 2 and 4 (promoted) or 2 only (stopped there)
+        state = "stopped at step 2" if rid not in promoted else "finished"
+        assert series[f"{rid} ({state})"] == (2 if rid in promoted else 1)
+    assert len(series) == 4
 
 
 @pytest.mark.slow
@@ -159,6 +191,13 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
     assert all(r.state() == "finished" for r in records(results, "seq"))
     code, out = call(command.sweep_status, "seq", results_dir=str(results))
     assert "pair 1 (abc_grpo - grpo" in out and "decided" in out and "undecided at 3 seeds" in out
+
+    report = run_report([str(results)], sweep="seq", fmt="markdown", out=str(tmp_path / "report.md"))
+    (seeds,) = [t for t in report.tables if t.key == "seeds"]
+    assert list(seeds.data["decision"]) == ["decided", "undecided"] and list(seeds.data["n"]) == [2, 3]
+    assert list(seeds.data["low"]) == pytest.approx([final[0]["low"], final[1]["low"]])
+    assert list(seeds.data["high"]) == pytest.approx([final[0]["high"], final[1]["high"]])
+    assert "Sequential seeds: each compared pair's final interval" in report.text
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """The one seam between sweeps and the machines that run their jobs, in the spirit of submitit's
 `Executor`: a `Backend` starts runs as jobs, says which jobs live, cancels them, stops a run at its
-checkpoint and counts device-hours. `launcher.name` picks one from BACKENDS; the sweep code never
+checkpoint (`stop`) and counts device-hours. `launcher.name` picks one from BACKENDS; the sweep code never
 asks which backend it holds.
 
 Job ids are the backend's own (a SLURM `<array>_<task>`, a local submitit controller's pid). The
@@ -8,8 +8,9 @@ run record (abcx.record.RunRecord) stays the only writer of `runs/<id>/`: backen
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from abcx.errors import UserError
 
@@ -44,6 +45,32 @@ class Backend(Protocol):
     def usage(self, job_ids: list[str]) -> dict[str, float] | None:
         """Device-hours per job from the backend's accounting (sacct), None where it keeps none:
         callers then count from the run records (status.json `device_hours`)."""
+
+    def stop(self, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
+        """Stop running runs ((RunRecord, job id) pairs) at their next checkpoint; the job ids that
+        had not ended after grace_s and were cancelled instead (abcx.launch.backend.stop_runs)."""
+
+
+STOP_POLL_S = 0.5
+
+
+def stop_runs(backend: Backend, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
+    """Backend.stop, the same on every backend: the request goes through each run's record
+    (control.json `stop`, read by its trainer at the next generation boundary, which then saves a
+    checkpoint and records `stopped`); a job still alive after grace_s is cancelled (scancel on
+    SLURM, SIGINT on local), which records the run `cancelled`, resumable from its newest checkpoint."""
+    for record, _job_id in runs:
+        record.request_stop(reason)
+    waiting = [job_id for _record, job_id in runs if job_id]
+    deadline = time.time() + grace_s
+    while waiting:
+        waiting = [job_id for job_id in waiting if not backend.ended(job_id)]
+        if not waiting or time.time() >= deadline:
+            break
+        time.sleep(STOP_POLL_S)
+    if waiting:
+        backend.cancel(waiting)
+    return waiting
 
 
 def get(name: str) -> Backend:

@@ -132,6 +132,11 @@ class LocalBackend:
             if pid_alive(job_id):
                 _signal(job_id, signal.SIGKILL)
 
+    def stop(self, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
+        from abcx.launch.backend import stop_runs
+
+        return stop_runs(self, runs, reason=reason, grace_s=grace_s)
+
     def usage(self, job_ids: list[str]) -> dict[str, float] | None:
         return None  # no accounting of its own: the run records count
 

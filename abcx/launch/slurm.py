@@ -238,5 +238,10 @@ class SlurmBackend:
                 break
             time.sleep(0.5)
 
+    def stop(self, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
+        from abcx.launch.backend import stop_runs
+
+        return stop_runs(self, runs, reason=reason, grace_s=grace_s)
+
     def usage(self, job_ids: list[str]) -> dict[str, float] | None:
         return sacct_usage(job_ids)

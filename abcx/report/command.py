@@ -310,6 +310,10 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     many = len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex")
     tables, table_notes, pivot_tables = build_tables(rs, per_run, keys, baseline, last_n, pivots, many)
     notes.extend(table_notes)
+    from abcx.report import sweep as SW
+
+    sweep_dir = SW.find_sweep_dir(sources, sweep)  # what its strategy decided: rungs, seed intervals
+    tables.extend(SW.tables(sweep_dir))
     if fmt == "csv":
         tables = [Table("long", "every run's metrics, one row per value", T.tidy_long(rs, per_run, keys), None)]
     report = Report(rs, per_run, keys, tables, notes)
@@ -317,7 +321,7 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
         from abcx.report.plots import plot_all
 
         report.plots = plot_all(rs, per_run, keys, plots_dir, pivot_tables=pivot_tables, fmt=plot_format,
-                                smooth=smooth, baseline=baseline)
+                                smooth=smooth, baseline=baseline, sweep_dir=sweep_dir)
         notes.append(f"{len(report.plots)} plot(s) written to {plots_dir} (listed in plots.json)")
     _write(report, tables, notes, fmt, out, console)
     return report

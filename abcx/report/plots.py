@@ -139,8 +139,9 @@ class _Writer:
 
 
 def plot_all(rs: RunSet, per_run, keys: list[str], out_dir: str, pivot_tables=(), fmt: str = "png",
-             smooth: int = 5, baseline: str = "grpo") -> list[str]:
-    """Write every figure the data allows into out_dir, and plots.json; return the figure paths."""
+             smooth: int = 5, baseline: str = "grpo", sweep_dir=None) -> list[str]:
+    """Write every figure the data allows into out_dir, and plots.json; return the figure paths.
+    `sweep_dir` (report --sweep): the strategy's own figure too (a halving sweep's rung curves)."""
     os.makedirs(out_dir, exist_ok=True)
     finished = per_run[per_run["state"] == "finished"]
     chosen = finished if len(finished) else per_run
@@ -151,6 +152,9 @@ def plot_all(rs: RunSet, per_run, keys: list[str], out_dir: str, pivot_tables=()
     _quadrants(rs, groups, w, smooth)
     for i, table in enumerate(pivot_tables or []):
         _heatmap(table, w, "pivot_heatmap" if i == 0 else f"pivot_heatmap{i + 1}")
+    from abcx.report.sweep import plot_rungs
+
+    plot_rungs(sweep_dir, w, _plt())
     return w.finish()
 
 

@@ -20,7 +20,7 @@ from abcx.states import State
 from abcx.sweep import manifest as M
 from abcx.sweep import plan as P
 from abcx.sweep import spec as S
-from abcx.sweep import strategy as ST
+from abcx.sweep import strategies as ST
 from abcx.sweep import supervisor as SUP
 from abcx.sweep.lock import SweepLock
 
@@ -136,9 +136,12 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
     submitted = now_iso()
     for run in submit:
         _mark_submitted(run, spec.name, backend, submitted)
+        # What its job follows (health limits; a later `abcx sweep stop`), also without a supervisor.
+        RunRecord(run.path).set_control(sweep=spec.name, stop_at=None, health=spec.strategy.health, stop=None)
     M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
     out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
-    if spec.strategy.name == "grid" and B.get(backend).submits_grid_itself:
+    # A budget needs a supervisor to count it; a plain grid goes in as the backend's job arrays.
+    if spec.strategy.name == "grid" and spec.strategy.device_hours is None and B.get(backend).submits_grid_itself:
         lock.describe(f"abcx sweep run (submitting to {backend})")
         return _submit_arrays(spec, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
     return _supervise(spec, planned, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
@@ -148,8 +151,8 @@ def _search(spec, planned, backend: str, results_dir: str, sweep_dir: Path, lock
             out) -> int:
     """An optuna sweep: its supervisor asks the study (SQLite beside the sweep) for trials and
     resumes the ones a killed supervisor left running."""
-    M.update(results_dir, spec.name, lambda m: m.update(name=spec.name, description=spec.description,
-                                                        source=spec.source, backend=backend))
+    M.update(results_dir, spec.name, lambda m: (m.update(name=spec.name, description=spec.description,
+                                                         source=spec.source, backend=backend), m.pop("stop", None)))
     out(f"sweep {spec.name}: optuna search, {spec.strategy.trials} trial(s) in all "
         f"({spec.strategy.sampler}, study {sweep_dir / ST.OPTUNA_DB})")
     return _supervise(spec, planned, [], backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
@@ -180,6 +183,7 @@ def _mark_submitted(run: P.PlannedRun, sweep: str, backend: str, submitted: str)
 
 def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -> None:
     m.update(name=spec.name, description=spec.description, source=spec.source, backend=backend)
+    m.pop("stop", None)  # a new submission continues a sweep `abcx sweep stop` had stopped
     for run in planned:
         M.upsert_run(m, run.run_id, overrides=list(run.overrides), index=run.index)
     for run in submit:
@@ -321,10 +325,8 @@ def _columns(rows: list[tuple[str, ...]], out) -> None:
 
 def _rung_table(strategy: ST.StrategySpec, runs: list[P.PlannedRun], out) -> None:
     """Per run, its metric at each rung it reached (rank there in brackets): what halving decided on."""
-    halving = ST.Halving.__new__(ST.Halving)  # only its readers: no planning, no decisions
-    halving.spec, halving.planned, halving.values = strategy, runs, {}
     max_steps = max(int(r.status.get("max_steps") or 0) for r in runs) if runs else 0
-    halving.rungs = list(strategy.rungs) + ([max_steps] if strategy.rungs[-1] < max_steps else [])
+    halving = ST.Halving.reader(strategy, runs, max_steps)
     ranks = {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
     rows = [("rungs: " + strategy.metric + f" ({strategy.mode}, eta {strategy.eta})",
              *[f"step {step}" for step in halving.rungs], "")]
@@ -370,6 +372,66 @@ def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str]
     M.update(results_dir, name, lambda m: m.setdefault("cancels", []).append(now_iso()))
     out(f"sweep {name}: cancelled {changed} run(s); finished runs are kept")
     return 0
+
+
+STOP_GRACE_S = 300.0
+
+
+def sweep_stop(name: str, *, run_ids: list[str] | tuple[str, ...] = (), grace_s: float = STOP_GRACE_S,
+               reason: str = "", results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
+    """`abcx sweep stop NAME [--run ID ...] [--grace S] [--reason TEXT]`: stop running runs at their
+    next checkpoint (Backend.stop: control.json, read by the trainer at its next generation
+    boundary); a job that has not ended after --grace seconds is cancelled (scancel on SLURM).
+    Without --run: every running run, the supervisor starts nothing more, and queued SLURM jobs are
+    cancelled before they start. Stopped runs are `stopped`; the next `abcx sweep run` resumes them."""
+    check_results_dir(results_dir, M.sweep_dir(results_dir, name), runs_dir(results_dir))  # it writes records
+    if not (isinstance(grace_s, (int, float)) and grace_s >= 0):
+        raise UserError(f"--grace={grace_s!r} must be a number of seconds >= 0")
+    data = M.load_or_rebuild(results_dir, name)
+    runs = _runs(name, results_dir, strict=True)
+    chosen = _chosen(name, runs, run_ids)
+    running = [r for r in chosen if r.state == State.RUNNING]
+    queued = [r for r in chosen if r.state == State.QUEUED and _job(r)] if not run_ids else []
+    if not run_ids:
+        M.update(results_dir, name, lambda m: m.update(stop={"at": now_iso(), "reason": reason}))
+    backend = B.get(data.get("backend") or "local")
+    why = reason or "requested by `abcx sweep stop`"
+    if queued:  # not training yet: nothing to checkpoint
+        backend.cancel([_job(r) for r in queued])
+        for r in queued:
+            RunRecord(r.path).stop(f"stopped before it started by `abcx sweep stop`: {why}", kind="user", step=0)
+    if running:
+        out(f"sweep {name}: asking {len(running)} run(s) to stop at their next checkpoint (at most {grace_s:g} s)")
+    cancelled = backend.stop([(RunRecord(r.path), _job(r)) for r in running], reason=why, grace_s=grace_s)
+    stopped = [r for r in running if RunRecord(r.path).state() == State.STOPPED]
+    steps = ", ".join(f"{r.run_id} at step {RunRecord(r.path).status().get('step')}" for r in stopped)
+    out(f"sweep {name}: stopped {len(stopped)} run(s) at a checkpoint{': ' + steps if steps else ''}"
+        + (f"; {len(queued)} queued job(s) cancelled before they started" if queued else "")
+        + (f"; {len(cancelled)} had not stopped after {grace_s:g} s and were cancelled (job(s) "
+           f"{', '.join(cancelled)})" if cancelled else "")
+        + ("; the supervisor starts nothing more" if not run_ids and SUP.alive(data) else "")
+        + f"; `abcx sweep run` resumes {'them' if stopped or queued or cancelled else 'the sweep'}")
+    return 0
+
+
+def _job(run: P.PlannedRun) -> str | None:
+    job = run.status.get("job_id") or run.entry.get("job_id")
+    return str(job) if job else None
+
+
+def _chosen(name: str, runs: list[P.PlannedRun], run_ids) -> list[P.PlannedRun]:
+    """The sweep's runs named by --run (all of them without), each checked: one line per bad name."""
+    if not run_ids:
+        return runs
+    by_id = {r.run_id: r for r in runs}
+    for run_id in run_ids:
+        if run_id not in by_id:
+            have = ", ".join(list(by_id)[:8]) + (" ..." if len(by_id) > 8 else "")
+            raise UserError(f"--run {run_id} is not a run of sweep {name}; its runs: {have or 'none'}")
+        if by_id[run_id].state != State.RUNNING:
+            raise UserError(f"--run {run_id} is {by_id[run_id].state}, not running: only a running run can be "
+                            f"stopped (`abcx sweep stop {name}` without --run also stops the sweep's queue)")
+    return [by_id[i] for i in dict.fromkeys(run_ids)]
 
 
 def status_all(*, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:

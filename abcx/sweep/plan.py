@@ -294,5 +294,11 @@ LIVE = tuple(s.value for s in _LIVE)
 
 
 def to_submit(planned: list[PlannedRun]) -> list[PlannedRun]:
-    """The runs a submission sends: not finished and not held by a live job."""
-    return [r for r in planned if r.state in RESUBMIT]
+    """The runs a submission sends: not finished, not held by a live job, and not stopped by their
+    strategy (a run stopped by `abcx sweep stop` is sent again and resumes from its checkpoint)."""
+    return [r for r in planned if r.state in RESUBMIT or user_stopped(r.state, r.status)]
+
+
+def user_stopped(state: str, status: dict) -> bool:
+    """Stopped by `abcx sweep stop` (not judged by a strategy): the next submission resumes it."""
+    return state == State.STOPPED and (status.get("stop") or {}).get("kind") == "user"

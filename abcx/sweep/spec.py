@@ -1,6 +1,6 @@
 """Sweep files and command-line axes -> the list of points (each point = a list of plain overrides).
 
-A sweep file `sweeps/<name>.yaml` (`strategy:`, optional, is abcx.sweep.strategy's block):
+A sweep file `sweeps/<name>.yaml` (`strategy:`, optional, is abcx.sweep.strategies's block):
 
     name: epsilons
     description: ...
@@ -40,11 +40,11 @@ class SweepSpec:
     points: tuple[tuple[str, ...], ...] = ()
     cli: tuple[str, ...] = ()  # plain command-line overrides, applied last to every point
     source: str | None = None
-    strategy: Any = None  # abcx.sweep.strategy.StrategySpec (default: grid)
+    strategy: Any = None  # abcx.sweep.strategies.StrategySpec (default: grid)
 
     def __post_init__(self) -> None:
         if self.strategy is None:
-            from abcx.sweep.strategy import StrategySpec
+            from abcx.sweep.strategies import StrategySpec
 
             object.__setattr__(self, "strategy", StrategySpec())
 
@@ -117,7 +117,7 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     if not isinstance(name, str):
         raise UserError(f"{path}: name must be a plain name (letters, digits, '.', '_', '-'), got {name!r}"[:300])
     check_name(name, f"{path}: sweep name")
-    from abcx.sweep.strategy import parse as parse_strategy
+    from abcx.sweep.strategies import parse as parse_strategy
 
     return SweepSpec(
         name=name, description=str(data.get("description") or ""),

@@ -1,4 +1,4 @@
-"""The sweep supervisor: one process per sweep that runs its strategy (abcx.sweep.strategy) on its
+"""The sweep supervisor: one process per sweep that runs its strategy (abcx.sweep.strategies) on its
 backend (abcx.launch.backend), at most `launcher.max_parallel` jobs at once.
 
 `abcx sweep run` writes `<sweep dir>/queue.json` (the points, the runs to start, the strategy, the
@@ -8,6 +8,8 @@ lock (abcx.sweep.lock), records its pid in the manifest (`supervisor`), and exit
 has nothing left to start and every job has ended. Before each start it writes the run's
 control.json (where to pause, the health limits) through the run record and checks the budget.
 SIGTERM/SIGINT make it cancel its running jobs, mark the runs it had not started as cancelled, and exit.
+`abcx sweep stop NAME` sets the manifest's `stop`: it starts nothing more, lets its jobs stop at
+their checkpoints, and exits without the strategy's final decisions (the next `sweep run` goes on).
 A plain grid on SLURM needs no supervisor: it goes in as job arrays (abcx.sweep.command).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, read_json
 from abcx.states import State
 from abcx.sweep import manifest as M
-from abcx.sweep import strategy as S
+from abcx.sweep import strategies as S
 
 QUEUE_FILE = "queue.json"
 POLL_S = 0.5
@@ -115,6 +117,7 @@ class Supervisor:
         self.strategy = S.make(self.spec, self.planned, self.decisions, [by_id[i] for i in queue["todo"]], self.plan)
         self.active: dict[str, object] = {}  # job id -> planned run
         self.budget_said = False
+        self.stopping = False  # `abcx sweep stop` of the whole sweep: start nothing, decide nothing more
         self.failures = 0
 
     def plan(self, points: list[tuple[str, ...]], start_index: int | None = None) -> list:
@@ -143,20 +146,35 @@ class Supervisor:
             return False
         records = self.records()
         jobs = [str(r.status().get("job_id")) for r in records if r.status().get("job_id")]
-        spent = S.spent_device_hours(records, self.backend.usage(jobs))
+        usage = self.backend.usage(jobs)
+        spent = S.spent_device_hours(records, usage)
         if spent < self.spec.device_hours:
             return False
         if not self.budget_said:
             self.budget_said = True
             self.decisions.add("budget", device_hours=self.spec.device_hours, spent=round(spent, 6),
+                               source="sacct" if usage else "run records",
                                active=[r.run_id for r in self.active.values()])
             print(f"[supervisor] budget reached: {S.budget_line(self.spec, spent)}; no new work", flush=True)
         return True
 
+    def stop_requested(self) -> bool:
+        """`abcx sweep stop NAME` (the whole sweep) asked for no new work: the manifest's `stop`."""
+        if not self.stopping:
+            request = (M.load(self.results_dir, self.sweep) or {}).get("stop")
+            if request:
+                self.stopping = True
+                self.decisions.add("stop", requested=request.get("at"), reason=request.get("reason"),
+                                   active=[r.run_id for r in self.active.values()], waiting=self.strategy.waiting())
+                print("[supervisor] `abcx sweep stop`: no new work; waiting for the running jobs", flush=True)
+        return self.stopping
+
     def start_one(self, go: S.Start) -> None:
         run = go.run
         record = RunRecord(run.path)
-        record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health)
+        if self.adopt(run, record):
+            return
+        record.set_control(sweep=self.sweep, stop_at=go.stop_at, health=self.spec.health, stop=None)
         submitted = now_iso()
         record.mark_submitted(sweep=self.sweep, point=list(run.overrides), index=run.index,
                               backend=self.backend.name, submitted=submitted)
@@ -169,6 +187,22 @@ class Supervisor:
                              m["supervisor"].update(queue=self.strategy.waiting())))
         until = f" to step {go.stop_at}" if go.stop_at else ""
         print(f"[supervisor] started {run.run_id}{until} as job {job_id}", flush=True)
+
+    def adopt(self, run, record: RunRecord) -> bool:
+        """A run whose job still lives (a restarted supervisor's, e.g. after a SIGKILL: a SLURM job
+        outlives its supervisor) is watched again, not submitted twice: a second job would find the
+        run locked by the first and end at once."""
+        status = record.status()
+        job_id = status.get("job_id")
+        if not job_id or status.get("state") not in (State.RUNNING, State.PENDING) or str(job_id) in self.active:
+            return False
+        alive = self.backend.liveness(M.load(self.results_dir, self.sweep), strict=False)(run.run_id, status)
+        if not alive:
+            return False
+        self.active[str(job_id)] = run
+        self.note(lambda m: m["supervisor"].update(queue=self.strategy.waiting()))
+        print(f"[supervisor] {run.run_id}: its job {job_id} still runs; watching it again", flush=True)
+        return True
 
     def reap(self) -> None:
         from abcx.sweep.plan import lock_held
@@ -196,7 +230,7 @@ class Supervisor:
     def loop(self) -> None:
         while True:
             while len(self.active) < self.limit and getattr(self.backend, "has_gpus_for", lambda _c: True)(
-                    self.planned[0].cfg) and not self.budget_spent():
+                    self.planned[0].cfg) and not self.stop_requested() and not self.budget_spent():
                 go = self.strategy.next({r.run_id for r in self.active.values()})
                 if go is None:
                     break
@@ -207,7 +241,8 @@ class Supervisor:
                     break
             time.sleep(POLL_S)
             self.reap()
-        self.strategy.finish()
+        if not self.stop_requested():  # a stopped sweep is continued by the next `abcx sweep run`
+            self.strategy.finish()
 
     def cancel_all(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
