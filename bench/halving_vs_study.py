@@ -66,6 +66,7 @@ def halving_side(folder: Path, rungs: list[int], eta: int) -> dict:
     from abcx.sweep import command, manifest
 
     results = folder / "halving"
+    folder.mkdir(parents=True, exist_ok=True)
     every = rungs[0]
     path = folder / "halving.yaml"
     path.write_text(

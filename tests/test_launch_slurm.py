@@ -320,5 +320,6 @@ def test_a_health_stop_and_a_budget_counted_by_sacct_on_slurm(slurm_cluster, tmp
     assert events["health_stop"]["run_id"] == first.run_id and events["health_stop"]["step"] == 2
     assert events["budget"]["source"] == "sacct" and events["budget"]["spent"] >= 0.0001
     usage = slurm.sacct_usage([status["job_id"]])
-    assert usage and usage[status["job_id"]] >= events["budget"]["spent"] - 1e-9
+    # The decision rounds to 6 decimals; sacct's own figure is at least what it says was spent.
+    assert usage and usage[status["job_id"]] >= events["budget"]["spent"] - 1e-6
     assert "(sacct)" in out and "budget 0.0001 device-hours:" in out
