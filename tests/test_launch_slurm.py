@@ -323,3 +323,31 @@ def test_a_health_stop_and_a_budget_counted_by_sacct_on_slurm(slurm_cluster, tmp
     # The decision rounds to 6 decimals; sacct's own figure is at least what it says was spent.
     assert usage and usage[status["job_id"]] >= events["budget"]["spent"] - 1e-6
     assert "(sacct)" in out and "budget 0.0001 device-hours:" in out
+
+
+def test_sequential_seeds_on_slurm_add_a_seed_to_an_undecided_pair_up_to_max(slurm_cluster, tmp_path, tiny_model_path):
+    """One compared pair at the same learning rate, ranked by the logged learning rate: the difference
+    is 0 on every seed, so the interval [0, 0] covers 0 at min=2 and one seed is added, up to max=3,
+    each a SLURM job; the decisions file says so and the report shows the final interval."""
+    from abcx.report.command import run_report
+
+    results = tmp_path / "results"
+    path = tmp_path / "seq.yaml"
+    path.write_text(f"name: seq\nfixed: [model=tiny, task=chain, train=testbed, {', '.join(QUICK_STEPS)}, "
+                    "train.max_steps=1, train.learning_rate=3.0e-4, logger=none, eval.at_end=false, launcher=slurm, "
+                    f"launcher.profile=local, results_dir={results}]\n"
+                    "points:\n  - [method=abc_grpo]\n  - [method=grpo]\n"
+                    "strategy:\n  name: seeds\n  min: 2\n  max: 3\n  compare: [abc_grpo, grpo]\n"
+                    "  metric: learning_rate\n  window: 1\n")
+    code, out = call(command.sweep_run, str(path), [], wait=True)
+    assert code == 0, out
+    decisions = list(read_jsonl(results / "sweeps" / "seq" / "decisions.jsonl"))
+    added = [(d["pair"], d["seed"], d["n"]) for d in decisions if d["event"] == "seed_added"]
+    (final,) = [d for d in decisions if d["event"] in ("decided", "undecided")]
+    assert added == [(0, 2, 2)] and final["event"] == "undecided" and final["n"] == 3
+    assert final["low"] <= 0 <= final["high"]
+    runs = [RunRecord(results / "runs" / e["run_id"]) for e in manifest.load(results, "seq")["runs"]]
+    assert len(runs) == 6 and all(r.state() == "finished" and r.status()["backend"] == "slurm" for r in runs)
+    report = run_report([str(results)], sweep="seq", fmt="markdown", out=str(tmp_path / "report.md"))
+    (seeds,) = [t for t in report.tables if t.key == "seeds"]
+    assert list(seeds.data["decision"]) == ["undecided"] and list(seeds.data["n"]) == [3]
