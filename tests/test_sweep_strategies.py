@@ -12,6 +12,7 @@ from abcx.record import RunRecord, read_jsonl
 from abcx.report.command import run_report
 from abcx.sweep import command, manifest
 from abcx.sweep import strategies as ST
+from tests.optuna_checks import three_trials_each_asked_once
 
 TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
         "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")
@@ -209,8 +210,6 @@ def test_an_optuna_search_killed_midway_resumes_with_no_trial_lost_or_duplicated
     import signal
     import time
 
-    import optuna
-
     results = tmp_path / "results"
     path = tmp_path / "search.yaml"
     path.write_text(f"name: search\nfixed: {TINY.replace('save_steps=4', 'save_steps=1')}, results_dir={results},"
@@ -235,18 +234,9 @@ def test_an_optuna_search_killed_midway_resumes_with_no_trial_lost_or_duplicated
 
     code, out = call(command.sweep_run, str(path), [], wait=True)
     assert code == 0, out
-    study = optuna.load_study(study_name="search", storage=f"sqlite:///{results / 'sweeps' / 'search' / 'optuna.db'}")
-    trials = study.get_trials()
-    assert [t.number for t in trials] == [0, 1, 2]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert [t.value for t in trials] == pytest.approx([t.params["train.learning_rate"] for t in trials], rel=1e-9)
-    rows = list(read_jsonl(decisions))
-    asked = [d for d in rows if d["event"] == "trial"]
-    assert [d["trial"] for d in asked] == [0, 1, 2]  # none asked twice
-    (resumed,) = [d for d in rows if d["event"] == "trial_resumed"]
-    assert resumed["trial"] == 1 and resumed["run_id"] == asked[1]["run_id"]
-    assert len({d["run_id"] for d in asked}) == 3
+    asked, resumed = three_trials_each_asked_once(results)
+    assert resumed["run_id"] == asked[1]["run_id"]
     for d in asked:  # every trial an ordinary run, each step once (the resumed one from its checkpoint)
         record = RunRecord(results / "runs" / d["run_id"])
         assert record.state() == "finished" and trained_steps(record) == [1, 2, 3, 4]
-    assert sum(d["event"] == "trial_complete" for d in rows) == 3
+    assert sum(d["event"] == "trial_complete" for d in read_jsonl(decisions)) == 3
