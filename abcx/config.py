@@ -484,6 +484,18 @@ def run_id(cfg: Any) -> str:
     return f"{cfg.method.name}-s{cfg.seed}-{config_hash(cfg)[:10]}"
 
 
+def model_build(cfg: Any) -> str | None:
+    """The build of the embedded model `tiny` (its recipe's cache folder), None for any other model.
+    The recipe lives in code, not in the config, so it is not part of the run id (recorded ids stay
+    stable across versions); RunRecord.check_model_build keeps a run of another build from being
+    resumed or counted as this config's run."""
+    if cfg.model.name != "tiny" or cfg.model.path:
+        return None
+    from abcx.testbed import DEFAULT_RECIPE
+
+    return DEFAULT_RECIPE.folder_name()
+
+
 def is_off_policy(train: Any) -> bool:
     """Whether TRL will compute old log-probs, i.e. whether r can differ from 1 and clipping can act
     (TRL 1.16: GA not a multiple of steps_per_generation * num_iterations, or vLLM IS correction)."""

@@ -325,6 +325,18 @@ class RunRecord:
     def metrics(self) -> list[dict]:
         return list(read_jsonl(self.metrics_path))
 
+    def check_model_build(self, build: str | None) -> None:
+        """Refuse a run folder whose run was trained on another build of the embedded model (the
+        warm-start recipe changed since): resuming it or counting it as finished would mix two
+        models under one run id. Records from before builds were recorded are not checked."""
+        recorded = self.meta().get("model_build")
+        if build and recorded and recorded != build:
+            from abcx.errors import UserError
+
+            raise UserError(f"model=tiny: run {self.run_id} was trained on {recorded}, but the model is now "
+                            f"{build} (its warm-start recipe changed); move {self.path} aside (`abcx train "
+                            f"--rerun` does) or set another results_dir")
+
     @property
     def eval_path(self) -> Path:
         return self.path / "eval.jsonl"

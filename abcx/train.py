@@ -134,6 +134,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
     """Train (or resume, or finish) the run of `cfg`. `sweep`: the sweep whose job this is; it names
     the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
     record = record_for(cfg)
+    record.check_model_build(C.model_build(cfg))  # before anything is written, or a run counted as done
     if record.state() == "finished":
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
               f"hash: to train again, change the seed (seed={int(cfg.seed) + 1}) or pass --rerun, which moves "
@@ -221,6 +222,7 @@ def _bounds(cfg: Any):
 
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None) -> RunRecord:
+    build = C.model_build(cfg)
     data = C.to_dict(cfg)
     # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
     # results_dir, stored relative to the working directory when it lies inside it.
@@ -235,7 +237,8 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     checkpoint = None
     try:
         record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
-                     cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy})
+                     cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy,
+                                                    **({"model_build": build} if build else {})})
         # Validated before anything in the record changes; the record is reconciled with it once the
         # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
         checkpoint = record.latest_checkpoint(quarantine=True)

@@ -27,7 +27,7 @@ def two_methods(tmp_path_factory, tiny_model_path):
     return out
 
 
-def test_a_run_writes_a_complete_self_contained_record(two_methods):
+def test_a_run_writes_a_complete_self_contained_record(two_methods, tiny_model_path):
     record = two_methods["abc_grpo"]
     for name in ("config.yaml", "meta.json", "status.json", "metrics.jsonl", "summary.json"):
         assert (record.path / name).is_file(), name
@@ -37,6 +37,7 @@ def test_a_run_writes_a_complete_self_contained_record(two_methods):
     assert meta["config_hash"] and meta["versions"]["trl"].startswith("1.16")
     assert meta["trl_args"]["steps_per_generation"] == 2 and meta["trl_args"]["loss_type"] == "dapo"
     assert meta["off_policy"] is True
+    assert meta["model_build"] == tiny_model_path.name  # the warm start it trained on (test_model_build.py)
     assert meta["logprob_path"] == "chunked"  # train.logprob_path=auto on a CPU: abcx's chunked head
     steps = [row["step"] for row in record.metrics()]
     assert steps == [1, 2, 3, 4]

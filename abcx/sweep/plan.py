@@ -192,7 +192,7 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
     """Compose and validate every point; any bad point raises before anything is submitted."""
     from abcx import config as C
     from abcx.paths import check_name
-    from abcx.record import runs_dir
+    from abcx.record import RunRecord, runs_dir
 
     if not points:
         raise UserError("the sweep has no points")
@@ -219,6 +219,10 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
         if root is None:  # resolved once per results_dir (a sweep has one), not per point
             root = roots[str(cfg.results_dir)] = runs_dir(Path(cfg.results_dir).expanduser()).resolve()
         path = root / check_name(rid, "run id")  # a plain folder name: the run folder stays inside runs/
+        try:
+            RunRecord(path).check_model_build(C.model_build(cfg))
+        except UserError as err:
+            raise UserError(f"point {i + 1} {describe(overrides)}: {err}") from None
         planned.append(PlannedRun(index=i, overrides=tuple(overrides), cfg=cfg, run_id=rid, path=path))
     return planned
 
