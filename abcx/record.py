@@ -329,8 +329,10 @@ class RunRecord:
         """Refuse a run folder whose run was trained on another build of the embedded model (the
         warm-start recipe changed since): resuming it or counting it as finished would mix two
         models under one run id. Records from before builds were recorded are not checked."""
+        if not build or not (self.path / "meta.json").is_file():  # no record (or no folder) here yet
+            return
         recorded = self.meta().get("model_build")
-        if build and recorded and recorded != build:
+        if recorded and recorded != build:
             from abcx.errors import UserError
 
             raise UserError(f"model=tiny: run {self.run_id} was trained on {recorded}, but the model is now "
