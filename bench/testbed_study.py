@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from _env import machine_line  # noqa: E402
 BENCHMARKS = ("chain", "chain_hard")
 SWEEPS = ("study", "epsilons", "regime")
 KS = (1, 2, 4, 8, 16, 32, 64)
@@ -28,13 +31,16 @@ KS = (1, 2, 4, 8, 16, 32, 64)
 
 def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
     """The warm start's per-problem counts, evaluated once and kept beside the sweeps."""
+    from abcx.testbed import DEFAULT_RECIPE, ensure_tiny_model
+
     cache = results_dir / "sweeps" / "study" / "base_eval.json"
-    if cache.exists():
-        return {k: [tuple(p) for p in v] for k, v in json.loads(cache.read_text()).items()}
+    build = DEFAULT_RECIPE.folder_name()
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("model_build") == build:  # a cache of another warm start (or of no recorded one) is redone
+        return {k: [tuple(p) for p in v] for k, v in cached["per_problem"].items()}
     from abcx.config import compose
     from abcx.evaluation.runner import evaluate, load_for_eval
     from abcx.evaluation.sampling import Sampling
-    from abcx.testbed import ensure_tiny_model
 
     import torch
 
@@ -48,8 +54,41 @@ def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
                     batch_size=cfg.eval.batch_size, step=0)
     out = {r["benchmark"]: [tuple(p) for p in r["per_problem"]] for r in rows}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out))
+    cache.write_text(json.dumps({"model_build": build, "per_problem": out}))
     return out
+
+
+def cost_lines(results_dir: Path) -> list[str]:
+    """What each sweep cost, read from its run records: wall time from its first submission to its last
+    run's end, and the runs' own elapsed time summed (core-time: each run trains on one torch thread)."""
+    import datetime as dt
+
+    from abcx.record import RunRecord, runs_dir
+    from abcx.sweep.manifest import load_or_rebuild
+
+    def when(text: str) -> float:
+        return dt.datetime.fromisoformat(text).timestamp()
+
+    lines = ["| sweep | runs trained | wall time, first submission -> last end | sum of the runs' elapsed time |",
+             "|---|---|---|---|"]
+    total_wall = 0.0
+    for sweep in SWEEPS:
+        try:
+            entries = load_or_rebuild(results_dir, sweep)["runs"]
+        except Exception:  # noqa: BLE001 - a sweep not run yet has no cost
+            continue
+        status = [RunRecord(runs_dir(results_dir) / e["run_id"]).status() for e in entries]
+        # A point shared with an earlier sweep (epsilons' default point is the study's run) was trained there.
+        own = [st for st in status if st.get("sweep") == sweep and st.get("submitted") and st.get("updated")]
+        if not own:
+            continue
+        wall = max(when(st["updated"]) for st in own) - min(when(st["submitted"]) for st in own)
+        total_wall += wall
+        busy = sum(float(st.get("elapsed_s") or 0) for st in own)
+        lines.append(f"| `{sweep}` | {len(own)} | {wall / 60:.1f} min | {busy / 60:.1f} min |")
+    lines += ["", f"The sweeps' wall time adds up to {total_wall / 60:.1f} min on {os.cpu_count()} cores; `make study` "
+              "adds the warm start's evaluation, these tables and the two reports."]
+    return lines
 
 
 def cell_of(overrides: list[str], sweep: str) -> str:
@@ -309,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += section("Clipping rules (sweep `study`)", rows, "study", base)
     lines += section("ABC-GRPO's A<=0 bounds (sweep `epsilons`; compared with the study's GRPO)", rows, "epsilons", base)
     lines += section("Regime (sweep `regime`; each cell compared with its own GRPO)", rows, "regime", base)
+    lines += ["## Cost", "", machine_line(), "", *cost_lines(results_dir), ""]
     (out / "study.md").write_text("\n".join(lines) + "\n")
     drawn = [p for sweep in SWEEPS for p in (plot_entropy(rows, out / "plots", sweep),
                                              *[plot_pass_at_k(rows, base, out / "plots", sweep, b) for b in BENCHMARKS]) if p]

@@ -18,7 +18,7 @@ RECORDED = json.loads((ROOT / "tests/data/recorded_configs/main_4ac554d.json").r
 
 def _on_the_recorded_task(entry: dict) -> list[str]:
     """The entry's overrides plus the task options it was recorded with, where today's defaults moved
-    since (the chain pool: 20,000 fresh problems then, 5 passes over 320 now), so that what is compared
+    since (the chain pool: 20,000 fresh problems then, a small pool of a few hundred now), so that what is compared
     is the method's part of the hash."""
     today = dict(compose([]).task.options)
     moved = {k: v for k, v in entry["config"]["task"]["options"].items() if today.get(k) != v}

@@ -216,7 +216,7 @@ def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_mod
 def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_model_path):
     """lr=1e30 flattens the policy to uniform in a step (entropy ln V, no gradient) while every loss
     stays finite: the health check stops the run instead of reporting it finished. On the default
-    5-pass pool of 320 the first prompts differ and this lr overflows a gradient at step 3 instead
+    small pool (conf/task/chain.yaml) the first prompts differ and this lr overflows a gradient at step 3 instead
     (a NonFiniteError, the other failure nan_policy=fail reports), so the run trains on the pool where
     the losses stay finite: fresh problems from 20,000."""
     results = tmp_path / "results"

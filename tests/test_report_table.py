@@ -101,6 +101,25 @@ def test_epsilon_pivot_is_the_mean_over_seeds_per_cell(tmp_path):
         T.pivot(pr, rs, "method.eps3", "method.eps4", metric="nope")
 
 
+def test_an_eval_pivot_finds_the_one_sampling_setting_its_runs_were_evaluated_with(tmp_path):
+    """Runs of another sweep evaluated with other settings rename the benchmark's columns ("aime (n=8)"):
+    a pivot over a selection evaluated one way still takes `eval/aime/pass@8`, and refuses when the
+    selection itself mixes settings."""
+    for e3, e4, seed, passed in ((0.1, 0.1, 0, .6), (0.1, 0.1, 1, .7), (0.2, 0.1, 0, .9), (0.2, 0.1, 1, .5)):
+        run(tmp_path, f"abc-{e3}-{e4}-s{seed}", "abc", seed, [0] * 4, [1] * 4, evals=ev(.3, passed),
+            config={"method": {"eps3": e3, "eps4": e4}})
+    other = ev(.3, .1)
+    other[0]["n"], other[0]["sampling"] = 4, {"n": 4}
+    run(tmp_path, "grpo-other-s0", "grpo", 0, [0] * 4, [1] * 4, evals=other)
+    everything = read_sources([str(tmp_path)])
+    assert "eval/aime/pass@8" not in everything.metrics  # two settings: every label says which
+    grid = everything.select(everything.runs.index[everything.runs["run_id"].str.startswith("abc")])
+    pv = T.pivot(T.run_summary(grid), grid, "method.eps3", "method.eps4", metric="eval/aime/pass@8")
+    assert pv.loc[0.1, 0.1] == pytest.approx(0.65) and pv.loc[0.2, 0.1] == pytest.approx(0.7)
+    with pytest.raises(UserError, match="several settings"):
+        T.pivot(T.run_summary(everything), everything, "method.eps3", "method.eps4", metric="eval/aime/pass@8")
+
+
 def test_default_group_keys_are_differing_config_fields_without_seeds_ids_or_method_restatements(tmp_path):
     for m, eps in (("grpo", 0.28), ("abc", 0.2)):
         for e3 in ((0.2,) if m == "grpo" else (0.2, 0.3)):

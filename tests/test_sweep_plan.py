@@ -82,7 +82,13 @@ def test_shipped_sweeps_plan_the_documented_grids():
     assert {r.run_id for r in eps if r.cfg.method.eps3 == r.cfg.method.eps4 == 0.2} == {
         r.run_id for r in study if r.cfg.method.name == "abc_grpo" and r.cfg.seed in (0, 1)}
     regime = plan.build(points_of("regime"))
-    assert len(regime) == 4 * 2 * 3 and {r.cfg.method.name for r in regime} == {"grpo", "abc_grpo"}
+    assert len(regime) == 5 * 2 * 3 and {r.cfg.method.name for r in regime} == {"grpo", "abc_grpo"}
+    default = C.compose([])
+    moved = {r.cfg.train.learning_rate for r in regime} - {default.train.learning_rate}
+    # Two learning rates, one on either side of the default (the "two values around the stable one").
+    assert len(moved) == 2 and min(moved) < default.train.learning_rate < max(moved)
+    # The longest cell (6-8 operands) is planned first, so the two cores do not end on it.
+    assert regime[0].cfg.task.options.min_operands == 6 and regime[0].cfg.train.max_completion_length == 96
     validity = plan.build(points_of("validity"))
     assert len(validity) == 6 and all(r.cfg.train.max_steps == C.compose([]).train.max_steps for r in validity)
     smoke = plan.build(points_of("smoke"))

@@ -364,6 +364,7 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
     row, col = resolve_field(rs.runs, row), resolve_field(rs.runs, col)
     df = per_run.merge(rs.runs[["run_id", *{row, col} - set(per_run.columns)]], on="run_id", how="left")
     if metric not in df.columns:
+        metric = _eval_label_of(rs, metric)
         series = _last_n_mean(rs, metric, 1 if metric.startswith("eval/") else last_n)
         if series is None:
             raise UserError(f"pivot metric {metric!r}: no such summary column or logged metric; "
@@ -375,6 +376,22 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
     table = table.replace([np.inf, -np.inf], np.nan)
     table.attrs["metric"] = metric
     return table
+
+
+def _eval_label_of(rs: RunSet, metric: str) -> str:
+    """`eval/<bench>/<name>` where the records hold one benchmark under several sampling settings: the
+    labels say the setting ("eval/chain (n=64)/pass@64", abcx.report.sources.abcx_records.eval_labels),
+    and which exist depends on every run read, not on the runs selected. The one label these runs were
+    evaluated with is meant; several are refused, named."""
+    parts = metric.split("/")
+    if len(parts) != 3 or parts[0] != "eval" or metric in rs.metrics:
+        return metric
+    prefix, suffix = f"eval/{parts[1]} (", f")/{parts[2]}"
+    labelled = [m for m in rs.metrics if m.startswith(prefix) and m.endswith(suffix)]
+    if len(labelled) > 1:
+        raise UserError(f"pivot metric {metric!r}: these runs were evaluated on {parts[1]} with several settings; "
+                        f"name one: {', '.join(labelled)}")
+    return labelled[0] if labelled else metric
 
 
 def _refuse_mixed_cells(df, rs: RunSet, row: str, col: str, metric: str) -> None:

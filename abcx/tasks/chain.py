@@ -156,7 +156,7 @@ def demonstrations(n: int, *, seed: int = 0, write_steps: bool = True, **shape: 
     return [(p, target(steps, value, write_steps)) for p, steps, value in draw(n, "sft", seed=seed, **shape)]
 
 
-def build(n_train: int = 320, n_eval: int = 200, min_operands: int = 4, max_operands: int = 5, digits: int = 2,
+def build(n_train: int = 256, n_eval: int = 200, min_operands: int = 4, max_operands: int = 5, digits: int = 2,
           ops: str = "+", steps: bool = True, format_check: bool = False, seed: int = 0):
     """The task: `n_train` fresh problems of the `rl` pool to train on, `n_eval` held-out ones.
 
