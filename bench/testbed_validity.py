@@ -5,10 +5,12 @@
 What it measures, at the default settings (model `tiny`, task `chain`, train `testbed`):
 1. The warm start, before RL: completions of the held-out `chain` problems sampled at T = 1
    (tokens per completion, intermediate steps), held-out Avg@16 and Pass@16 with bootstrap CIs.
-2. `sweeps/validity.yaml` (grpo and abc_grpo x 3 seeds) through `abcx sweep run` on the local
-   backend: its wall time is the "2-method x 3-seed comparison" target, the records give the time per
-   training step (each job trains on one torch thread, so on one core), the entropy curves and the
-   held-out evaluation at the end (the same problems, sampling settings and seed as in 1).
+2. `sweeps/validity.yaml` (grpo and abc_grpo x 3 seeds, as planned at today's defaults) through
+   `abcx sweep run` on the local backend, which trains only what the results folder lacks. The run
+   records give the "2-method x 3-seed comparison" wall time (first submission to last end), the time
+   per training step (each job trains on one torch thread, so on one core), the entropy curves and the
+   held-out evaluation at the end (the same problems, sampling settings and seed as in 1). A fresh
+   `--results-dir` times the instrument anew; the default one regenerates the file from the records.
 3. GRPO's gain in held-out Avg@16 over the warm start, pooled over seeds: a paired two-level
    bootstrap over problems and seeds (abcx.evaluation.metrics.bootstrap_diff_pooled).
 The targets are properties of the instrument, not of which method wins: ABC-GRPO's runs are in the
