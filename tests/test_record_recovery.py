@@ -214,14 +214,25 @@ def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_mod
 
 
 def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_model_path):
-    """lr=1e30 flattens the policy to uniform in a step (entropy ln V, no gradient) while every loss
-    stays finite: the health check stops the run instead of reporting it finished. On the default
-    small pool (conf/task/chain.yaml) the first prompts differ and this lr overflows a gradient at step 3 instead
-    (a NonFiniteError, the other failure nan_policy=fail reports), so the run trains on the pool where
-    the losses stay finite: fresh problems from 20,000."""
+    """A policy that samples uniformly (entropy ln V) while every loss stays finite is what lr=1e30
+    leaves after one step. Made exactly, by zeroing the output head of a copy of `tiny`, so that no float
+    rounding decides which failure comes first (with lr=1e30 a gradient overflows at step 2 or 3 on some
+    machines and versions, a NonFiniteError instead): the health check stops the run instead of
+    reporting it finished."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    flat = tmp_path / "flat-policy"
+    shutil.copytree(tiny_model_path, flat)
+    model = AutoModelForCausalLM.from_pretrained(flat)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()  # every logit 0: the uniform distribution
+    model.save_pretrained(flat)
     results = tmp_path / "results"
-    result = abcx_train(results, "eval.at_end=false", "train.learning_rate=1e30", "train.nan_policy=fail",
-                        "train.save_steps=100", "task.options.n_train=20000")
+    result = abcx_train(results, "eval.at_end=false", f"model.path={flat}", "train.nan_policy=fail",
+                        "train.save_steps=100")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = error_lines(result.stderr)
     assert "policy looks destroyed" in line and "entropy" in line
