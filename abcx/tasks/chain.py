@@ -8,9 +8,10 @@ Why this shape: it is a miniature of the paper's regime. A completion is a chain
 ~30 tokens, most of them copied operands and partial sums that right and wrong samples share; the
 samples differ in a few digits of one step. One sequence-level advantage then pushes every token of
 the chain, the shared correct steps of a failed sample included, which is the mechanism ABC-GRPO's
-Q4 bound is about. The problem set is generated without limit: the default trains 5 passes over a
-finite pool as the paper does (conf/task/chain.yaml), a larger `n_train` gives fresh problems, and the
-eval pool is disjoint from every training pool by construction.
+Q4 bound is about. The problem set is generated without limit: the default makes repeated passes over
+a finite pool, as the paper makes 5 epochs over its own (6.25 over 256 problems; conf/task/chain.yaml
+says why), a larger `n_train` gives fresh problems, and the eval pool is disjoint from every training
+pool by construction.
 
 Pools, by a hash of the prompt text alone (so no seed, size or option can make them overlap):
 `eval` (1 in 8), `rl` (3 in 8: what `build` trains on) and `sft` (4 in 8: the warm start's
