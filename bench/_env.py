@@ -7,16 +7,17 @@ import platform
 import time
 
 
+def version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def versions(packages: tuple[str, ...] = ("torch", "transformers", "trl")) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(pkg: str) -> str:
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return ", ".join(f"{p} {ver(p)}" for p in packages)
+    return ", ".join(f"{p} {version(p)}" for p in packages)
 
 
 def machine_line() -> str:

@@ -117,19 +117,13 @@ def rows_from(name: str, spec: Script, text: str) -> list[dict]:
 
 
 def machine() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from _env import version as ver  # bench/ is on sys.path when a script runs
 
     def sh(cmd: str) -> str:
         try:
             return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30).stdout.rstrip()
         except Exception:  # noqa: BLE001 - a missing tool only blanks one line
             return "?"
-
-    def ver(pkg: str) -> str:
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return "not installed"
 
     model = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p'")
     return {

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from _env import machine_line  # noqa: E402
+from _records import span  # noqa: E402
 BENCHMARKS = ("chain", "chain_hard")
 SWEEPS = ("study", "epsilons", "regime")
 KS = (1, 2, 4, 8, 16, 32, 64)
@@ -35,12 +36,16 @@ def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
 
     cache = results_dir / "sweeps" / "study" / "base_eval.json"
     build = DEFAULT_RECIPE.folder_name()
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: evaluate again
+        cached = {}
     if cached.get("model_build") == build:  # a cache of another warm start (or of no recorded one) is redone
         return {k: [tuple(p) for p in v] for k, v in cached["per_problem"].items()}
     from abcx.config import compose
     from abcx.evaluation.runner import evaluate, load_for_eval
     from abcx.evaluation.sampling import Sampling
+    from abcx.record import atomic_write_json
 
     import torch
 
@@ -54,20 +59,15 @@ def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
                     batch_size=cfg.eval.batch_size, step=0)
     out = {r["benchmark"]: [tuple(p) for p in r["per_problem"]] for r in rows}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"model_build": build, "per_problem": out}))
+    atomic_write_json(cache, {"model_build": build, "per_problem": out})  # a kill leaves the old file or the new
     return out
 
 
 def cost_lines(results_dir: Path) -> list[str]:
     """What each sweep cost, read from its run records: wall time from its first submission to its last
     run's end, and the runs' own elapsed time summed (core-time: each run trains on one torch thread)."""
-    import datetime as dt
-
     from abcx.record import RunRecord, runs_dir
     from abcx.sweep.manifest import load_or_rebuild
-
-    def when(text: str) -> float:
-        return dt.datetime.fromisoformat(text).timestamp()
 
     lines = ["| sweep | runs trained | wall time, first submission -> last end | sum of the runs' elapsed time |",
              "|---|---|---|---|"]
@@ -82,9 +82,8 @@ def cost_lines(results_dir: Path) -> list[str]:
         own = [st for st in status if st.get("sweep") == sweep and st.get("submitted") and st.get("updated")]
         if not own:
             continue
-        wall = max(when(st["updated"]) for st in own) - min(when(st["submitted"]) for st in own)
+        wall, busy = span(own)
         total_wall += wall
-        busy = sum(float(st.get("elapsed_s") or 0) for st in own)
         lines.append(f"| `{sweep}` | {len(own)} | {wall / 60:.1f} min | {busy / 60:.1f} min |")
     lines += ["", f"The sweeps' wall time adds up to {total_wall / 60:.1f} min on {os.cpu_count()} cores; `make study` "
               "adds the warm start's evaluation, these tables and the two reports."]
