@@ -75,17 +75,17 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
         return
     cfg = compose(overrides or [])
     check_results_dir(cfg.results_dir, f"{cfg.results_dir}/runs/{run_id(cfg)}")  # one line, before any work
-    from abcx.preflight import check_machine
+    from abcx.training.preflight import check_machine
 
     check_machine(cfg)  # GPUs, DeepSpeed, a loadable hub model: one line each, before anything starts
     if rerun:
-        from abcx.train import move_aside, record_for
+        from abcx.training.train import move_aside, record_for
 
         moved = move_aside(record_for(cfg))
         if moved:
             print(f"--rerun: the previous record is now {moved}")
     record = train_here(cfg, overrides or [])
-    from abcx.summary import print_summary
+    from abcx.training.summary import print_summary
 
     print_summary(record)
 

@@ -6,7 +6,7 @@ then backward of sum(logp * g)) is timed against:
 - the roofline: the device's dense peak (bf16 on GPU, `--peak-tflops` or the table below), on GPU only;
 - the same three products alone in cuBLAS/MKL (`gemm`), measured in the same run: the ceiling any head
   can reach at this shape (cuBLAS alone reached ~0.74 of the H100 peak in the issue's reference).
-Paths: `fused` = TRL 1.16's ChunkedLogProbFunction (Triton on CUDA), `chunked` = abcx.logprobs.ChunkedLogProbs,
+Paths: `fused` = TRL 1.16's ChunkedLogProbFunction (Triton on CUDA), `chunked` = abcx.training.logprobs.ChunkedLogProbs,
 `full` = [N x V] fp32 logits + log_softmax. Extra memory: peak allocated (CUDA) or peak resident (CPU,
 VmHWM with MALLOC_MMAP_THRESHOLD_=64K, in a subprocess) above what hidden, weight and their gradients take.
 
@@ -39,7 +39,7 @@ PATHS = ("gemm", "fused", "chunked", "full")
 def run_path(path: str, hidden, weight, targets, grad_out):
     import torch
 
-    from abcx import logprobs
+    from abcx.training import logprobs
 
     if path == "gemm":  # the three products alone: the ceiling
         logits = hidden @ weight.t()

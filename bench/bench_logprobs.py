@@ -1,11 +1,11 @@
-"""Benchmark: the trainer's log-prob paths (`train.logprob_path`, abcx.logprobs) against the plain
+"""Benchmark: the trainer's log-prob paths (`train.logprob_path`, abcx.training.logprobs) against the plain
 full-logits path, as a curve over vocabulary size and sequence length (forward + backward, per-token
 log-probs and entropy).
 
 fused:   TRL 1.16's own head (`add_fused_lm_head`, which GRPOTrainer.__init__ always applies): the head is
          projected in [4096 x 32768] tiles folded into online-logsumexp statistics (Triton on CUDA, torch
          ops elsewhere). `train.logprob_path=fused`; `auto` picks it where Triton runs.
-chunked: abcx's head (`abcx.logprobs.ChunkedLogProbs`): whole vocabulary, a 64 MB fp32 tile of tokens at
+chunked: abcx's head (`abcx.training.logprobs.ChunkedLogProbs`): whole vocabulary, a 64 MB fp32 tile of tokens at
          a time (110 tokens at vocab 151,936), recomputed in the backward. `train.logprob_path=chunked`; `auto` picks it on CPU.
 plain:   `model(...).logits` -> `trl.trainer.utils.selective_log_softmax` (+ `entropy_from_logits`
          under no_grad, as TRL used it for metrics): the pre-fused recipe, the baseline.
@@ -47,7 +47,7 @@ def make_model(vocab: int, seq: int, kind: str):
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from trl.trainer import add_fused_lm_head
 
-    from abcx import logprobs
+    from abcx.training import logprobs
 
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(Qwen3Config(

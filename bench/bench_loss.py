@@ -51,10 +51,10 @@ def build(opts, out_dir: str):
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from trl import GRPOConfig
 
-    from abcx import logprobs
+    from abcx.training import logprobs
     from abcx.methods import clip as C
     from abcx.testbed.tokenizer import build_tokenizer
-    from abcx.trainer import AbcxGRPOTrainer
+    from abcx.training.trainer import AbcxGRPOTrainer
 
     tok = build_tokenizer()
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def worker(opts) -> dict:
     import torch
     from trl import GRPOTrainer
 
-    from abcx.trainer import AbcxGRPOTrainer
+    from abcx.training.trainer import AbcxGRPOTrainer
 
     torch.set_num_threads(opts.threads)
     fns = {"trl": GRPOTrainer._compute_loss, "abcx": AbcxGRPOTrainer._compute_loss}

@@ -15,7 +15,7 @@ the next, and TRL-vs-TRL pair ratios spread over 0.90-1.10, so a 3% goal could n
 
 Peak RSS, separate processes: one subprocess per trainer (ru_maxrss is per process), `--rss-pairs` pairs.
 
-The GRPOConfig is abcx's own (`abcx.train.grpo_args` on the testbed config): off-policy, batch 64 =
+The GRPOConfig is abcx's own (`abcx.training.train.grpo_args` on the testbed config): off-policy, batch 64 =
 8 prompts x 8 generations, steps_per_generation 4 (one step in four generates). The first `--warmup`
 steps (one generation cycle) are dropped.
 `--logprob-path auto` (what users get; abcx's chunked head on CPU) or `fused` (TRL's head on both sides,
@@ -67,10 +67,10 @@ def build_trainer(kind: str, cfg, callbacks: list, logprob_path: str, methods_mo
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from abcx.train import _bounds
+    from abcx.training.train import _bounds
     from abcx.tasks import build_task
-    from abcx.train import grpo_args, model_path
-    from abcx.trainer import AbcxGRPOTrainer
+    from abcx.training.train import grpo_args, model_path
+    from abcx.training.trainer import AbcxGRPOTrainer
 
     path = model_path(cfg)
     task = build_task(cfg.task.name, **cfg.task.options)

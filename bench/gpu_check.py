@@ -144,7 +144,7 @@ def check_heads_agree(work: Path) -> dict:
 def _logps(path: str, hidden, weight, targets):
     import torch
 
-    from abcx import logprobs
+    from abcx.training import logprobs
 
     with torch.no_grad():
         if path == "fused":

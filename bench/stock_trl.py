@@ -3,7 +3,7 @@
     python bench/stock_trl.py OUT_DIR [HYDRA OVERRIDES ...]      e.g.  method=grpo train.max_steps=100
 
 It composes the abcx config the same way `abcx train` does, builds the same GRPOConfig
-(abcx/trl_args.py), the same task data and reward, the same model, and hands them to TRL's own
+(abcx/config/trl_args.py), the same task data and reward, the same model, and hands them to TRL's own
 trainer with W&B in offline mode, so OUT_DIR ends up as a stock TRL run looks: checkpoints with
 trainer_state.json and a W&B offline run whose config is TRL's GRPOConfig. This is how the project
 makes the foreign runs its report is tested and demonstrated on (abcx report --label / inference);
@@ -22,8 +22,8 @@ def train_stock(out_dir: str, overrides: list[str]) -> Path:
 
     from abcx import config as C
     from abcx.tasks import build_task
-    from abcx.train import _set_threads, model_path
-    from abcx.trl_args import trainer_kwargs
+    from abcx.training.train import _set_threads, model_path
+    from abcx.config.trl_args import trainer_kwargs
 
     cfg = C.compose(overrides)
     C.validate(cfg)

@@ -1,4 +1,4 @@
-"""Benchmark loading (abcx.evaluation.benchmarks) and the dapo_math task, on local files shaped like
+"""Benchmark loading (abcx.tasks.benchmarks) and the dapo_math task, on local files shaped like
 the hub datasets (tests/data/benchmarks/, one file per hub dataset, with its real column names)."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from abcx.errors import UserError
-from abcx.evaluation.benchmarks import BENCHMARKS, load_benchmark, load_local_dataset, valid_names
+from abcx.tasks.benchmarks import BENCHMARKS, load_benchmark, load_local_dataset, valid_names
 from abcx.tasks import build_task
 from abcx.tasks.dapo_math import SYSTEM_PROMPT, strip_dapo_instructions
-from abcx.verify import is_equivalent, math_reward
+from abcx.tasks.verify import is_equivalent, math_reward
 
 DATA = Path(__file__).parent / "data" / "benchmarks"
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def test_a_named_benchmark_that_cannot_be_fetched_is_a_user_error_naming_the_hub
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
     code = (
         "from abcx.errors import UserError\n"
-        "from abcx.evaluation.benchmarks import load_benchmark\n"
+        "from abcx.tasks.benchmarks import load_benchmark\n"
         "try:\n    load_benchmark('math500')\nexcept UserError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -59,7 +59,7 @@ def test_hydra_settings_are_refused_since_abcx_is_no_hydra_app():
 
 def test_name_is_the_wandb_display_name_and_the_run_id_stays(tmp_path):
     from abcx.config import compose, run_id
-    from abcx.trl_args import grpo_args
+    from abcx.config.trl_args import grpo_args
 
     named = compose(["name=my-first-run", f"results_dir={tmp_path}"])
     assert grpo_args(named, tmp_path, report_to=[]).run_name == "my-first-run"
@@ -69,7 +69,7 @@ def test_name_is_the_wandb_display_name_and_the_run_id_stays(tmp_path):
 def test_rerun_moves_an_ended_record_aside_and_never_deletes_it(tmp_path):
     from abcx.record import RunRecord
     from abcx.report.synth import write_record
-    from abcx.train import SUPERSEDED, move_aside
+    from abcx.training.train import SUPERSEDED, move_aside
 
     path = Path(write_record(str(tmp_path / "runs"), "grpo-s0-0123456789", method="grpo", seed=0, steps=[1, 2],
                              metrics={"reward": [0.1, 0.2]}))
@@ -86,7 +86,7 @@ def test_rerun_moves_an_ended_record_aside_and_never_deletes_it(tmp_path):
 # --- section 4: the machine is checked before anything starts -----------------------------------
 
 def test_too_few_gpus_and_missing_deepspeed_are_one_line_each():
-    from abcx.preflight import check_gpus
+    from abcx.training.preflight import check_gpus
 
     with pytest.raises(UserError, match=r"launcher.num_processes=8 needs 8 GPUs; found 2 .* launcher.num_processes=2"):
         check_gpus(8, "zero3", found=2)
@@ -100,7 +100,7 @@ def test_too_few_gpus_and_missing_deepspeed_are_one_line_each():
 
 
 def test_an_uncached_hub_model_offline_names_hf_hub_offline_and_the_local_path(monkeypatch, tmp_path):
-    from abcx.preflight import check_model_source
+    from abcx.training.preflight import check_model_source
 
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

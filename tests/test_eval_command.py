@@ -9,7 +9,7 @@ from abcx.config import compose
 from abcx.errors import UserError
 from abcx.evaluation.command import resolve_target
 from abcx.evaluation.record import evals
-from abcx.train import train
+from abcx.training.train import train
 
 
 @pytest.fixture(scope="module")

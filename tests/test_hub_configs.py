@@ -5,7 +5,7 @@ from pathlib import Path
 
 from abcx.config import compose
 from abcx.tasks.dapo_math import SYSTEM_PROMPT as MATH_SYSTEM_PROMPT
-from abcx.train import model_path, train
+from abcx.training.train import model_path, train
 
 DATA = Path(__file__).parent / "data" / "benchmarks"
 

@@ -96,7 +96,7 @@ def test_in_the_job_the_last_nodes_serve_the_first_train_and_only_they_meet(tmp_
 
 
 def test_the_trainer_is_pointed_at_the_server_without_changing_the_run_id(tmp_path, monkeypatch):
-    from abcx.trl_args import trainer_kwargs
+    from abcx.config.trl_args import trainer_kwargs
 
     cfg = compose([*SERVER_POINT, f"launcher.profile={profile(tmp_path, FOUR_NODES)}"])
     before = run_id(cfg)

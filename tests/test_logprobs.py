@@ -1,4 +1,4 @@
-"""The log-prob paths (`train.logprob_path`, abcx.logprobs): abcx's chunked head is exact against full
+"""The log-prob paths (`train.logprob_path`, abcx.training.logprobs): abcx's chunked head is exact against full
 logits in value and gradient, the paths are interchangeable on a real model carrying TRL's fused head,
 and choices that cannot work are refused with the field named."""
 import pytest
@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("trl")
 from trl.trainer import add_fused_lm_head  # noqa: E402
 
-from abcx import logprobs  # noqa: E402
+from abcx.training import logprobs  # noqa: E402
 from abcx.errors import UserError  # noqa: E402
 
 

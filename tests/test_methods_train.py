@@ -7,7 +7,7 @@ import pytest
 from abcx import methods as M
 from abcx.config import compose
 from abcx.record import RunRecord
-from abcx.train import train
+from abcx.training.train import train
 
 FAST = ["train.max_steps=2", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
         "train.save_steps=100", "eval.at_end=false", "logger=none"]
@@ -41,7 +41,7 @@ def eps_rows(record: RunRecord) -> dict[int, list[float]]:
 
 @pytest.mark.slow
 def test_a_resumed_abc_adaptive_run_continues_the_controller_exactly(tmp_path, tiny_model_path, monkeypatch):
-    from abcx.trainer import AbcxGRPOTrainer
+    from abcx.training.trainer import AbcxGRPOTrainer
 
     whole = train(compose(ADAPTIVE + [f"results_dir={tmp_path / 'whole'}"]), quiet=True)
     expected = eps_rows(whole)

@@ -241,7 +241,7 @@ def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_m
 
 
 def test_the_health_check_warns_under_skip_and_tells_a_dead_policy_from_an_idle_step(tmp_path, capsys):
-    from abcx.callbacks import HealthCheck, RecordCallback
+    from abcx.training.callbacks import HealthCheck, RecordCallback
 
     record = RunRecord(tmp_path / "run")
     record.path.mkdir()
@@ -279,7 +279,7 @@ def test_the_progress_line_shows_values_that_are_not_numbers():
     """train.nan_policy=skip lets NaN and missing values through to the progress line."""
     import io
 
-    from abcx.callbacks import ProgressCallback
+    from abcx.training.callbacks import ProgressCallback
 
     class State:
         global_step, max_steps, is_world_process_zero = 3, 10, True

@@ -199,7 +199,7 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
 
 
 def test_the_run_summary_compares_start_and_end_windows_that_never_overlap():
-    from abcx.train import summarise as run_summary
+    from abcx.training.train import summarise as run_summary
 
     # 20 steps, reward logged on every 4th (TRL logs it on generation steps only): 5 values.
     rows = [{"step": s, "entropy": 1.0, **({"reward": float(s)} if s % 4 == 0 else {})} for s in range(1, 21)]
@@ -222,7 +222,7 @@ def test_the_progress_bar_fits_80_columns_with_the_step_count_whole(monkeypatch)
     import re
     import types
 
-    from abcx.callbacks import ProgressCallback
+    from abcx.training.callbacks import ProgressCallback
 
     class Terminal(io.StringIO):
         def isatty(self):

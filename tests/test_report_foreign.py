@@ -246,7 +246,7 @@ VERL_SCRIPT = textwrap.dedent("""
 def mixed(tmp_path_factory, tiny_model_path):
     """A stock-TRL grpo run and abcx grpo + abc_grpo runs with the same settings, and a verl-layout W&B run."""
     from abcx.config import compose
-    from abcx.train import train
+    from abcx.training.train import train
 
     root = tmp_path_factory.mktemp("mixed")
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}

@@ -243,7 +243,7 @@ def test_status_without_a_name_lists_every_sweep_with_its_state_counts(four, cap
 def test_a_repeated_dry_run_of_a_1000_point_grid_plans_every_point_without_importing_trl(tmp_path):
     """The fast path, end to end in a fresh interpreter. Its speed is bench/bench_sweep.py's business (a
     ratio against compose() in the same run); here: every point planned, and a repeat finds the trainer
-    arguments TRL already accepted in the cache (abcx.trl_args), so it imports neither TRL nor torch."""
+    arguments TRL already accepted in the cache (abcx.config.trl_args), so it imports neither TRL nor torch."""
     path = write(tmp_path, "name: big\nfixed: [logger=none]\npoints:\n  - [method=abc_grpo]\n  - [method=grpo]\n"
                            "grid:\n  seed: [0,1,2,3,4,5,6,7,8,9]\n  train.learning_rate: [1.0e-4,2.0e-4,3.0e-4,4.0e-4,5.0e-4]\n"
                            "  train.temperature: [0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5]\n")

@@ -11,7 +11,7 @@ import pytest
 
 from abcx.config import compose
 from abcx.record import RunRecord, read_jsonl
-from abcx.train import train
+from abcx.training.train import train
 
 FAST = ["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
         "train.save_steps=2", "eval.at_end=false"]
@@ -139,7 +139,7 @@ class _State:
 def test_non_finite_gradients_stop_the_run_or_skip_the_step_as_configured(tmp_path):
     import torch
 
-    from abcx.callbacks import NonFiniteError, RecordCallback
+    from abcx.training.callbacks import NonFiniteError, RecordCallback
 
     model = torch.nn.Linear(2, 2)
     model.weight.grad = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])

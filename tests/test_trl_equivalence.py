@@ -13,8 +13,8 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from abcx.methods import clip as C, stats as S  # noqa: E402
 from abcx.methods.runtime import MethodRun, bounds_for  # noqa: E402
-from abcx.trainer import AbcxGRPOTrainer  # noqa: E402
-from abcx.trl_compat import check  # noqa: E402
+from abcx.training.trainer import AbcxGRPOTrainer  # noqa: E402
+from abcx.training.trl_compat import check  # noqa: E402
 
 
 def test_installed_trl_still_has_every_private_piece_abcx_relies_on():
@@ -24,7 +24,7 @@ def test_installed_trl_still_has_every_private_piece_abcx_relies_on():
 def test_the_trl_guard_names_what_an_upgrade_removed():
     import trl
 
-    from abcx.trl_compat import TRLIncompatible
+    from abcx.training.trl_compat import TRLIncompatible
 
     saved = trl.GRPOTrainer.__dict__["get_off_policy_mask"]  # the staticmethod object itself
     del trl.GRPOTrainer.get_off_policy_mask

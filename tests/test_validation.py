@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from abcx import config as C
-from abcx import domains
+from abcx.config import domains
 from abcx.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_a_sweep_file_with_one_bad_point_submits_nothing(tmp_path, capsys, monke
 
 def test_grpo_config_is_built_once_per_distinct_set_of_trainer_arguments(monkeypatch):
     """The sweep planner validates every point; TRL's GRPOConfig is built per distinct arguments."""
-    from abcx import trl_args
+    from abcx.config import trl_args
     from abcx.sweep import plan
 
     C.compose([])  # warm: the default's arguments are built (the planner's base config)
@@ -185,7 +185,7 @@ def test_task_options_come_from_each_tasks_build_signature():
 # --- property: any override is a valid config (every field in its domain, GRPOConfig builds) or one line
 
 SCHEDULERS = [s.value for s in __import__("transformers.trainer_utils", fromlist=["SchedulerType"]).SchedulerType]
-FIELDS = {  # field -> its domain, as an oracle independent of abcx.domains
+FIELDS = {  # field -> its domain, as an oracle independent of abcx.config.domains
     "seed": lambda v: isinstance(v, int) and 0 <= v < 2**32,
     "train.temperature": lambda v: math.isfinite(v) and v > 0,
     "train.top_p": lambda v: 0 < v <= 1,
@@ -232,6 +232,6 @@ def test_any_override_composes_to_a_config_in_every_domain_or_one_clean_line(pai
         for part in field.split("."):
             value = value[part]
         assert in_domain(value), f"{overrides} composed {field}={value!r}"
-    from abcx import trl_args
+    from abcx.config import trl_args
 
     trl_args.check(cfg)  # the trainer arguments build

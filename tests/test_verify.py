@@ -1,4 +1,4 @@
-"""Answer checking with math-verify (abcx.verify): extraction, equivalence, deadlines, worker pool."""
+"""Answer checking with math-verify (abcx.tasks.verify): extraction, equivalence, deadlines, worker pool."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from abcx.errors import UserError
-from abcx.verify import (
+from abcx.tasks.verify import (
     VerifierPool,
     check_answer,
     completion_text,

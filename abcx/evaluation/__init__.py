@@ -1,5 +1,6 @@
-"""Evaluation: metrics (`metrics`: Avg@n, unbiased Pass@k, bootstrap CIs) and benchmark loading
-(`benchmarks`: AIME 24/25, AMC 23, MATH-500, HMMT Feb 25, the `arith` testbed, local files).
+"""Evaluation: metrics (`metrics`: Avg@n, unbiased Pass@k, bootstrap CIs), sampling and scoring of
+checkpoints (`sampling`, `runner`), `abcx eval` (`command`) and the end-of-run evaluation during
+training (`callback`). Which benchmarks exist is the tasks' registry (`abcx.tasks.benchmarks`).
 
 Submodules are imported explicitly (`from abcx.evaluation.metrics import summarise`) so that importing
 the package stays free of numpy/datasets.

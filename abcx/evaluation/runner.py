@@ -12,8 +12,8 @@ from abcx.evaluation.sampling import Sampling, backend_available, render_prompts
 
 def problems_for(benchmark: str, max_problems: int | None) -> tuple[list[Any], list[str], Callable]:
     """Prompts, gold answers and a batch checker `(completions, golds) -> list[bool]` for a benchmark,
-    all three from the task that defines it (`abcx.evaluation.benchmarks.resolve`)."""
-    from abcx.evaluation.benchmarks import resolve
+    all three from the task that defines it (`abcx.tasks.benchmarks.resolve`)."""
+    from abcx.tasks.benchmarks import resolve
 
     task = resolve(benchmark)
     data = task.eval

@@ -1,4 +1,4 @@
-"""The unit every backend submits: one sweep point, trained by `abcx.train.train` in the job's process.
+"""The unit every backend submits: one sweep point, trained by `abcx.training.train.train` in the job's process.
 
 `TrainJob` is picklable (it holds only the point's overrides and a few strings) and a
 `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, which
@@ -133,7 +133,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         from abcx import config as C
         from abcx.launch.layout import done_file
-        from abcx.train import model_path
+        from abcx.training.train import model_path
 
         cmd = lay.serve_command(model_path(C.compose(point_overrides(self.overrides, self.results_dir))))
         done = done_file(submitit.JobEnvironment().paths.folder, os.environ)
@@ -162,7 +162,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None):
     from abcx import config as C
     from abcx.errors import UserError
-    from abcx.train import train
+    from abcx.training.train import train
 
     cfg = C.compose(point_overrides(overrides, results_dir))
     if C.run_id(cfg) != run_id:
@@ -238,7 +238,7 @@ def train_here(cfg, overrides: list[str]):
     (as a submitted job would run it), waiting for it. `cfg` is `overrides` composed. Returns the run record."""
     from abcx import config as C
     from abcx.errors import UserError
-    from abcx.train import record_for, train
+    from abcx.training.train import record_for, train
 
     if cfg.launcher.num_processes <= 1 or launched_by_accelerate():
         return train(cfg)

@@ -133,7 +133,7 @@ def done_file(folder: str | Path, env: Mapping[str, str]) -> Path:
 
 def describe_points(planned: list) -> list[str]:
     """The distinct layouts of a sweep's planned points (abcx.sweep.plan.PlannedRun), for --dry-run."""
-    from abcx.train import model_path
+    from abcx.training.train import model_path
 
     seen: dict[tuple, list[str]] = {}
     profiles: dict = {}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from abcx.states import State
+from abcx.record.states import State
 
-STATES = tuple(s.value for s in State)  # abcx.states: the one vocabulary (crashed/unknown from other sources)
+STATES = tuple(s.value for s in State)  # abcx.record.states: the one vocabulary (crashed/unknown from other sources)
 RUN_COLUMNS = ("run_id", "source", "state", "stale", "method", "seed", "group", "tags", "name", "step",
                "detail", "path")
 HISTORY_COLUMNS = ("run_id", "step", "metric", "value")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 from abcx.record import RunRecord, read_json, read_jsonl
 from abcx.report.render import Table, fmt_num
-from abcx.states import State
+from abcx.record.states import State
 
 
 def find_sweep_dir(sources, sweep: str | None) -> Path | None:

@@ -16,7 +16,7 @@ from abcx.paths import NAME as SWEEP_NAME  # a sweep name is one plain folder na
 from abcx.paths import check_results_dir
 from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, runs_dir
-from abcx.states import State
+from abcx.record.states import State
 from abcx.sweep import manifest as M
 from abcx.sweep import plan as P
 from abcx.sweep import spec as S

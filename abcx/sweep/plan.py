@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from abcx.errors import UserError
-from abcx.states import LIVE as _LIVE
-from abcx.states import PLANNED, RESUMABLE, State
+from abcx.record.states import LIVE as _LIVE
+from abcx.record.states import PLANNED, RESUMABLE, State
 
 MAX_POINTS = 500
-# Plan states (abcx.states): status.json's state, with "pending"/absent as `new`, a dead job's
+# Plan states (abcx.record.states): status.json's state, with "pending"/absent as `new`, a dead job's
 # `running` as `failed`, and `queued` for a submitted job that has not started training yet.
 PLAN_STATES = tuple(s.value for s in PLANNED)
 
@@ -228,7 +228,7 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
 
 
 def lock_held(path: Path) -> bool:
-    """Whether a trainer holds the run's lock (abcx.train.exclusive) on this machine.
+    """Whether a trainer holds the run's lock (abcx.training.train.exclusive) on this machine.
 
     Only asked for runs whose status says running: taking the lock for an instant could otherwise
     make a trainer that starts in that instant refuse to run."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, read_json
-from abcx.states import State
+from abcx.record.states import State
 from abcx.sweep import manifest as M
 from abcx.sweep import strategies as S
 

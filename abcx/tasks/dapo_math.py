@@ -101,7 +101,7 @@ def build(
 ) -> Task:
     """Train on DAPO-Math (hub or local), evaluate on `eval_benchmark` (a name or path; None: no eval)."""
     from abcx.tasks.sources import load_benchmark
-    from abcx.verify import is_equivalent, math_reward
+    from abcx.tasks.verify import is_equivalent, math_reward
 
     if max_train_samples is not None and int(max_train_samples) < 1:
         raise UserError(f"task.max_train_samples={max_train_samples}; need a positive count or null (all)")
@@ -141,7 +141,7 @@ def build(
 
 
 def _verify_batch(completions: list[str], answers: list[str]) -> list[bool]:
-    from abcx.verify import verify_many
+    from abcx.tasks.verify import verify_many
 
     return list(verify_many(list(zip(completions, answers))))
 
@@ -150,7 +150,7 @@ def benchmark_task(benchmark: str, split: str | None = None, system_prompt: str 
     """A math benchmark (a published name, a hub id or a local file) under this task's contract: the
     paper's system prompt and math-verify, exactly as training rewards it. No training data is loaded."""
     from abcx.tasks.sources import load_benchmark
-    from abcx.verify import is_equivalent, math_reward
+    from abcx.tasks.verify import is_equivalent, math_reward
 
     problems = load_benchmark(str(benchmark), split=split)
     evaluation = _rows_to_dataset(

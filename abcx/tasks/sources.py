@@ -8,7 +8,7 @@ are found by a preference list, so local copies of any of the hub datasets below
 
 This module belongs to the tasks (a task's training data and a math benchmark are read the same
 way); evaluation imports it, never the other way round. The procedurally generated testbed tasks
-(arith, chain) declare their own benchmarks in their modules (`abcx.evaluation.benchmarks` joins both).
+(arith, chain) declare their own benchmarks in their modules (`abcx.tasks.benchmarks` joins both).
 """
 from __future__ import annotations
 

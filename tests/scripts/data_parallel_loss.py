@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from abcx.methods import stats as S
 from abcx.methods.runtime import bounds_for
-from abcx.trainer import AbcxGRPOTrainer
+from abcx.training.trainer import AbcxGRPOTrainer
 from tests.test_trl_equivalence import loss_and_grads, make_inputs, make_trainer
 
 out = Path(sys.argv[1])

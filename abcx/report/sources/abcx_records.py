@@ -15,9 +15,9 @@ from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
 from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many_compacted
 
-from abcx.states import RECORDED
+from abcx.record.states import RECORDED
 
-STATUS_STATES = tuple(s.value for s in RECORDED)  # the run record's own vocabulary (abcx.states), kept as is
+STATUS_STATES = tuple(s.value for s in RECORDED)  # the run record's own vocabulary (abcx.record.states), kept as is
 DEFAULT_STALE_AFTER_S = 3600.0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from abcx.errors import UserError
 from abcx.record import RunRecord
-from abcx.states import State
+from abcx.record.states import State
 from abcx.sweep.plan import user_stopped
 from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, parse_metric, whole
 

@@ -1,5 +1,5 @@
 """Health stops, for any strategy (`health:` in the strategy block): the limits a run's SweepControl
-callback (abcx.callbacks) stops it at, with its reason: entropy under a floor or the fraction of
+callback (abcx.training.callbacks) stops it at, with its reason: entropy under a floor or the fraction of
 zero-variance groups over a threshold for `steps` logged steps, any non-finite value at once."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from abcx.errors import UserError
 from abcx.record import RunRecord
-from abcx.states import State
+from abcx.record.states import State
 from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, number, parse_metric, whole
 
 OPTUNA_DB = "optuna.db"

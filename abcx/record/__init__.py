@@ -30,9 +30,9 @@ from typing import Any, Iterator
 
 from abcx.secrets import scrub  # noqa: F401 - re-exported: credentials are refused in abcx.secrets
 
-from abcx.states import RECORDED, State
+from abcx.record.states import RECORDED, State
 
-STATES = tuple(s.value for s in RECORDED)  # what status.json's `state` may hold (abcx.states)
+STATES = tuple(s.value for s in RECORDED)  # what status.json's `state` may hold (abcx.record.states)
 
 
 def now_iso() -> str:
@@ -499,7 +499,7 @@ class RunRecord:
 
     def control(self) -> dict:
         """What the sweep asks of the run's training (control.json): `stop_at` (a step: pause there at
-        a checkpoint, state `stopped`), `health` (abcx.callbacks.SweepControl's limits) and `stop` (a
+        a checkpoint, state `stopped`), `health` (abcx.training.callbacks.SweepControl's limits) and `stop` (a
         request to stop now, read while it trains)."""
         return read_json(self.path / "control.json", default={}) or {}
 
@@ -510,7 +510,7 @@ class RunRecord:
 
     def request_stop(self, reason: str = "") -> None:
         """Ask the run's trainer to stop at its next generation boundary with a checkpoint
-        (abcx.callbacks.SweepControl reads control.json there): `abcx sweep stop`, Backend.stop."""
+        (abcx.training.callbacks.SweepControl reads control.json there): `abcx sweep stop`, Backend.stop."""
         self.set_control(stop={"reason": reason, "at": now_iso()})
 
     def stop(self, reason: str, **detail: Any) -> None:

@@ -35,7 +35,7 @@ ATTRIBUTES = (
 )
 # Attributes transformers' Trainer sets while training (not in GRPOTrainer.__init__) that the loss reads.
 TRAINER_ATTRIBUTES = ("current_gradient_accumulation_steps",)
-# transformers' mechanism that carries a callback's state in each checkpoint (abcx.trainer.MethodState).
+# transformers' mechanism that carries a callback's state in each checkpoint (abcx.training.trainer.MethodState).
 STATEFUL_CALLBACKS = ("transformers.trainer_callback.ExportableState", "TrainerState.stateful_callbacks")
 
 # Keys of the batch dict built by `_generate_and_score_completions` that the loss reads.
@@ -52,7 +52,7 @@ PASSTHROUGH_KEYS = (
 )
 
 
-# The fused-head call abcx.logprobs re-routes: __init__ patches the policy with add_fused_lm_head, the
+# The fused-head call abcx.training.logprobs re-routes: __init__ patches the policy with add_fused_lm_head, the
 # log-prob helper calls `model(..., labels=..., fused_lm_head=True)` and reads these output fields.
 FUSED_HEAD = {
     "init_marker": "add_fused_lm_head(",
@@ -65,7 +65,7 @@ FUSED_HEAD = {
 def trl_attr(trainer: object, name: str):
     """Read a TRL/transformers trainer attribute that this module lists (so a rename fails in `check`)."""
     if name not in ATTRIBUTES and name not in TRAINER_ATTRIBUTES:
-        raise KeyError(f"{name} is not in abcx.trl_compat's list of TRL attributes; add it there first")
+        raise KeyError(f"{name} is not in abcx.training.trl_compat's list of TRL attributes; add it there first")
     return getattr(trainer, name)
 
 

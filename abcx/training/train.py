@@ -18,7 +18,7 @@ from typing import Any
 from abcx import config as C
 from abcx.errors import RunFailed, UserError
 from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
-from abcx.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
+from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
 
 def record_for(cfg: Any) -> RunRecord:
@@ -149,7 +149,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
                        _bounds(cfg), quiet=True, primary=False, control=_control(record, sweep)).train(
             resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         return record
-    from abcx.runlog import library_noise_to
+    from abcx.training.runlog import library_noise_to
 
     with exclusive(record), _terminate_as_interrupt(), library_noise_to(record.path):
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet, sweep=sweep)
@@ -358,7 +358,7 @@ def _set_threads(cfg: Any) -> None:
 
 
 def _stopped(trainer) -> dict | None:
-    from abcx.callbacks import SweepControl
+    from abcx.training.callbacks import SweepControl
 
     return next((cb.stopped for cb in trainer.callback_handler.callbacks
                  if isinstance(cb, SweepControl) and cb.stopped), None)
@@ -369,9 +369,9 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
 
-    from abcx.callbacks import ProgressCallback, RecordCallback, SweepControl
+    from abcx.training.callbacks import ProgressCallback, RecordCallback, SweepControl
     from abcx.tasks import build_task
-    from abcx.trainer import AbcxGRPOTrainer
+    from abcx.training.trainer import AbcxGRPOTrainer
 
     _set_threads(cfg)
     path = model_path(cfg)
@@ -381,7 +381,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from abcx.callbacks import ModelCardCallback
+    from abcx.training.callbacks import ModelCardCallback
 
     control = control or {}
     health = control.get("health") or {}
@@ -391,7 +391,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         callbacks.append(SweepControl(control.get("stop_at"), health, control_path=record.path / "control.json",
                                       cycle=C.generation_cycle(cfg.train)))
     if report_to:
-        from abcx.callbacks import WandbConfigCallback
+        from abcx.training.callbacks import WandbConfigCallback
 
         callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
     # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.

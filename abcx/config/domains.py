@@ -151,7 +151,7 @@ def _eval(e: Any) -> None:
 
 def benchmark(field: str, value: Any) -> None:
     """A benchmark name, an existing local file or folder, or a hub dataset id `owner/name`."""
-    from abcx.evaluation.benchmarks import valid_names
+    from abcx.tasks.benchmarks import valid_names
 
     if not isinstance(value, str) or not value:
         raise UserError(f"{field}={value!r} is not a benchmark name")

@@ -5,7 +5,7 @@ num_iterations, steps_per_generation, checkpoints) stays TRL's.
 
 Every method answers with PolicyTerms (value, detached weight on A*grad log pi, penalty), applied one
 way through `terms.surrogate`, then TRL 1.16's own order: off-policy mask -> top-entropy mask -> vLLM
-IS ratio -> + beta*KL -> aggregation. The TRL internals this touches are listed in abcx.trl_compat;
+IS ratio -> + beta*KL -> aggregation. The TRL internals this touches are listed in abcx.training.trl_compat;
 tests/test_trl_equivalence.py proves the loss and every parameter gradient equal TRL's own
 `_compute_loss` for grpo, dapo, two_sided, gspo, cispo, sapo, vespo and luspo.
 """
@@ -17,13 +17,13 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 from trl import GRPOTrainer
 
-from abcx import logprobs
+from abcx.training import logprobs
 from abcx.errors import UserError
 from abcx.methods import stats as S
 from abcx.methods.clip import Bounds, importance_ratio, sequence_log_ratio
 from abcx.methods.runtime import MethodRun
 from abcx.methods.terms import LossInputs, surrogate
-from abcx.trl_compat import PASSTHROUGH_KEYS, trl_attr
+from abcx.training.trl_compat import PASSTHROUGH_KEYS, trl_attr
 
 
 class MethodState(TrainerCallback, ExportableState):
@@ -67,7 +67,7 @@ class AbcxGRPOTrainer(GRPOTrainer):
             raise UserError(f"train.loss_type={self.loss_type!r} is not supported; valid: {', '.join(S.LOSS_TYPES)}")
         if self._entropy_bonus_enabled:
             raise UserError("train.entropy_coef is not supported by abcx's loss; leave it at 0")
-        # TRL patched the policy (and reference) with its fused head; abcx.logprobs re-routes that call.
+        # TRL patched the policy (and reference) with its fused head; abcx.training.logprobs re-routes that call.
         temperature, ref_model = trl_attr(self, "temperature"), trl_attr(self, "ref_model")
         policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
         self.logprob_path = logprobs.install(policy, logprob_path, temperature)

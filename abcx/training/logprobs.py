@@ -44,7 +44,7 @@ def resolve(path: str, device) -> str:
     check_path(path)
     if path != "auto":
         return path
-    from abcx.trl_compat import use_triton
+    from abcx.training.trl_compat import use_triton
 
     return "fused" if use_triton(device) else "chunked"
 
@@ -82,7 +82,7 @@ def install(model, path: str, temperature: float = 1.0, chunk_tokens: int | None
         if path == "auto":
             return "fused"
         raise UserError(f"train.logprob_path={path}: {reason}; use train.logprob_path=fused (or auto)")
-    from abcx.trl_compat import fused_output_class
+    from abcx.training.trl_compat import fused_output_class
 
     FusedCausalLMOutput = fused_output_class()  # noqa: N806 - TRL's class
 
@@ -170,7 +170,7 @@ def _chunked_forward(hidden, weight, bias, targets, inv_t, chunk_tokens):
     return logps, entropy, log_z
 
 
-def _make_function():  # defined on first use so that importing abcx.logprobs needs no torch
+def _make_function():  # defined on first use so that importing abcx.training.logprobs needs no torch
     import torch
 
     class ChunkedLogProbsFunction(torch.autograd.Function):

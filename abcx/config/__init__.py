@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from abcx.errors import UserError
 
-CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.parent.parent / "conf"))
 
 # Fields that say where or how a run is recorded, not what is trained: left out of the run id.
 VOLATILE = ("results_dir", "logger", "launcher", "group", "tags", "name")
@@ -99,7 +99,7 @@ class TrainConf:
     vllm_gpu_memory_utilization: float = 0.4
     vllm_importance_sampling_correction: bool = True
     nan_policy: str = "fail"  # fail | skip
-    logprob_path: str = "auto"  # auto | fused | chunked | full: where log-probs come from (abcx.logprobs)
+    logprob_path: str = "auto"  # auto | fused | chunked | full: where log-probs come from (abcx.training.logprobs)
     extra: Dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field, passed through
 
 
@@ -251,7 +251,7 @@ def _refuse_foreign_key(text: str, key: str) -> None:
     top, _, leaf = key.partition(".")
     if top != "train" or not leaf or "." in leaf or leaf in {f.name for f in _fields_of(TrainConf)}:
         return
-    from abcx.trl_args import CONTROLLED
+    from abcx.config.trl_args import CONTROLLED
 
     owner = TRL_NAMES.get(leaf) or CONTROLLED.get(leaf)
     if owner:
@@ -395,7 +395,7 @@ def validate(cfg: Any) -> None:
 
     methods.validate(_plain(cfg.method))
 
-    from abcx import domains
+    from abcx.config import domains
 
     domains.check(cfg)  # every field's type, range and choices
     t = cfg.train
@@ -411,7 +411,7 @@ def validate(cfg: Any) -> None:
         raise UserError(f"train.loss_type={t.loss_type!r} is not supported; valid: {', '.join(L.LOSS_TYPES)}")
     if t.nan_policy not in ("fail", "skip"):
         raise UserError(f"train.nan_policy={t.nan_policy!r}; valid: fail, skip")
-    from abcx.logprobs import check_path
+    from abcx.training.logprobs import check_path
 
     check_path(t.logprob_path)
     if cfg.task.name not in REGISTRY:
@@ -424,7 +424,8 @@ def validate(cfg: Any) -> None:
     if accelerate is not None and not (CONF_DIR / "accelerate" / f"{accelerate}.yaml").is_file():
         valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "accelerate").glob("*.yaml")))
         raise UserError(f"launcher.accelerate_config={accelerate!r} is not in conf/accelerate/; valid: {valid}")
-    from abcx import secrets, trl_args
+    from abcx import secrets
+    from abcx.config import trl_args
 
     secrets.check_config(_plain(cfg))
     if not _inside_distributed_rank():  # ranks train what their launcher validated (and built) already
@@ -507,7 +508,7 @@ def is_off_policy(train: Any) -> bool:
 def generation_cycle(train: Any) -> int:
     """Optimizer steps per rollout: TRL generates once every steps_per_generation x num_iterations
     micro-batches and keeps that rollout only in memory (not in a checkpoint), so a run resumes onto
-    the uninterrupted run's path only from a step that is a multiple of this (abcx.callbacks.SweepControl)."""
+    the uninterrupted run's path only from a step that is a multiple of this (abcx.training.callbacks.SweepControl)."""
     import math
 
     generate_every = int(train.steps_per_generation or train.gradient_accumulation_steps) * int(train.num_iterations)

@@ -201,7 +201,7 @@ def is_equivalent(completion: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT
 # every worker (an unguarded script would start pools recursively).
 _WORKER_CODE = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from abcx.verify import _worker_entry; _worker_entry(int(sys.argv[2]), int(sys.argv[3]))"
+    "from abcx.tasks.verify import _worker_entry; _worker_entry(int(sys.argv[2]), int(sys.argv[3]))"
 )
 
 
