@@ -43,7 +43,9 @@ def _show_config(overrides: list[str], what: str = "job") -> None:
     """Print the composed, validated config as YAML (what `abcx train` would run with) and its run id."""
     from omegaconf import OmegaConf
 
-    from abcx.config import compose, run_id
+    from abcx.config.compose import compose
+
+    from abcx.config.identity import run_id
 
     if what != "job":
         raise UserError(f"--cfg {what!r}: valid: job (the composed config)")
@@ -66,7 +68,8 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
 
     The default is ABC-GRPO on the tiny testbed (local model, W&B offline).
     """
-    from abcx.config import compose, run_id
+    from abcx.config.compose import compose
+    from abcx.config.identity import run_id
     from abcx.launch.job import train_here
     from abcx.paths import check_results_dir
 

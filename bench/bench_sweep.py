@@ -42,7 +42,7 @@ def main() -> None:
         t0 = time.perf_counter()
         command.sweep_run(str(sweep), [f"results_dir={tmp}/results"], dry_run=True, yes=True, out=lines.append)
         fast = time.perf_counter() - t0
-        from abcx.config import compose
+        from abcx.config.compose import compose
 
         points = spec.expand(spec.with_cli(spec.load_sweep(str(sweep)), []))
         n = len(points)

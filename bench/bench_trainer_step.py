@@ -141,7 +141,7 @@ def interleaved_round(args) -> dict:
     import torch
     from transformers import TrainerCallback, set_seed
 
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     torch.set_num_threads(args.threads)
     kinds = kinds_of(args)
@@ -207,7 +207,7 @@ def rss_worker(kind: str, args) -> dict:
 
     import torch
 
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     torch.set_num_threads(args.threads)
     cfg = compose([f"method={args.method}", "logger=none", f"train.max_steps={args.warmup + args.steps}", "seed=0"])

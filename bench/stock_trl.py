@@ -20,13 +20,14 @@ def train_stock(out_dir: str, overrides: list[str]) -> Path:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, GRPOConfig
 
-    from abcx import config as C
+    from abcx.config.compose import compose
+    from abcx.config.validate import validate
     from abcx.tasks import build_task
     from abcx.training.train import _set_threads, model_path
     from abcx.config.trl_args import trainer_kwargs
 
-    cfg = C.compose(overrides)
-    C.validate(cfg)
+    cfg = compose(overrides)
+    validate(cfg)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.update({"WANDB_MODE": "offline", "WANDB_DIR": str(out), "WANDB_PROJECT": "stock-trl",

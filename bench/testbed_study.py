@@ -42,7 +42,7 @@ def base_model_eval(results_dir: Path) -> dict[str, list[tuple[int, int]]]:
         cached = {}
     if cached.get("model_build") == build:  # a cache of another warm start (or of no recorded one) is redone
         return {k: [tuple(p) for p in v] for k, v in cached["per_problem"].items()}
-    from abcx.config import compose
+    from abcx.config.compose import compose
     from abcx.evaluation.runner import evaluate, load_for_eval
     from abcx.evaluation.sampling import Sampling
     from abcx.record import atomic_write_json

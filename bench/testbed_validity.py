@@ -35,7 +35,7 @@ SWEEP = "validity"
 
 
 def eval_sampling():
-    from abcx.config import compose
+    from abcx.config.compose import compose
     from abcx.evaluation.sampling import Sampling
 
     cfg = compose([])

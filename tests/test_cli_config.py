@@ -44,21 +44,22 @@ def test_config_show_and_train_cfg_job_print_the_composed_config_with_its_run_id
     ("+train.extra.epsilon=0.3", "method.eps_low"),
 ])
 def test_trl_names_are_refused_with_the_abcx_field_that_does_it(override, field):
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     with pytest.raises(UserError, match=field):
         compose([override])
 
 
 def test_hydra_settings_are_refused_since_abcx_is_no_hydra_app():
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     with pytest.raises(UserError, match=r"hydra\.\* settings have no effect.*results_dir"):
         compose(["hydra.run.dir=elsewhere"])
 
 
 def test_name_is_the_wandb_display_name_and_the_run_id_stays(tmp_path):
-    from abcx.config import compose, run_id
+    from abcx.config.compose import compose
+    from abcx.config.identity import run_id
     from abcx.config.trl_args import grpo_args
 
     named = compose(["name=my-first-run", f"results_dir={tmp_path}"])
@@ -123,7 +124,8 @@ def test_abcx_train_of_the_paper_recipe_on_a_cpu_machine_is_one_line_and_creates
 
 
 def test_the_paper_overlays_share_one_recipe_and_differ_only_in_model_batch_and_length():
-    from abcx.config import compose, to_dict
+    from abcx.config.compose import compose
+    from abcx.config.identity import to_dict
 
     small, large = (to_dict(compose([f"experiment=paper_qwen3_{s}"])) for s in ("1.7b", "4b"))
     assert (small["train"]["per_device_train_batch_size"], large["train"]["per_device_train_batch_size"]) == (8, 4)

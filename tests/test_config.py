@@ -6,35 +6,38 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abcx import config as C
+from abcx.config.rollout import ON_POLICY_WARNING, is_off_policy
+from abcx.config.compose import compose
+from abcx.config.identity import run_id
+from abcx.config.validate import validate
 from abcx.errors import UserError
 from abcx.record import scrub
 
 
 def test_default_config_is_abc_grpo_on_the_testbed_and_off_policy():
-    cfg = C.compose([])
+    cfg = compose([])
     assert cfg.method.name == "abc_grpo" and cfg.model.name == "tiny" and cfg.task.name == "chain"
     assert [cfg.method[f"eps{i}"] for i in range(1, 5)] == [0.2] * 4
-    assert C.is_off_policy(cfg.train)
+    assert is_off_policy(cfg.train)
 
 
 def test_run_id_is_stable_and_ignores_where_the_run_is_recorded():
-    a = C.compose(["seed=3"])
-    b = C.compose(["seed=3", "results_dir=/elsewhere", "logger=none", "group=g"])
-    c = C.compose(["seed=4"])
-    assert C.run_id(a) == C.run_id(b) != C.run_id(c)
-    assert C.run_id(a).startswith("abc_grpo-s3-")
+    a = compose(["seed=3"])
+    b = compose(["seed=3", "results_dir=/elsewhere", "logger=none", "group=g"])
+    c = compose(["seed=4"])
+    assert run_id(a) == run_id(b) != run_id(c)
+    assert run_id(a).startswith("abc_grpo-s3-")
 
 
 def test_paper_experiment_reproduces_the_published_recipe():
-    cfg = C.compose(["experiment=paper_qwen3_4b"])
+    cfg = compose(["experiment=paper_qwen3_4b"])
     t = cfg.train
     assert (cfg.model.path, cfg.task.name) == ("Qwen/Qwen3-4B-Base", "dapo_math")
     assert (t.learning_rate, t.lr_scheduler_type, t.warmup_steps) == (1e-6, "cosine", 0.1)
     assert (t.num_generations, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (8, 4, 16)
     assert t.steps_per_generation // t.gradient_accumulation_steps == 4  # mini-batches per rollout
     assert (t.beta, t.loss_type, t.use_vllm, t.vllm_gpu_memory_utilization) == (0.0, "dapo", True, 0.4)
-    assert C.is_off_policy(t)
+    assert is_off_policy(t)
 
 
 @pytest.mark.parametrize("overrides,field", [
@@ -57,21 +60,21 @@ def test_paper_experiment_reproduces_the_published_recipe():
 ])
 def test_bad_overrides_name_the_field_in_one_line(overrides, field):
     with pytest.raises(UserError) as err:
-        C.compose(overrides)
+        compose(overrides)
     message = str(err.value)
     assert field in message and "\n" not in message
 
 
 def test_extra_trainer_options_are_allowed_under_train_extra():
-    cfg = C.compose(["+train.extra.mask_truncated_completions=true"])
+    cfg = compose(["+train.extra.mask_truncated_completions=true"])
     assert cfg.train.extra["mask_truncated_completions"] is True
 
 
 def test_on_policy_configuration_is_detected():
-    on = C.compose(["train.steps_per_generation=1"])
-    assert not C.is_off_policy(on.train)
-    assert C.is_off_policy(C.compose(["train.steps_per_generation=1", "train.num_iterations=2"]).train)
-    assert "same algorithm" in C.ON_POLICY_WARNING
+    on = compose(["train.steps_per_generation=1"])
+    assert not is_off_policy(on.train)
+    assert is_off_policy(compose(["train.steps_per_generation=1", "train.num_iterations=2"]).train)
+    assert "same algorithm" in ON_POLICY_WARNING
 
 
 def test_secrets_never_reach_saved_files():
@@ -95,11 +98,11 @@ VALUES = st.one_of(
 def test_any_override_gives_a_valid_config_or_a_clean_error(pairs):
     overrides = [f"{k}={v}" for k, v in pairs]
     try:
-        cfg = C.compose(overrides)
+        cfg = compose(overrides)
     except UserError as err:
         assert "\n" not in str(err) and str(err)
         return
-    C.validate(cfg)  # what composed is valid
+    validate(cfg)  # what composed is valid
     for i in range(1, 5):
         value = cfg.method[f"eps{i}"]
         assert value is None or (value >= 0 and not math.isnan(value))

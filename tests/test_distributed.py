@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from abcx.config import compose, run_id
+from abcx.config.compose import compose
+
+from abcx.config.identity import run_id
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from abcx.config import compose
+from abcx.config.compose import compose
 from abcx.errors import UserError
 from abcx.evaluation.command import resolve_target
 from abcx.evaluation.record import evals

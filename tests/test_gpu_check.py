@@ -40,7 +40,7 @@ def test_an_unknown_check_is_one_line_naming_the_valid_ones():
 
 @pytest.mark.parametrize("name", list(gpu_check.CHECKS))
 def test_every_abcx_command_of_the_check_composes_to_a_valid_config(name, tmp_path):
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     for cmd in gpu_check.CHECKS[name].commands(tmp_path):
         if cmd[1:3] != ["-m", "abcx.cli"]:

@@ -3,7 +3,7 @@ exercised here on local folders and files shaped like the hub's: a model folder 
 like a hub snapshot) and a DAPO-Math-17k-shaped JSONL with the math-verify reward."""
 from pathlib import Path
 
-from abcx.config import compose
+from abcx.config.compose import compose
 from abcx.tasks.dapo_math import SYSTEM_PROMPT as MATH_SYSTEM_PROMPT
 from abcx.training.train import model_path, train
 

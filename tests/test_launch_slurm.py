@@ -42,7 +42,7 @@ def wait_until(predicate, timeout: float, what: str):
 def test_profile_resources_follow_profile_then_model_size_then_launcher():
     profile = {"partition": "gpu", "time_min": 100, "gpus_per_node": 8, "mem_gb": 10,
                "resources_by_model": {"1.7b": {"gpus_per_node": 4, "time_min": 200}}}
-    from abcx.config import compose
+    from abcx.config.compose import compose
 
     cfg = compose(["model=qwen3_1.7b_base", "launcher=slurm"])
     res = slurm.resources(profile, cfg)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from abcx.config import compose, run_id
+from abcx.config.compose import compose
+
+from abcx.config.identity import run_id
 from abcx.errors import UserError
 from abcx.launch import layout as LY
 from abcx.launch import rendezvous as R

@@ -126,7 +126,8 @@ def test_a_model_that_scales_its_logits_is_refused_by_abcx_heads_and_auto_falls_
 
 
 def test_an_unknown_path_is_refused_at_validation_and_the_path_does_not_change_the_run_id():
-    from abcx.config import compose, run_id
+    from abcx.config.compose import compose
+    from abcx.config.identity import run_id
 
     with pytest.raises(UserError, match=r"train.logprob_path='bogus'; valid: auto, fused, chunked, full"):
         compose(["train.logprob_path=bogus"])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from abcx import methods as M
-from abcx.config import compose, config_hash, run_id
+from abcx.config.compose import compose
+from abcx.config.identity import config_hash, run_id
 from abcx.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent

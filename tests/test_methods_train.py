@@ -5,7 +5,7 @@ import math
 import pytest
 
 from abcx import methods as M
-from abcx.config import compose
+from abcx.config.compose import compose
 from abcx.record import RunRecord
 from abcx.training.train import train
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from abcx.config import compose, model_build, run_id
+from abcx.config.compose import compose
+
+from abcx.config.identity import model_build, run_id
 from abcx.report.synth import write_record
 from abcx.testbed import DEFAULT_RECIPE
 from tests.test_paths_and_yaml import POINT, abcx, one_error_line, tree

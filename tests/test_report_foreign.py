@@ -245,7 +245,7 @@ VERL_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, tiny_model_path):
     """A stock-TRL grpo run and abcx grpo + abc_grpo runs with the same settings, and a verl-layout W&B run."""
-    from abcx.config import compose
+    from abcx.config.compose import compose
     from abcx.training.train import train
 
     root = tmp_path_factory.mktemp("mixed")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from abcx import config as C
+from abcx.config.compose import compose
+from abcx.config.identity import run_id, to_dict
 from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.sweep import command, manifest, plan, spec
@@ -83,14 +84,14 @@ def test_shipped_sweeps_plan_the_documented_grids():
         r.run_id for r in study if r.cfg.method.name == "abc_grpo" and r.cfg.seed in (0, 1)}
     regime = plan.build(points_of("regime"))
     assert len(regime) == 5 * 2 * 3 and {r.cfg.method.name for r in regime} == {"grpo", "abc_grpo"}
-    default = C.compose([])
+    default = compose([])
     moved = {r.cfg.train.learning_rate for r in regime} - {default.train.learning_rate}
     # Two learning rates, one on either side of the default (the "two values around the stable one").
     assert len(moved) == 2 and min(moved) < default.train.learning_rate < max(moved)
     # The longest cell (6-8 operands) is planned first, so the two cores do not end on it.
     assert regime[0].cfg.task.options.min_operands == 6 and regime[0].cfg.train.max_completion_length == 96
     validity = plan.build(points_of("validity"))
-    assert len(validity) == 6 and all(r.cfg.train.max_steps == C.compose([]).train.max_steps for r in validity)
+    assert len(validity) == 6 and all(r.cfg.train.max_steps == compose([]).train.max_steps for r in validity)
     smoke = plan.build(points_of("smoke"))
     assert len(smoke) == 2 and all(r.cfg.train.max_steps <= 6 and r.cfg.logger.name == "none" for r in smoke)
 
@@ -105,9 +106,9 @@ def test_shipped_sweeps_plan_the_documented_grids():
 ])
 def test_the_fast_path_composes_exactly_what_compose_does(overrides):
     fast = plan.build([overrides])[0]
-    slow = C.compose(list(overrides))
-    assert json.dumps(fast.cfg, sort_keys=True) == json.dumps(C.to_dict(slow), sort_keys=True)
-    assert fast.run_id == C.run_id(slow)
+    slow = compose(list(overrides))
+    assert json.dumps(fast.cfg, sort_keys=True) == json.dumps(to_dict(slow), sort_keys=True)
+    assert fast.run_id == run_id(slow)
 
 
 @pytest.mark.parametrize("bad, field", [
@@ -124,7 +125,7 @@ def test_one_bad_point_is_refused_naming_the_point_and_field_with_composes_messa
     message = str(caught.value)
     assert message.startswith(f"point 2 [seed=1 {bad}]:") and field in message
     with pytest.raises(UserError) as direct:
-        C.compose(["seed=1", bad])
+        compose(["seed=1", bad])
     assert message.endswith(str(direct.value))
 
 
@@ -147,7 +148,7 @@ def test_a_bad_point_submits_nothing(tmp_path):
 
 def fake_run(run: plan.PlannedRun, state: str, **status) -> RunRecord:
     record = RunRecord(run.path)
-    record.start(C.to_dict(C.compose(list(run.overrides))), config_hash="x", max_steps=4, job_id=status.pop("job_id", None))
+    record.start(to_dict(compose(list(run.overrides))), config_hash="x", max_steps=4, job_id=status.pop("job_id", None))
     if state == "finished":
         record.finish({})
     elif state in ("failed", "cancelled"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from abcx.config import compose
+from abcx.config.compose import compose
 from abcx.record import RunRecord, read_jsonl
 from abcx.training.train import train
 

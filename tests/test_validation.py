@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abcx import config as C
+from abcx.config.compose import compose
 from abcx.config import domains
 from abcx.errors import UserError
 
@@ -129,7 +129,7 @@ def test_grpo_config_is_built_once_per_distinct_set_of_trainer_arguments(monkeyp
     from abcx.config import trl_args
     from abcx.sweep import plan
 
-    C.compose([])  # warm: the default's arguments are built (the planner's base config)
+    compose([])  # warm: the default's arguments are built (the planner's base config)
     built = []
     real = trl_args._build
     monkeypatch.setattr(trl_args, "_build", lambda kwargs, extra: built.append(1) or real(kwargs, extra))
@@ -154,7 +154,7 @@ def test_a_real_abcx_process_exits_2_with_one_line(argv, field, tmp_path):
 
 
 def test_valid_values_at_the_edges_of_each_domain_are_accepted():
-    cfg = C.compose(["seed=0", "train.top_p=1", "train.top_k=0", "train.max_grad_norm=0", "eval.max_problems=null",
+    cfg = compose(["seed=0", "train.top_p=1", "train.top_k=0", "train.max_grad_norm=0", "eval.max_problems=null",
                      "eval.temperature=0", "train.warmup_steps=0.1", "train.max_steps=-1", "method.eps3=inf",
                      "model.dtype=bfloat16", "train.lr_scheduler_type=cosine", "train.scale_rewards=none",
                      "+train.extra.mask_truncated_completions=true"])
@@ -223,7 +223,7 @@ VALUES = st.one_of(
 def test_any_override_composes_to_a_config_in_every_domain_or_one_clean_line(pairs):
     overrides = [k if k.startswith("~") else f"{k}={v}" for k, v in pairs]
     try:
-        cfg = C.compose(overrides)
+        cfg = compose(overrides)
     except UserError as err:
         assert "\n" not in str(err) and str(err)
         return

@@ -24,6 +24,15 @@ DTYPES = ("auto", "float32", "float16", "bfloat16", "float64", "float", "half", 
 SCALE_REWARDS = ("group", "batch", "none")
 VLLM_MODES = ("colocate", "server")
 LOGGERS = ("wandb", "none")
+LOGPROB_PATHS = ("auto", "fused", "chunked", "full")  # where log-probs come from (abcx.training.logprobs)
+LOGGER_MODES = ("offline", "online", "disabled")
+NAN_POLICIES = ("fail", "skip")
+
+
+def check_logprob_path(path: str) -> None:
+    """Config validation and direct API use (abcx.training.logprobs) share this one error."""
+    if path not in LOGPROB_PATHS:
+        raise UserError(f"train.logprob_path={path!r}; valid: {', '.join(LOGPROB_PATHS)}")
 
 
 def number(field: str, value: Any, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,

@@ -103,7 +103,7 @@ def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
     import torch
     from trl import GRPOConfig
 
-    from abcx.config import run_id
+    from abcx.config.identity import run_id
 
     check_extra(cfg.train.extra)
     kwargs = trainer_kwargs(cfg, str(output_dir), report_to=report_to, on_gpu=torch.cuda.is_available(),

@@ -45,7 +45,7 @@ def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, lis
 
 def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False, backend: str = "auto",
              console: Any = None) -> list[dict]:
-    from abcx.config import compose
+    from abcx.config.compose import compose
     from abcx.evaluation.record import append_eval
     from abcx.evaluation.runner import checkpoints_of, evaluate, load_for_eval
     from abcx.evaluation.sampling import Sampling

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 
-from abcx.config import EvalConf
+from abcx.config.schema import EvalConf
 
 _DEFAULTS = EvalConf()  # the eval group's schema declares the sampling defaults; this reuses them
 

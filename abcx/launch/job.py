@@ -122,20 +122,22 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         if slurm_nodes(os.environ) <= 1:
             return None
-        from abcx import config as C
+        from abcx.config.compose import compose
+        from abcx.config.identity import run_id as run_id_of
         from abcx.launch.layout import for_config
 
-        return for_config(C.compose(point_overrides(self.overrides, self.results_dir)))
+        return for_config(compose(point_overrides(self.overrides, self.results_dir)))
 
     def serve(self, lay) -> None:
         """A server node's task: `trl vllm-serve` of the run's model until node 0's training has ended."""
         import time
 
-        from abcx import config as C
+        from abcx.config.compose import compose
+        from abcx.config.identity import run_id as run_id_of
         from abcx.launch.layout import done_file
         from abcx.training.train import model_path
 
-        cmd = lay.serve_command(model_path(C.compose(point_overrides(self.overrides, self.results_dir))))
+        cmd = lay.serve_command(model_path(compose(point_overrides(self.overrides, self.results_dir))))
         done = done_file(submitit.JobEnvironment().paths.folder, os.environ)
         server = subprocess.Popen(cmd)
         try:
@@ -160,14 +162,15 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None):
-    from abcx import config as C
+    from abcx.config.compose import compose
+    from abcx.config.identity import run_id as run_id_of
     from abcx.errors import UserError
     from abcx.training.train import train
 
-    cfg = C.compose(point_overrides(overrides, results_dir))
-    if C.run_id(cfg) != run_id:
+    cfg = compose(point_overrides(overrides, results_dir))
+    if run_id_of(cfg) != run_id:
         raise UserError(
-            f"point [{' '.join(overrides)}] now composes to run {C.run_id(cfg)}, not the submitted {run_id}: the "
+            f"point [{' '.join(overrides)}] now composes to run {run_id_of(cfg)}, not the submitted {run_id}: the "
             f"config files changed since submission; resubmit the sweep"
         )
     return train(cfg, job_id=job_id, quiet=True, sweep=sweep)
@@ -236,7 +239,8 @@ def launched_by_accelerate() -> bool:
 def train_here(cfg, overrides: list[str]):
     """`abcx train`: the run in this process, or with launcher.num_processes > 1 under `accelerate launch`
     (as a submitted job would run it), waiting for it. `cfg` is `overrides` composed. Returns the run record."""
-    from abcx import config as C
+    from abcx.config.compose import compose
+    from abcx.config.identity import run_id as run_id_of
     from abcx.errors import UserError
     from abcx.training.train import record_for, train
 
@@ -244,7 +248,7 @@ def train_here(cfg, overrides: list[str]):
         return train(cfg)
     overrides = [o for o in overrides if not o.lstrip("+").startswith("results_dir=")]
     results_dir = str(Path(cfg.results_dir).resolve())
-    job = TrainJob(overrides, run_id=C.run_id(cfg), results_dir=results_dir,
+    job = TrainJob(overrides, run_id=run_id_of(cfg), results_dir=results_dir,
                    num_processes=cfg.launcher.num_processes, accelerate_config=cfg.launcher.accelerate_config)
     record = record_for(cfg)
     try:

@@ -48,7 +48,7 @@ def default_group_keys(runs) -> list[str]:
     """`method` (when set) plus the config fields that enter the config hash (what is trained) and
     differ among these runs (the finished ones, when there are any), minus seeds/ids/paths and fields that only restate the method (e.g. a
     preset's eps values). Logger, launcher and results_dir fields never split groups."""
-    from abcx.config import enters_hash
+    from abcx.config.identity import enters_hash
 
     runs = _configured(runs)
     finished = (runs["state"] == "finished").to_numpy()
@@ -397,7 +397,7 @@ def _eval_label_of(rs: RunSet, metric: str) -> str:
 def _refuse_mixed_cells(df, rs: RunSet, row: str, col: str, metric: str) -> None:
     """A pivot cell is a mean over seeds: refuse (one line) when one cell would hold runs that differ in
     any other field that enters the config hash (e.g. max_steps 2, 12 and 100)."""
-    from abcx.config import enters_hash
+    from abcx.config.identity import enters_hash
 
     runs = _configured(rs.runs.loc[rs.runs.index.isin(df["run_id"])])
     others = [c for c in runs.columns if c.startswith("cfg.") and c not in (row, col)

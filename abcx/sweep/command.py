@@ -164,7 +164,7 @@ def _counts_text(counts: dict[str, int]) -> str:
 
 def _warn_if_on_policy(planned: list[P.PlannedRun], out: Callable[[str], None]) -> None:
     """A comparison of clipping rules where some point never clips is a comparison of nothing."""
-    from abcx.config import ON_POLICY_WARNING, is_off_policy
+    from abcx.config.rollout import ON_POLICY_WARNING, is_off_policy
 
     on_policy = [r for r in planned if not is_off_policy(r.cfg.train)]
     if on_policy:

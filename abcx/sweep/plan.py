@@ -76,7 +76,7 @@ class _Composer:
     slower way (deep copy of the typed base, every override applied in order)."""
 
     def __init__(self) -> None:
-        from abcx.config import GROUPS
+        from abcx.config.schema import GROUPS
 
         self.groups = set(GROUPS)
         self.bases: dict[tuple[str, ...], Any] = {}  # group part -> (typed base, plain base) or None
@@ -88,7 +88,7 @@ class _Composer:
         if o is None:
             from hydra.core.override_parser.overrides_parser import OverridesParser
 
-            from abcx.config import check_overrides
+            from abcx.config.compose import check_overrides
 
             check_overrides([text])  # refuses sweeps and +keys outside the schema, as compose does
             o = OverridesParser.create().parse_overrides(overrides=[text])[0]
@@ -99,7 +99,7 @@ class _Composer:
         if group_part not in self.bases:
             from omegaconf import OmegaConf
 
-            from abcx.config import compose
+            from abcx.config.compose import compose
 
             try:
                 typed = compose(group_part)
@@ -128,7 +128,8 @@ class _Composer:
         return self.converted[cache_key]
 
     def compose(self, overrides: tuple[str, ...]) -> Any:
-        from abcx.config import compose, validate
+        from abcx.config.compose import compose
+        from abcx.config.validate import validate
 
         group_part = tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@")[0] in self.groups))
         values = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@")[0] not in self.groups]
@@ -190,7 +191,7 @@ def _apply(cfg: Any, o: Any) -> None:
 
 def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[PlannedRun]:
     """Compose and validate every point; any bad point raises before anything is submitted."""
-    from abcx import config as C
+    from abcx.config.identity import model_build, run_id
     from abcx.paths import check_name
     from abcx.record import RunRecord, runs_dir
 
@@ -207,7 +208,7 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
             cfg = composer.compose(overrides)
         except UserError as err:
             raise UserError(f"point {i + 1} {describe(overrides)}: {err}") from None
-        rid = C.run_id(cfg)
+        rid = run_id(cfg)
         if rid in seen:
             j = seen[rid]
             raise UserError(
@@ -220,7 +221,7 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
             root = roots[str(cfg.results_dir)] = runs_dir(Path(cfg.results_dir).expanduser()).resolve()
         path = root / check_name(rid, "run id")  # a plain folder name: the run folder stays inside runs/
         try:
-            RunRecord(path).check_model_build(C.model_build(cfg))
+            RunRecord(path).check_model_build(model_build(cfg))
         except UserError as err:
             raise UserError(f"point {i + 1} {describe(overrides)}: {err}") from None
         planned.append(PlannedRun(index=i, overrides=tuple(overrides), cfg=cfg, run_id=rid, path=path))

@@ -144,7 +144,7 @@ def override_key(override: str) -> str:
 
 def _axis_values(o) -> tuple[str, ...]:
     """The values of a sweep override as override text, expanded by Hydra."""
-    from abcx.config import GROUPS, group_options
+    from abcx.config.schema import GROUPS, group_options
 
     from hydra.core.override_parser.types import ValueType
 

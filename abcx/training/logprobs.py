@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import types
 
-PATHS = ("auto", "fused", "chunked", "full")
+from abcx.config.domains import LOGPROB_PATHS as PATHS, check_logprob_path as check_path  # noqa: F401
+
 # One fp32 [tokens x vocab] tile is kept under this size (two live at once in the backward), so the
 # head's extra memory is bounded whatever the sequence length: 110 tokens at vocab 151,936.
 TILE_BYTES = 64 * 2**20
@@ -29,14 +30,6 @@ TILE_BYTES = 64 * 2**20
 
 def chunk_tokens_for(vocab: int) -> int:
     return max(16, TILE_BYTES // (4 * vocab))
-
-
-def check_path(path: str) -> None:
-    """Config validation and direct API use share this one error."""
-    if path not in PATHS:
-        from abcx.errors import UserError
-
-        raise UserError(f"train.logprob_path={path!r}; valid: {', '.join(PATHS)}")
 
 
 def resolve(path: str, device) -> str:

@@ -15,14 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from abcx import config as C
+from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_policy
+from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
 from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
 
 def record_for(cfg: Any) -> RunRecord:
-    return RunRecord(runs_dir(cfg.results_dir) / C.run_id(cfg))
+    return RunRecord(runs_dir(cfg.results_dir) / run_id(cfg))
 
 
 def model_path(cfg: Any) -> str:
@@ -62,7 +63,7 @@ def wandb_config(cfg: Any, record: RunRecord, method) -> dict:
     own epsilon / epsilon_high are not what an abcx run clips with: they are marked as such.
     `method` is the run's MethodRun; `bounds` are its four bounds at the start (None for a method
     without ratio bounds; a schedule or controller moves them, logged per step as eps/eps1..eps4)."""
-    data = C.to_dict(cfg)
+    data = to_dict(cfg)
     for key in ("logger", "launcher", "results_dir"):
         data.pop(key, None)
     start = method.bounds(0)
@@ -134,7 +135,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
     """Train (or resume, or finish) the run of `cfg`. `sweep`: the sweep whose job this is; it names
     the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
     record = record_for(cfg)
-    record.check_model_build(C.model_build(cfg))  # before anything is written, or a run counted as done
+    record.check_model_build(model_build(cfg))  # before anything is written, or a run counted as done
     if record.state() == "finished":
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
               f"hash: to train again, change the seed (seed={int(cfg.seed) + 1}) or pass --rerun, which moves "
@@ -222,21 +223,21 @@ def _bounds(cfg: Any):
 
 
 def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None) -> RunRecord:
-    build = C.model_build(cfg)
-    data = C.to_dict(cfg)
+    build = model_build(cfg)
+    data = to_dict(cfg)
     # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
     # results_dir, stored relative to the working directory when it lies inside it.
     data["results_dir"] = _as_typed(str(data.get("results_dir", "results")))
     # Runs of one sweep share a W&B group, so a comparison's runs sit together.
     group = cfg.group or sweep or f"{cfg.model.name}-{cfg.task.name}"
     control = _control(record, sweep)
-    off_policy = C.is_off_policy(cfg.train)
+    off_policy = is_off_policy(cfg.train)
     if not off_policy:
-        print(f"warning: {C.ON_POLICY_WARNING}", file=sys.stderr)
+        print(f"warning: {ON_POLICY_WARNING}", file=sys.stderr)
     gpus = int(os.environ.get("ABCX_GPUS_PER_JOB", "0")) or _visible_gpus()
     checkpoint = None
     try:
-        record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
+        record.start(data, config_hash=config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                      cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy,
                                                     **({"model_build": build} if build else {})})
         # Validated before anything in the record changes; the record is reconciled with it once the
@@ -389,7 +390,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
                  ModelCardCallback(str(path), record.run_id, cfg.method.name)]
     if control:  # a sweep's job: it may pause at a rung, stop on health, or be stopped while it trains
         callbacks.append(SweepControl(control.get("stop_at"), health, control_path=record.path / "control.json",
-                                      cycle=C.generation_cycle(cfg.train)))
+                                      cycle=generation_cycle(cfg.train)))
     if report_to:
         from abcx.training.callbacks import WandbConfigCallback
 

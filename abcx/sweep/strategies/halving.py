@@ -28,7 +28,7 @@ def parse_halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
 def check_rungs(spec: StrategySpec, planned: list, where: str) -> None:
     """Each rung within max_steps and at a generation boundary; for an eval metric, an evaluation at
     every rung and at the end."""
-    from abcx.config import generation_cycle
+    from abcx.config.rollout import generation_cycle
 
     for run in planned:
         train, ev = run.cfg.train, run.cfg.eval
