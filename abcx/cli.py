@@ -82,9 +82,9 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
 
     check_machine(cfg)  # GPUs, DeepSpeed, a loadable hub model: one line each, before anything starts
     if rerun:
-        from abcx.training.train import move_aside, record_for
+        from abcx.training.train import record_for
 
-        moved = move_aside(record_for(cfg))
+        moved = record_for(cfg).move_aside()
         if moved:
             print(f"--rerun: the previous record is now {moved}")
     record = train_here(cfg, overrides or [])

@@ -119,9 +119,7 @@ def run_stats(results_dir: Path, overrides: list[str]) -> dict[str, list[dict]]:
 
 
 def _evals(record) -> list[dict]:
-    from abcx.evaluation.record import evals
-
-    return evals(record)
+    return record.evals()
 
 
 def judge(base: dict, runs: dict[str, list[dict]], sweep_s: float) -> list[tuple[str, str, str, bool]]:

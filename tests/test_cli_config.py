@@ -70,17 +70,16 @@ def test_name_is_the_wandb_display_name_and_the_run_id_stays(tmp_path):
 def test_rerun_moves_an_ended_record_aside_and_never_deletes_it(tmp_path):
     from abcx.record import RunRecord
     from abcx.report.synth import write_record
-    from abcx.training.train import SUPERSEDED, move_aside
 
     path = Path(write_record(str(tmp_path / "runs"), "grpo-s0-0123456789", method="grpo", seed=0, steps=[1, 2],
                              metrics={"reward": [0.1, 0.2]}))
-    moved = move_aside(RunRecord(path))
-    assert not path.exists() and moved.parent == tmp_path / "runs" / SUPERSEDED
+    moved = RunRecord(path).move_aside()
+    assert not path.exists() and moved.parent == tmp_path / "runs" / ".superseded"
     assert (moved / "metrics.jsonl").exists() and moved.name.startswith("grpo-s0-0123456789-")
     running = Path(write_record(str(tmp_path / "runs"), "grpo-s1-0123456789", method="grpo", seed=1, steps=[1],
                                 metrics={"reward": [0.1]}, state="running"))
     with pytest.raises(UserError, match="is running; --rerun moves only ended runs"):
-        move_aside(RunRecord(running))
+        RunRecord(running).move_aside()
     assert running.exists()
 
 

@@ -8,7 +8,6 @@ import pytest
 from abcx.config.compose import compose
 from abcx.errors import UserError
 from abcx.evaluation.command import resolve_target
-from abcx.evaluation.record import evals
 from abcx.training.train import train
 
 
@@ -23,7 +22,7 @@ def evaluated_run(tmp_path_factory, tiny_model_path):
 
 
 def test_periodic_evaluation_records_a_curve_over_steps(evaluated_run):
-    rows = evals(evaluated_run)
+    rows = evaluated_run.evals()
     assert [r["step"] for r in rows] == [2, 4]  # every 2 steps; the final step is not evaluated twice
     for row in rows:
         assert row["n"] == 8 and row["problems"] == 20 and row["benchmark"] == "chain"
@@ -44,7 +43,7 @@ def test_abcx_eval_scores_every_checkpoint_of_a_run(evaluated_run):
          "eval.max_problems=10", f"results_dir={evaluated_run.path.parent.parent}"],
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [r for r in evals(evaluated_run) if r["n"] == 4]
+    rows = [r for r in evaluated_run.evals() if r["n"] == 4]
     for bench in ("chain", "chain_hard"):  # the testbed's two benchmarks (conf/eval/testbed.yaml)
         assert [r["step"] for r in rows if r["benchmark"] == bench] == [2, 4, 4]  # checkpoint-2, checkpoint-4, final
     assert "pass@4" in out.stdout and "95% CI" in out.stdout

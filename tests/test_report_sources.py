@@ -369,7 +369,7 @@ def test_trainer_state_without_log_history_is_a_user_error(tmp_path):
 
 def test_a_finished_runs_columnar_copy_is_used_only_while_it_matches_the_json_lines(tmp_path):
     from abcx.record import compact_metrics
-    from abcx.report.sources.jsonlines import compacted, read_many_compacted
+    from abcx.record.columns import compacted, read_many_compacted
 
     path = record(tmp_path, "abc-c-s0", n=3, metrics={"reward": np.array([0.1, 0.2, 0.3])}, compact=False)
     assert not os.path.exists(os.path.join(path, "metrics.arrow"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
-from abcx.record import RunRecord, checkpoint_step, read_json, runs_dir
+from abcx.record import RunRecord, checkpoint_step, runs_dir
 
 
 def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, list[tuple[int | None, str]], bool]:
@@ -23,17 +23,17 @@ def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, lis
         return None, [(0, str(ensure_tiny_model()))], False
     if not path.exists() and (runs_dir(results_dir) / target).is_dir():
         path = runs_dir(results_dir) / target
-    if path.is_dir() and (path / "status.json").exists():
+    if path.is_dir() and RunRecord.is_record(path):
         record = RunRecord(path)
-        final = path / "final"
-        if final.is_dir():
-            return record, [(int(record.status().get("step", 0)), str(final))], True
+        if record.has_final():
+            return record, [(int(record.status().get("step", 0)), str(record.final_path))], True
         ckpt = record.latest_checkpoint()
         if ckpt is None:
             raise UserError(f"run {record.run_id} has no final model and no checkpoint to evaluate ({path})")
         return record, [(checkpoint_step(ckpt), str(ckpt))], True
-    if path.is_dir() and checkpoint_step(path) is not None and (path.parent.parent / "status.json").exists():
-        return RunRecord(path.parent.parent), [(checkpoint_step(path), str(path))], False
+    owner = RunRecord.of_checkpoint(path) if path.is_dir() and checkpoint_step(path) is not None else None
+    if owner is not None:
+        return owner, [(checkpoint_step(path), str(path))], False
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UserError(f"{target}: not a run folder, a checkpoint or a model folder (no config.json)")
@@ -63,8 +63,7 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
         raise UserError(f"eval.n={sampling.n} must be >= 1")
     dtype = cfg.model.dtype
     if record is not None:
-        dtype = (read_json(record.path / "meta.json", {}) or {}).get("trl_args", {}).get("model_init_kwargs", {}) \
-            .get("dtype", dtype)
+        dtype = record.meta().get("trl_args", {}).get("model_init_kwargs", {}).get("dtype", dtype)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
     from abcx.paths import check_results_dir, check_writable
 
@@ -85,7 +84,7 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
             row["model_path"] = model_path
             append_eval(out_record, row)
             rows.append(row)
-    print_rows(rows, out_record.path / "eval.jsonl", console)
+    print_rows(rows, out_record.eval_path, console)
     return rows
 
 

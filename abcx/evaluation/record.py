@@ -2,16 +2,13 @@
 rows of steps after the resumed checkpoint, as for metrics.jsonl; readers skip unreadable lines."""
 from __future__ import annotations
 
-import json
 import sys
 
-from abcx.record import RunRecord, read_jsonl
+from abcx.record import RunRecord
 
 
 def append_eval(record: RunRecord, row: dict) -> None:
-    with open(record.eval_path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
+    record.append_eval(row)
     if "wandb" in sys.modules:
         import wandb
 
@@ -21,6 +18,3 @@ def append_eval(record: RunRecord, row: dict) -> None:
                 data["train/global_step"] = row["step"]
             wandb.log(data)
 
-
-def evals(record: RunRecord) -> list[dict]:
-    return list(read_jsonl(record.eval_path))

@@ -90,6 +90,6 @@ def load_for_eval(path: str, dtype: str = "float32"):
 
 
 def checkpoints_of(run_dir: Path) -> list[tuple[int, Path]]:
-    from abcx.record import checkpoints_of as in_folder  # the one parser of checkpoint-<step>
+    from abcx.record import RunRecord
 
-    return in_folder(Path(run_dir) / "checkpoints")
+    return RunRecord(Path(run_dir)).checkpoint_list()

@@ -61,10 +61,12 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     @property
     def run_path(self) -> Path:
-        return Path(self.results_dir) / "runs" / self.run_id
+        from abcx.record import runs_dir
+
+        return runs_dir(self.results_dir) / self.run_id
 
     def __call__(self) -> dict:
-        from abcx.record import RunRecord
+        from abcx.record import RunRecord, State
 
         from abcx.launch.rendezvous import slurm_nodes
 
@@ -80,13 +82,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         except BaseException as err:
             # train() records its own failures; this covers what fails before it starts (compose, imports),
             # except when another process trains the run right now (its run lock is held): its record.
-            from abcx.sweep.plan import lock_held
-
             # Nor once a newer submission owns the record (a sweep resubmitted while this job wound down).
             owner = record.status().get("job_id")
-            if (record.state() not in ("failed", "cancelled", "finished") and not lock_held(record.path)
+            if (record.state() not in (State.FAILED, State.CANCELLED, State.FINISHED) and not record.lock_held()
                     and owner in (None, "", job_id)):
-                state = "cancelled" if isinstance(err, KeyboardInterrupt) else "failed"
+                state = State.CANCELLED if isinstance(err, KeyboardInterrupt) else State.FAILED
                 record.set_status(state, error=f"{type(err).__name__}: {err}".splitlines()[0], job_id=job_id)
             raise
         return {"run_id": self.run_id, "state": record.state(), "job_id": job_id}

@@ -1,4 +1,5 @@
-"""The one vocabulary of run states, used by the run record, the planner, the CLI, the report and the docs.
+"""The two vocabularies of the run record: run states (`State`), used by the record, the planner, the
+CLI, the report and the docs, and why a stopped run stopped (`StopKind`).
 
 `status.json` stores one of the RECORDED states. The planner derives two more from a record and its
 backend's answer (is the job alive?): `new` (nothing submitted, or submitted and its job gone before
@@ -32,3 +33,27 @@ PLANNED = (State.NEW, State.QUEUED, State.RUNNING, State.FINISHED, State.FAILED,
 LIVE = (State.QUEUED, State.RUNNING)              # a job holds the run
 ENDED = (State.FINISHED, State.FAILED, State.CANCELLED, State.STOPPED)  # no job holds it
 RESUMABLE = (State.NEW, State.FAILED, State.CANCELLED)  # a plain resubmission sends these again
+
+
+class StopKind(str, Enum):
+    """Why a `stopped` run stopped (status.json `stop.kind`): the second vocabulary of the record."""
+
+    RUNG = "rung"        # paused at a rung of its sweep's strategy; promotable
+    CUT = "cut"          # ranked below a rung's cut: stays stopped on every rerun
+    HEALTH = "health"    # a health limit of the sweep (entropy floor, zero-std groups, non-finite)
+    PRUNED = "pruned"    # an optuna pruner stopped the trial
+    USER = "user"        # `abcx sweep stop`: the next `abcx sweep run` resumes it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def stop_kind(status: dict) -> StopKind | None:
+    """The stop kind of a status.json dict (None: not stopped, or a kind this version does not know)."""
+    if status.get("state") != State.STOPPED:
+        return None
+    kind = (status.get("stop") or {}).get("kind") if isinstance(status.get("stop"), dict) else None
+    try:
+        return StopKind(kind)
+    except ValueError:
+        return None

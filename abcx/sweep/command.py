@@ -126,7 +126,7 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         submit = [r for r in planned if r.state not in (State.FINISHED, *LIVE)]
     skipped = len(planned) - len(submit)
     for run in planned:
-        if run not in submit and (run.path / "meta.json").exists():
+        if run not in submit and RunRecord(run.path).has_meta():
             _list_in_sweep(run, spec.name)  # a finished run shared with another sweep belongs to this one too
     if not submit:
         live = [str(r.status["job_id"]) for r in planned if r.state in LIVE and r.status.get("job_id")]

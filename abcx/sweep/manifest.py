@@ -89,15 +89,12 @@ def rebuild(results_dir: str | Path, name: str) -> dict | None:
     """A manifest recovered from the run records that name this sweep (None if there are none)."""
     from abcx.record import runs_dir
 
+    from abcx.record.many import sweep_members
+
     runs = []
-    root = runs_dir(Path(results_dir).expanduser())
-    for meta_path in sorted(root.glob("*/meta.json")):
-        meta = read_json(meta_path, default={}) or {}
-        if meta.get("sweep") != name:
-            continue
-        status = read_json(meta_path.parent / "status.json", default={}) or {}
+    for folder, meta, status in sweep_members(runs_dir(Path(results_dir).expanduser()), name):
         runs.append({
-            "run_id": meta_path.parent.name, "overrides": meta.get("sweep_point", []),
+            "run_id": folder.name, "overrides": meta.get("sweep_point", []),
             "index": meta.get("sweep_index", len(runs)), "backend": status.get("backend"),
             "job_id": status.get("job_id"), "submitted": status.get("submitted"),
         })

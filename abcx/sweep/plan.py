@@ -10,12 +10,12 @@ the same typed UserError a single `abcx train` would give; the error is prefixed
 from __future__ import annotations
 
 import copy
-import fcntl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from abcx.errors import UserError
+from abcx.record import RunRecord
 from abcx.record.states import LIVE as _LIVE
 from abcx.record.states import PLANNED, RESUMABLE, State
 
@@ -228,23 +228,6 @@ def build(points: list[tuple[str, ...]], *, allow_many: bool = False) -> list[Pl
     return planned
 
 
-def lock_held(path: Path) -> bool:
-    """Whether a trainer holds the run's lock (abcx.training.train.exclusive) on this machine.
-
-    Only asked for runs whose status says running: taking the lock for an instant could otherwise
-    make a trainer that starts in that instant refuse to run."""
-    lock = path / ".lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-
 JobAlive = Callable[[str, dict], "bool | None"]
 
 
@@ -256,17 +239,15 @@ def classify(run_id: str, status: dict, path: Path, job_alive: JobAlive) -> tupl
     if state == State.PENDING:
         return (State.QUEUED.value, "") if job_alive(run_id, status) else (State.NEW.value, "")
     if state == State.RUNNING:
-        if lock_held(path) or job_alive(run_id, status):
+        if RunRecord(path).lock_held() or job_alive(run_id, status):
             return State.RUNNING.value, ""
         return State.FAILED.value, "job gone while running"
     return str(state), ""
 
 
 def refresh(planned: list[PlannedRun], job_alive: JobAlive = lambda _run_id, _status: None) -> None:
-    from abcx.record import read_json
-
     for run in planned:
-        run.status = read_json(run.path / "status.json", default={}) or {}
+        run.status = RunRecord(run.path).status()
         run.state, run.note = classify(run.run_id, run.status, run.path, job_alive)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from abcx.launch import backend as B
 from abcx.record import RunRecord, now_iso, read_json
-from abcx.record.states import State
+from abcx.record.states import State, StopKind
 from abcx.sweep import manifest as M
 from abcx.sweep import strategies as S
 
@@ -205,8 +205,6 @@ class Supervisor:
         return True
 
     def reap(self) -> None:
-        from abcx.sweep.plan import lock_held
-
         for job_id, run in list(self.active.items()):
             if not self.backend.ended(job_id):
                 continue
@@ -215,12 +213,12 @@ class Supervisor:
             state = record.state()
             # The job died without its trainer recording why; unless another process trains the run
             # right now (its run lock is held), whose record this must not overwrite.
-            if state in (State.RUNNING, State.PENDING) and not lock_held(record.path):
+            if state in (State.RUNNING, State.PENDING) and not record.lock_held():
                 error = getattr(self.backend, "job_error", lambda _j: None)(job_id)
                 record.set_status("failed", error=f"job {job_id} ended without a result: {error}".splitlines()[0])
                 state = record.state()
             stop = record.status().get("stop") or {}
-            if state == State.STOPPED and stop.get("kind") == "health":
+            if record.stop_kind() == StopKind.HEALTH:
                 self.decisions.add("health_stop", run_id=run.run_id, step=stop.get("step"), reason=stop.get("reason"))
             self.strategy.ended(run, record)
             self.note(lambda m: M.upsert_run(m, run.run_id, ended=now_iso(), job_state=state))

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from abcx.record import RunRecord, fault_point, fault_spec, warn
+from abcx.record.states import StopKind
 
 # TRL's names -> abcx's (docs/architecture.md); every other key is kept as TRL logs it.
 RENAME = {"completions/mean_length": "completion_length"}
@@ -83,13 +84,13 @@ class SweepControl(TrainerCallback):
     on it (one all-reduce per boundary), so all stop at the same step.
     `stopped` says why training stopped early (None: it was not stopped); train() records it."""
 
-    def __init__(self, stop_at: int | None = None, health: dict | None = None, *, control_path: Path | None = None,
+    def __init__(self, stop_at: int | None = None, health: dict | None = None, *, record: RunRecord | None = None,
                  cycle: int = 1):
         self.stop_at = int(stop_at) if stop_at else None
         self.health = dict(health or {})
         self.streaks = {"entropy": 0, "zero_std": 0}
         self.stopped: dict | None = None
-        self.control_path, self.cycle = control_path, max(1, int(cycle))
+        self.record, self.cycle = record, max(1, int(cycle))
 
     def _stop(self, control, **detail) -> None:
         control.should_save = True  # the checkpoint it resumes from, if promoted or resubmitted
@@ -99,20 +100,17 @@ class SweepControl(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if self.stop_at and self.stop_at <= step < state.max_steps:
-            self._stop(control, kind="rung", step=step, reason=f"paused at step {step} (a rung of the sweep's strategy)")
-        elif self.control_path is not None and step % self.cycle == 0 and step < state.max_steps:
+            self._stop(control, kind=StopKind.RUNG.value, step=step, reason=f"paused at step {step} (a rung of the sweep's strategy)")
+        elif self.record is not None and step % self.cycle == 0 and step < state.max_steps:
             request = self._agreed(args, self._requested())
             if request:
                 why = f": {request['reason']}" if isinstance(request, dict) and request.get("reason") else ""
-                self._stop(control, kind="user", step=step, reason=f"stopped at step {step} by `abcx sweep stop`{why}",
+                self._stop(control, kind=StopKind.USER.value, step=step, reason=f"stopped at step {step} by `abcx sweep stop`{why}",
                            requested=request.get("at") if isinstance(request, dict) else None)
         return control
 
     def _requested(self) -> dict | bool:
-        from abcx.record import read_json
-
-        request = (read_json(self.control_path, default={}) or {}).get("stop")
-        return request or False
+        return self.record.control().get("stop") or False
 
     @staticmethod
     def _agreed(args, request):
@@ -129,7 +127,7 @@ class SweepControl(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         problem = self.health_problem(canonical(logs or {}))
         if problem:
-            self._stop(control, kind="health", step=state.global_step, reason=f"health stop at step "
+            self._stop(control, kind=StopKind.HEALTH.value, step=state.global_step, reason=f"health stop at step "
                        f"{state.global_step}: {problem}")
         return control
 

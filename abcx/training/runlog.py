@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LIBRARIES = ("py.warnings", "transformers", "trl", "accelerate", "datasets", "huggingface_hub", "torch", "wandb")
-LOG_NAME = "library.log"
 
 
 def _quiet_progress_bars() -> None:
@@ -28,10 +27,11 @@ def _quiet_progress_bars() -> None:
 
 
 @contextmanager
-def library_noise_to(folder: Path):
-    """Within the block: library warnings and log records below ERROR go to folder/library.log."""
-    folder.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+def library_noise_to(log: Path):
+    """Within the block: library warnings and log records below ERROR go to the file `log` (a run's
+    RunRecord.library_log)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(log, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     errors = logging.StreamHandler()
     errors.setLevel(logging.ERROR)
@@ -44,7 +44,7 @@ def library_noise_to(folder: Path):
     logging.captureWarnings(True)
     _quiet_progress_bars()
     try:
-        yield folder / LOG_NAME
+        yield log
     finally:
         logging.captureWarnings(False)
         for name, (handlers, propagate) in saved.items():

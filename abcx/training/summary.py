@@ -1,7 +1,7 @@
 """The few lines printed when a run ends: did it learn, how much did it explore, what got clipped."""
 from __future__ import annotations
 
-from abcx.record import RunRecord, read_json, read_jsonl
+from abcx.record import RunRecord
 
 
 def _fmt(value, spec: str = "{:.3f}") -> str:
@@ -9,7 +9,7 @@ def _fmt(value, spec: str = "{:.3f}") -> str:
 
 
 def summary_lines(record: RunRecord) -> list[str]:
-    s = read_json(record.path / "summary.json", default={}) or {}
+    s = record.summary()
     status = record.status()
     lines = [f"run {record.run_id}: {status.get('state', '?')} at step {status.get('step', '?')} "
              f"({status.get('elapsed_s', 0):.0f} s)  {record.path}"]
@@ -26,7 +26,7 @@ def summary_lines(record: RunRecord) -> list[str]:
     lines.append(f"  tokens outside the band: {quads}; clipped (zero gradient) {_fmt(s.get('mean/clip/clipped'), '{:.2%}')}")
     shares = "  ".join(f"{q.upper()} {_fmt(s.get(f'share/{q}'), '{:.0%}')}" for q in ("q1", "q2", "q3", "q4"))
     lines.append(f"  share of out-of-band events: {shares}")
-    for row in list(read_jsonl(record.path / "eval.jsonl"))[-3:]:
+    for row in record.evals()[-3:]:
         metrics, n = row.get("metrics", {}), row.get("n")
         passes = sorted((int(k.split("@")[1]), k) for k in metrics if k.startswith("pass@"))
         text = f"  eval {row.get('benchmark')} @ step {row.get('step')}: avg@{n} {_fmt(metrics.get(f'avg@{n}'))}"

@@ -5,7 +5,6 @@ run that has a checkpoint (after a crash, a requeue or a preemption) and leaves 
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from typing import Any
 from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_policy
 from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
-from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
+from abcx.record import RunRecord, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
 
@@ -74,18 +73,6 @@ def wandb_config(cfg: Any, record: RunRecord, method) -> dict:
             "epsilon_high": "unused by abcx: see abcx.bounds"}
 
 
-@contextmanager
-def exclusive(record: RunRecord):
-    """One process trains a run at a time: a second `abcx train` of the same config is refused."""
-    record.path.mkdir(parents=True, exist_ok=True)
-    with open(record.path / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run {record.run_id} is being trained by another process ({record.path})") from None
-        yield
-
-
 def summarise(rows: list[dict], last_n: int = 5) -> dict:
     """First/last means of the main metrics and the run's quadrant profile. TRL logs reward only on
     steps that generate (every steps_per_generation), the loss-side metrics on every step."""
@@ -111,26 +98,6 @@ def summarise(rows: list[dict], last_n: int = 5) -> dict:
     return summary
 
 
-SUPERSEDED = ".superseded"  # runs/.superseded/<run id>-<UTC time>/: old records, never read by reports
-
-
-def move_aside(record: RunRecord) -> Path | None:
-    """`abcx train --rerun`: move an ended record to runs/.superseded/ (never deleting it) so the same
-    config trains afresh under the same run id. A live run is never moved."""
-    import datetime as dt
-
-    if not record.path.exists():
-        return None
-    state = record.state()
-    if state in ("running", "pending"):
-        raise UserError(f"run {record.run_id} is {state}; --rerun moves only ended runs ({record.path})")
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = record.path.parent / SUPERSEDED / f"{record.run_id}-{stamp}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(record.path, target)
-    return target
-
-
 def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: str | None = None) -> RunRecord:
     """Train (or resume, or finish) the run of `cfg`. `sweep`: the sweep whose job this is; it names
     the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
@@ -139,7 +106,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
     if record.state() == "finished":
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
               f"hash: to train again, change the seed (seed={int(cfg.seed) + 1}) or pass --rerun, which moves "
-              f"this record to {record.path.parent / SUPERSEDED}/ and trains afresh")
+              f"this record to {RunRecord.superseded_dir(record.path.parent)}/ and trains afresh")
         return record
     if int(os.environ.get("RANK", "0")) != 0:
         # Under `accelerate launch` every rank trains; only rank 0 owns the record (and its lock).
@@ -152,7 +119,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
         return record
     from abcx.training.runlog import library_noise_to
 
-    with exclusive(record), _terminate_as_interrupt(), library_noise_to(record.path):
+    with record.exclusive(), _terminate_as_interrupt(), library_noise_to(record.library_log):
         return _train_locked(cfg, record, job_id=job_id, quiet=quiet, sweep=sweep)
 
 
@@ -255,7 +222,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
             record.stop(**stopped)
             print(f"[{record.run_id}] stopped: {stopped['reason']}", file=sys.stderr)
             return record
-        _save_final(record, trainer.save_model)
+        record.save_final(trainer.save_model)
         _finish(cfg, record, trainer)
     except UserError as err:
         record.fail(f"{type(err).__name__}: {err}", details=traceback.format_exc())
@@ -268,7 +235,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         record.fail(error, details=traceback.format_exc())
         # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
         during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
-        raise RunFailed(f"run {record.run_id} failed{during}: {error} (traceback: {record.path / 'error.txt'})") \
+        raise RunFailed(f"run {record.run_id} failed{during}: {error} (traceback: {record.error_path})") \
             from None
     finally:
         _close_wandb()
@@ -295,31 +262,17 @@ def _interrupted(record: RunRecord, err: BaseException, checkpoint: Path | None)
                     exit_code=143 if isinstance(err, Terminated) else 130) from None
 
 
-def _save_final(record: RunRecord, write) -> None:
-    """final/ appears whole or not at all: written to .final.tmp/, then renamed into place. A final/
-    that exists is therefore complete (a kill after this leaves it for the next start to reuse)."""
-    final, staging = record.path / "final", record.path / ".final.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    write(str(staging))
-    fault_point("final")
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(staging, final)
-
-
 def _finish_from_checkpoint(cfg: Any, record: RunRecord, checkpoint: Path) -> None:
     """The newest checkpoint is at max_steps (a kill came after it, before the run was marked
     finished): finish from it without another training step."""
     step, _ = RunRecord.checkpoint_progress(checkpoint)
     print(f"[{record.run_id}] {checkpoint.name} is the last step: finishing without training", file=sys.stderr)
     record.reconcile(step)
-    if not (record.path / "final").exists():
+    if not record.has_final():
         ignore = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth",
                                         "trainer_state.json")
-        _save_final(record, lambda dest: shutil.copytree(checkpoint, dest, ignore=ignore))
-    from abcx.evaluation.record import evals
-
-    if cfg.eval.at_end and not any(r.get("step") == step for r in evals(record)):
+        record.save_final(lambda dest: shutil.copytree(checkpoint, dest, ignore=ignore))
+    if cfg.eval.at_end and not any(r.get("step") == step for r in record.evals()):
         _eval_at_end(cfg, record, step)
     _finish(cfg, record, None)
 
@@ -332,7 +285,7 @@ def _eval_at_end(cfg: Any, record: RunRecord, step: int) -> None:
 
     from abcx.evaluation.callback import PeriodicEvalCallback
 
-    final = str(record.path / "final")
+    final = str(record.final_path)
     _set_threads(cfg)
     model = AutoModelForCausalLM.from_pretrained(final)
     state = SimpleNamespace(global_step=step, is_world_process_zero=True)
@@ -389,7 +342,7 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
     callbacks = [RecordCallback(record, cfg.train.nan_policy, nonfinite_stops=bool(health) and health.get("nonfinite", True)),
                  ModelCardCallback(str(path), record.run_id, cfg.method.name)]
     if control:  # a sweep's job: it may pause at a rung, stop on health, or be stopped while it trains
-        callbacks.append(SweepControl(control.get("stop_at"), health, control_path=record.path / "control.json",
+        callbacks.append(SweepControl(control.get("stop_at"), health, record=record,
                                       cycle=generation_cycle(cfg.train)))
     if report_to:
         from abcx.training.callbacks import WandbConfigCallback
@@ -406,12 +359,11 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
 
         trainer.add_callback(PeriodicEvalCallback(cfg, record, tokenizer))
     if primary:
-        meta = record.meta()
-        meta["trl_args"] = json.loads(args.to_json_string())
-        meta["model_path"] = path
-        meta["logprob_path"] = trainer.logprob_path  # what `auto` resolved to on this machine
-        meta["world_size"] = trainer.accelerator.num_processes  # the global batch is per-device x this
-        atomic_write_json(record.path / "meta.json", scrub(meta))
+        record.update_meta(
+            trl_args=json.loads(args.to_json_string()), model_path=path,
+            logprob_path=trainer.logprob_path,  # what `auto` resolved to on this machine
+            world_size=trainer.accelerator.num_processes,  # the global batch is per-device x this
+        )
     return trainer
 
 

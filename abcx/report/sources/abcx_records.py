@@ -1,7 +1,7 @@
 """abcx run records (`results/runs/<run_id>/`, format in docs/architecture.md) → RunSet.
 
 Built for sweeps of thousands of runs: the small JSON/YAML files are read per run, but every
-metrics.jsonl is parsed in one batched call (`jsonlines.read_many`) and turned into the long history
+metrics.jsonl is parsed in one batched call (abcx.record.many.metric_columns) and turned into the long history
 with array operations, no per-row Python.
 """
 from __future__ import annotations
@@ -11,55 +11,11 @@ import json
 import os
 
 from abcx.errors import UserError
+from abcx.record import many
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
-from abcx.report.sources.jsonlines import parse_lines_python, read_bytes_tolerant, read_many_compacted
 
-from abcx.record.states import RECORDED
-
-STATUS_STATES = tuple(s.value for s in RECORDED)  # the run record's own vocabulary (abcx.record.states), kept as is
 DEFAULT_STALE_AFTER_S = 3600.0
-
-
-def is_record(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "meta.json")) or os.path.isfile(os.path.join(path, "status.json"))
-
-
-def _load_json(path: str, required: bool) -> dict | None:
-    if not os.path.exists(path):
-        if required:
-            raise UserError(f"{os.path.dirname(path)}: {os.path.basename(path)} missing "
-                            f"(an abcx run record needs config.yaml, meta.json and status.json)")
-        return None
-    try:
-        with open(path, "rb") as fh:
-            value = json.load(fh)
-    except ValueError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-class UnreadableConfig(UserError):
-    """A record whose config.yaml cannot be read safely: the report skips it with a note."""
-
-
-def _load_config(path: str) -> dict:
-    from abcx.yaml_io import load_yaml
-
-    if not os.path.exists(path):
-        raise UserError(f"{os.path.dirname(path)}: config.yaml missing "
-                        f"(an abcx run record needs config.yaml, meta.json and status.json)")
-    try:
-        cfg = load_yaml(path)  # aliases, deep nesting and oversized files refused (a bomb is 472 bytes)
-    except UserError as err:
-        raise UnreadableConfig(str(err)) from None
-    if cfg is None:
-        return {}
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: expected a mapping at top level, got {type(cfg).__name__}")
-    return cfg
 
 
 def _parse_time(value) -> dt.datetime | None:
@@ -73,18 +29,9 @@ def _parse_time(value) -> dt.datetime | None:
 
 
 def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, dict | None]:
-    meta = _load_json(os.path.join(path, "meta.json"), required=True)
-    status = _load_json(os.path.join(path, "status.json"), required=True)
-    raw_state = status.get("state")
-    if raw_state not in STATUS_STATES:
-        raise UserError(f"{path}/status.json: state {raw_state!r} is not one of {', '.join(STATUS_STATES)}")
-    config_file = os.path.join(path, "config.yaml")
-    # A run that never started (pending, or cancelled while queued) has no config.yaml: list it with
-    # its state, never drop it and never stop the report.
-    unstarted = raw_state in ("pending", "cancelled", "failed") and not os.path.exists(config_file)
-    cfg = {} if unstarted else _load_config(config_file)
-    summary = _load_json(os.path.join(path, "summary.json"), required=False)
-    state = raw_state
+    view = many.read_view(path)
+    meta, status, cfg, summary, unstarted = view.meta, view.status, view.config, view.summary, view.unstarted
+    raw_state = state = view.state
     stop = status.get("stop") if raw_state == "stopped" and isinstance(status.get("stop"), dict) else {}
     detail = str(stop.get("reason") or "")[:120]  # a stopped run says why (the rung and its rank, a health limit)
     if unstarted and raw_state != "pending":
@@ -126,13 +73,7 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
 def _broken_row(path: str, reason: str) -> dict:
     """A record that cannot be read: listed with the state its status.json gives (if any) and why,
     left out of every aggregate (its state is never `finished`)."""
-    try:
-        with open(os.path.join(path, "status.json"), "rb") as fh:
-            status = json.load(fh)
-        raw = status.get("state") if isinstance(status, dict) else None
-    except (OSError, ValueError):
-        raw = None
-    state = raw if isinstance(raw, str) and raw in STATUS_STATES else "unknown"
+    state = many.recorded_state(path) or "unknown"
     if state == "finished":
         state = "unknown"  # finished by its status, but its record cannot be read: not in the means
     name = os.path.basename(os.path.normpath(path))
@@ -155,11 +96,9 @@ def _sampling_of(row: dict) -> dict:
 
 def _eval_entries(path: str) -> list[dict]:
     """eval.jsonl rows keyed by (step, benchmark, sampling settings); a repeated key keeps its last row."""
-    file = os.path.join(path, "eval.jsonl")
-    if not os.path.exists(file):
-        return []
+    file = many.eval_file(path)
     entries: dict[tuple, dict] = {}
-    for i, row in enumerate(parse_lines_python(file, read_bytes_tolerant(file)), start=1):
+    for i, row in enumerate(many.eval_rows(path), start=1):
         bench, metrics = row.get("benchmark"), row.get("metrics")
         if not isinstance(bench, str) or not isinstance(metrics, dict) or not isinstance(row.get("step"), int):
             raise UserError(f"{file} line {i}: needs 'step' (int), 'benchmark' (str) and 'metrics' (object)")
@@ -241,10 +180,10 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
         where = [p for p, r in zip(paths, run_ids) if r == dup]
         raise UserError(f"run_id {dup!r} appears in two records: {where[0]} and {where[1]}")
 
-    metric_files = [os.path.join(p, "metrics.jsonl") for p in paths]
-    present = [i for i, f in enumerate(metric_files)
-               if os.path.exists(f) and not rows[i]["detail"].startswith("unreadable record")]
-    counts, cols = read_many_compacted([metric_files[i] for i in present])
+    metric_files = [many.metrics_file(p) for p in paths]
+    present = [i for i, p in enumerate(paths)
+               if many.has_metrics(p) and not rows[i]["detail"].startswith("unreadable record")]
+    counts, cols = many.metric_columns([paths[i] for i in present])
     codes = np.repeat(np.asarray(present, dtype="int64"), counts)
     steps = cols.pop("step", np.full(len(codes), np.nan))
     if np.isnan(steps).any():  # a run whose metrics lines lack `step`: listed as unreadable, history dropped

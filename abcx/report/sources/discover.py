@@ -5,12 +5,13 @@ import glob
 import os
 
 from abcx.errors import UserError
+from abcx.record import many
 from abcx.report.runset import RunSet, concat
 from abcx.report.sources import abcx_records, trainer_state, wandb_offline
 
 KINDS = ("abcx", "wandb-offline", "trainer_state", "base-eval")
-# Folders inside a run that never hold other runs; skipping them keeps the walk cheap.
-SKIP_DIRS = {"checkpoints", "files", "logs", "tmp", "__pycache__", "node_modules"}
+# Folders that never hold runs (inside a record, inside a W&B run); skipping them keeps the walk cheap.
+SKIP_DIRS = {*many.inner_folders(), "files", "logs", "tmp", "__pycache__", "node_modules"}
 
 
 def classify(path: str) -> str | None:
@@ -20,9 +21,9 @@ def classify(path: str) -> str | None:
         if os.path.basename(path) == "trainer_state.json":
             return "trainer_state"
         return None
-    if abcx_records.is_record(path):
+    if many.is_record(path):
         return "abcx"
-    if os.path.isfile(os.path.join(path, "eval.jsonl")):
+    if many.is_eval_only(path):
         return "base-eval"  # `abcx eval <model>` of a model that is no run (results/evals/<name>/): a base
     if wandb_offline.is_run_dir(path):
         return "wandb-offline"

@@ -7,7 +7,7 @@ import math
 import os
 
 from abcx.errors import UserError
-from abcx.record import checkpoint_step
+from abcx.record import checkpoint_step, many
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, wide_from_records, make_runs
 
@@ -34,9 +34,7 @@ def read_state(path: str, run_id: str | None = None):
         raise UserError(f"{path}: not a trainer_state.json (no 'log_history' list)")
     folder = os.path.dirname(os.path.abspath(path))
     if checkpoint_step(folder) is not None:
-        folder = os.path.dirname(folder)
-    if os.path.basename(folder) == "checkpoints":  # abcx's layout: <run_id>/checkpoints/checkpoint-N/
-        folder = os.path.dirname(folder)
+        folder = many.run_folder_of_checkpoint(folder)
     rid = run_id or os.path.basename(folder)
     rows = []
     for entry in state["log_history"]:

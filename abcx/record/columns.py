@@ -33,7 +33,7 @@ def read_bytes_tolerant(path: str) -> bytes:
 def parse_lines_python(path: str, data: bytes) -> list[dict]:
     """Rows of one file by the record's shared tolerant parser (abcx.record.parse_jsonl): a line that
     is torn, binary or not a JSON object, wherever it is, is skipped with a warning."""
-    from abcx.record import parse_jsonl, warn_skipped
+    from abcx.record.io import parse_jsonl, warn_skipped
 
     rows, problems = parse_jsonl(data)
     warn_skipped(path, problems)
@@ -164,13 +164,15 @@ def read_many(paths: list[str]) -> tuple[list[int], dict]:
 
 
 def compacted(path: str):
-    """The run's metrics.arrow (abcx.record.compact_metrics) as a table, if it was made from the
+    """The run's metrics.arrow (abcx.record.run.compact_metrics) as a table, if it was made from the
     JSON lines exactly as they are now (same size and modification time); else None."""
     import os
 
     import pyarrow as pa
 
-    arrow_path = os.path.join(os.path.dirname(path), "metrics.arrow")
+    from abcx.record import layout
+
+    arrow_path = os.path.join(os.path.dirname(path), layout.METRICS_ARROW)
     if not os.path.exists(arrow_path):
         return None
     try:

@@ -1,0 +1,37 @@
+"""Fault injection for the recovery tests: stop a real process at a named point with a real signal.
+
+Inert unless ABCX_FAULT is set. The points are named where they happen (the record's own writes, the
+trainer's, the sweep supervisor's), so a test can kill a run or a sweep at exactly that moment."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+FAULT_ENV = "ABCX_FAULT"
+
+
+def fault_spec() -> tuple[str, int | None, int] | None:
+    """ABCX_FAULT=<point>[@<step>][:<SIGNAL>] as (point, step, signal number), or None (the normal case).
+
+    The recovery tests (tests/test_record_recovery.py) use it to stop a real run at a named point
+    with a real signal; unset, nothing here does anything. Points: `row` (metrics row <step>
+    appended), `checkpoint` (checkpoint-<step> written up to half its trainer_state.json),
+    `final` (final model written, not yet in place), `summary` (summary.json written, run not yet
+    marked finished)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    where, _, sig = spec.partition(":")
+    point, _, step = where.partition("@")
+    return point, int(step) if step else None, int(getattr(signal, f"SIG{sig or 'KILL'}"))
+
+
+def fault_point(point: str, step: int | None = None) -> None:
+    """Send this process the ABCX_FAULT signal if it names this point (and step)."""
+    spec = fault_spec()
+    if spec and spec[0] == point and spec[1] in (None, step):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), spec[2])
