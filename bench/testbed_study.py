@@ -95,7 +95,8 @@ def cell_of(overrides: list[str], sweep: str) -> str:
     in `points` (regime) or the eps3/eps4 axes (epsilons); every point of `study` is the default regime."""
     if sweep == "study":
         return "default"
-    from abcx.sweep.spec import load_sweep, override_key
+    from abcx.sweep.overrides import override_key
+    from abcx.sweep.spec import load_sweep
 
     spec = load_sweep(sweep)
     varied = {override_key(o) for point in spec.points for o in point} | set(spec.grid)

@@ -1,20 +1,13 @@
 """Configs a new user can see, and overrides that always mean something (issue 15, section 3)."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from abcx import __version__
 from abcx.errors import UserError
+from tests.helpers import abcx
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-def abcx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
 def test_version_short_help_and_completion_are_there(tmp_path):

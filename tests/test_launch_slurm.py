@@ -3,7 +3,6 @@ a failing job's error in `sweep status`, and a requeued job that resumes from it
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from abcx.launch import slurm
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
 from tests.optuna_checks import three_trials_each_asked_once
+from tests.helpers import call, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SLURM = ["launcher=slurm", "launcher.profile=local"]
@@ -19,24 +19,8 @@ SLURM = ["launcher=slurm", "launcher.profile=local"]
 QUICK_STEPS = ["train.per_device_train_batch_size=16", "train.max_completion_length=16"]
 
 
-def call(fn, *args, **kwargs) -> tuple[int, str]:
-    out: list[str] = []
-    code = fn(*args, out=out.append, **kwargs)
-    return code, "\n".join(out)
-
-
 def runs_of(results: Path) -> list[RunRecord]:
     return [RunRecord(results / "runs" / e["run_id"]) for e in manifest.load(results, "smoke")["runs"]]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"not within {timeout} s: {what}")
 
 
 def test_profile_resources_follow_profile_then_model_size_then_launcher():

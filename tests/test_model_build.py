@@ -12,7 +12,8 @@ from abcx.config.compose import compose
 from abcx.config.identity import model_build, run_id
 from abcx.report.synth import write_record
 from abcx.testbed import DEFAULT_RECIPE
-from tests.test_paths_and_yaml import POINT, abcx, one_error_line, tree
+from tests.helpers import one_error_line, tree
+from tests.test_paths_and_yaml import POINT, abcx
 
 OLD_BUILD = "tiny-qwen3-000000000000"
 OVERRIDES = ["model=tiny", "train=testbed", "train.max_steps=1", "logger=none", "eval.at_end=false", "seed=0"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
 from tests.slurm_harness import DEFAULT_PORT_BASE, job_result, multi_node_cluster, start_cluster, stop_cluster  # noqa: F401
+from tests.helpers import call, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -94,22 +94,6 @@ def test_across_two_nodes_loss_gradients_and_quadrant_fractions_equal_the_single
             assert r["logged"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     # Global, not local: each node's own half has other fractions than the whole batch.
     assert any(ranks[0]["local_fractions"][k] != ref["logged"][k] for k in ("clip/q1", "clip/q2", "clip/q3", "clip/q4"))
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"not within {timeout} s: {what}")
-
-
-def call(fn, *args, **kwargs) -> tuple[int, str]:
-    out: list[str] = []
-    code = fn(*args, out=out.append, **kwargs)
-    return code, "\n".join(out)
 
 
 def the_run(results: Path) -> RunRecord:

@@ -5,38 +5,20 @@ Every case runs `python -m abcx.cli` in a subprocess, as a user would run `abcx`
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import abcx as _abcx, one_error_line, tree  # noqa: E402,F401 - used by other test modules too
+
+
+def abcx(*args: str, cwd: Path, timeout: float = 60, limit_bytes: int | None = None):
+    return _abcx(*args, cwd=cwd, timeout=timeout, limit_bytes=limit_bytes)
+
+
 POINT = "fixed: [model=tiny, train=testbed, train.max_steps=1, logger=none, eval.at_end=false]\ngrid:\n  seed: [0]\n"
-
-
-def abcx(*args: str, cwd: Path, timeout: float = 60, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-
-    def limit() -> None:  # address-space cap: a YAML bomb must fail, not take the machine's memory
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-
-    return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit if limit_bytes else None)
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single stderr line of a refused command (exit 2, no traceback)."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    return lines[0]
-
-
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every path under root with its bytes (None for folders): a snapshot to compare."""
-    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
 def alias_bomb(levels: int = 9) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from abcx.errors import UserError
 from abcx.launch import rendezvous as R
+from abcx.training.peers import peer_loss
 from abcx.launch.job import accelerate_prefix
 
 
@@ -69,8 +70,8 @@ def test_accelerate_gets_the_rendezvous_on_several_nodes_and_a_local_port_on_one
 def test_a_lost_peer_is_named_in_the_status_line_and_other_errors_are_left_alone():
     gloo = ("RuntimeError: [../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:24758: Connection reset by "
             "peer. This is typically caused by a remote worker hanging")
-    line = R.peer_loss(gloo, world_size=2)
+    line = peer_loss(gloo, world_size=2)
     assert line.startswith("lost contact with localhost (127.0.0.1), another node or process of this 2-process run")
     assert "resubmit to resume from the newest checkpoint" in line and "\n" not in line
-    assert R.peer_loss(gloo, world_size=1) is None  # a single process has no peer to lose
-    assert R.peer_loss("ValueError: reward function returned 3 values for 4 completions", world_size=2) is None
+    assert peer_loss(gloo, world_size=1) is None  # a single process has no peer to lose
+    assert peer_loss("ValueError: reward function returned 3 values for 4 completions", world_size=2) is None

@@ -4,7 +4,6 @@ starts nothing more, and the next `abcx sweep run` resumes it onto exactly the p
 uninterrupted run takes; bad input is one line."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from abcx.errors import UserError
 from abcx.launch.local import pid_alive
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
+from tests.helpers import call, wait_until
 
 # 8 optimizer steps per rollout (steps_per_generation 8, GA 1): a stop can only land on 8, 16, 24.
 CYCLE = 8
@@ -19,12 +19,6 @@ FIXED = ("model=tiny, task=chain, train=testbed, train.max_steps=32, train.save_
          f"train.steps_per_generation={CYCLE}, train.per_device_train_batch_size=16, logger=none, "
          "eval.at_end=false, launcher.max_parallel=1")
 TIMING = {"step_time", "time"}  # wall-clock: the only fields a resumed run may log differently
-
-
-def call(fn, *args, **kwargs) -> tuple[int, str]:
-    out: list[str] = []
-    code = fn(*args, out=out.append, **kwargs)
-    return code, "\n".join(out)
 
 
 def sweep_file(tmp_path, name: str, results, grid: str = "  seed: [0, 1]") -> str:
@@ -39,14 +33,6 @@ def records(results, name: str) -> list[RunRecord]:
 
 def logged(record: RunRecord) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in read_jsonl(record.metrics_path)]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.2)
-    return value
 
 
 @pytest.mark.slow

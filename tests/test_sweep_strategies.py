@@ -13,6 +13,7 @@ from abcx.report.command import run_report
 from abcx.sweep import command, manifest
 from abcx.sweep import strategies as ST
 from tests.optuna_checks import three_trials_each_asked_once
+from tests.helpers import call
 
 TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
         "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")
@@ -23,12 +24,6 @@ def sweep_file(tmp_path, name: str, grid: str, strategy: str, fixed: str = "") -
     path.write_text(f"name: {name}\nfixed: {TINY}{fixed}, results_dir={tmp_path / 'results'}]\n"
                     f"grid:\n{grid}\nstrategy:\n{strategy}\n")
     return str(path)
-
-
-def call(fn, *args, **kwargs) -> tuple[int, str]:
-    out: list[str] = []
-    code = fn(*args, out=out.append, **kwargs)
-    return code, "\n".join(out)
 
 
 def records(results, name: str) -> list[RunRecord]:

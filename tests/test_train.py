@@ -12,6 +12,7 @@ import pytest
 from abcx.config.compose import compose
 from abcx.record import RunRecord, read_jsonl
 from abcx.training.train import train
+from tests.helpers import abcx
 
 FAST = ["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
         "train.save_steps=2", "eval.at_end=false"]
@@ -70,11 +71,6 @@ def test_training_the_same_config_again_does_nothing(two_methods, capsys):
     assert (record.path / "metrics.jsonl").read_text() == before
 
 
-def abcx(*args, cwd, timeout=600, **popen):
-    return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, **popen)
-
-
 def test_cli_trains_with_wandb_offline_and_warns_when_on_policy(tmp_path, tiny_model_path):
     result = abcx("train", *FAST[:-1], "train.max_steps=2", "train.steps_per_generation=1", "eval.at_end=false",
                   f"results_dir={tmp_path}", cwd=tmp_path)
@@ -129,7 +125,6 @@ def test_a_killed_run_is_left_unfinished_and_resumes_without_gaps_or_duplicates(
     # both attempts logged into the same W&B run (its id is the run id)
     wandb_files = sorted(record.path.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(wandb_files) == 2 and {f.name for f in wandb_files} == {f"run-{record.run_id}.wandb"}
-
 
 
 class _State:

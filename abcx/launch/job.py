@@ -123,7 +123,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         if slurm_nodes(os.environ) <= 1:
             return None
         from abcx.config.compose import compose
-        from abcx.config.identity import run_id as run_id_of
         from abcx.launch.layout import for_config
 
         return for_config(compose(point_overrides(self.overrides, self.results_dir)))
@@ -133,7 +132,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         import time
 
         from abcx.config.compose import compose
-        from abcx.config.identity import run_id as run_id_of
         from abcx.launch.layout import done_file
         from abcx.training.train import model_path
 
@@ -239,7 +237,6 @@ def launched_by_accelerate() -> bool:
 def train_here(cfg, overrides: list[str]):
     """`abcx train`: the run in this process, or with launcher.num_processes > 1 under `accelerate launch`
     (as a submitted job would run it), waiting for it. `cfg` is `overrides` composed. Returns the run record."""
-    from abcx.config.compose import compose
     from abcx.config.identity import run_id as run_id_of
     from abcx.errors import UserError
     from abcx.training.train import record_for, train

@@ -80,7 +80,7 @@ def _ranks(lo: int, hi: int) -> str:
 
 
 def from_resources(res: Mapping[str, Any], cfg: Any) -> JobLayout:
-    """The layout of a point from its resource request (abcx.launch.slurm.resources) and config;
+    """The layout of a point from its resource request (abcx.launch.profiles.resources) and config;
     a `vllm_server` the point cannot use is a one-line UserError naming what to change."""
     nodes = int(res.get("nodes") or 1)
     server = _server_options(res.get("vllm_server"), cfg.launcher.profile)
@@ -118,12 +118,12 @@ def for_config(cfg: Any, profiles: dict | None = None) -> JobLayout | None:
     """The layout of a composed SLURM point (None for other backends); `profiles` caches loaded profiles."""
     if cfg.launcher.name != "slurm":
         return None
-    from abcx.launch import slurm
+    from abcx.launch.profiles import load_profile, resources
 
     profiles = {} if profiles is None else profiles
     if cfg.launcher.profile not in profiles:
-        profiles[cfg.launcher.profile] = slurm.load_profile(cfg.launcher.profile)
-    return from_resources(slurm.resources(profiles[cfg.launcher.profile], cfg), cfg)
+        profiles[cfg.launcher.profile] = load_profile(cfg.launcher.profile)
+    return from_resources(resources(profiles[cfg.launcher.profile], cfg), cfg)
 
 
 def done_file(folder: str | Path, env: Mapping[str, str]) -> Path:

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from abcx.launch.protocol import drop_literal_folder
+
 CANCEL_GRACE_S = 15.0
 
 
@@ -66,6 +68,12 @@ class LocalBackend:
     def check(self, planned: list) -> None:
         return None
 
+    def default_max_parallel(self, points: int) -> int:
+        return default_max_parallel()  # a GPU each, else a core each
+
+    def describe_layouts(self, planned: list) -> list[str]:
+        return []  # one process or one machine's accelerate launch: nothing to lay out
+
     def _gpus_per_job(self, cfg) -> int:
         return max(1, int(cfg.launcher.gpus_per_job or 1)) if self.gpus_total else 0
 
@@ -107,7 +115,7 @@ class LocalBackend:
             return not pid_alive(job_id)
         if not held[0].done():
             return False
-        _drop_literal_folder(Path(held[0].paths.folder).parent / "%j")
+        drop_literal_folder(Path(held[0].paths.folder).parent / "%j")
         self.free_gpus.extend(held[1])
         del self.jobs[str(job_id)]
         return True
@@ -133,7 +141,7 @@ class LocalBackend:
                 _signal(job_id, signal.SIGKILL)
 
     def stop(self, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
-        from abcx.launch.backend import stop_runs
+        from abcx.launch.protocol import stop_runs
 
         return stop_runs(self, runs, reason=reason, grace_s=grace_s)
 
@@ -152,15 +160,6 @@ def _signal(job_id: str, sig: int) -> None:
     try:
         os.kill(int(job_id), sig)
     except (ProcessLookupError, ValueError):
-        pass
-
-
-def _drop_literal_folder(path: Path) -> None:
-    """submitit's local controller creates its folder pattern as given (a literal `%j/`, left empty:
-    the job's files go to `<job id>/`); removed once the job has ended."""
-    try:
-        path.rmdir()
-    except OSError:
         pass
 
 

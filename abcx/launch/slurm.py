@@ -21,51 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
+from abcx.launch.profiles import load_profile, resources  # noqa: F401 - part of this backend's API
+from abcx.launch.protocol import drop_literal_folder
 
-PROFILE_DIR = Path(os.environ.get("ABCX_SLURM_PROFILES", Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"))
-RESOURCE_KEYS = ("partition", "account", "qos", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint",
-                 "nodes", "array_parallelism", "additional_parameters", "setup", "vllm_server")  # abcx.launch.layout
-PROFILE_KEYS = set(RESOURCE_KEYS) | {"resources_by_model", "description"}
 # squeue states in which a job still holds (or waits for) its run.
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
          "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"}
-
-
-def load_profile(name: str | None) -> dict:
-    from abcx.yaml_io import load_yaml
-
-    if not name:
-        raise UserError("launcher.profile is required for launcher=slurm (a file in slurm/profiles/ or a path)")
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        have = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")) if PROFILE_DIR.is_dir() else []
-        raise UserError(f"launcher.profile={name}: no file {path}; available: {', '.join(have) or 'none'}")
-    data = load_yaml(path) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a profile is a mapping of {', '.join(sorted(PROFILE_KEYS))}")
-    unknown = sorted(set(data) - PROFILE_KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(PROFILE_KEYS))}")
-    for size, extra in (data.get("resources_by_model") or {}).items():
-        bad = sorted(set(extra or {}) - set(RESOURCE_KEYS))
-        if bad:
-            raise UserError(f"{path}: resources_by_model.{size}.{bad[0]} is not a resource key; valid: "
-                            f"{', '.join(RESOURCE_KEYS)}")
-    return data
-
-
-def resources(profile: dict, cfg: Any) -> dict:
-    """The resource request of one point: profile < resources_by_model[model.size] < explicit launcher."""
-    res = {k: profile.get(k) for k in RESOURCE_KEYS}
-    res.update((profile.get("resources_by_model") or {}).get(str(cfg.model.size)) or {})
-    launcher = cfg.launcher
-    if launcher.gpus_per_job:
-        res["gpus_per_node"] = launcher.gpus_per_job
-    if launcher.array_parallelism:
-        res["array_parallelism"] = launcher.array_parallelism
-    if not res.get("time_min"):
-        res["time_min"] = launcher.timeout_min
-    return res
 
 
 def executor_parameters(res: dict, *, job_name: str, num_processes: int) -> dict:
@@ -124,9 +85,7 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
                         num_processes=num_processes, accelerate_config=accelerate_config)))
         except Exception as err:  # noqa: BLE001 - sbatch refused: say why in one line
             raise UserError(f"sbatch refused the sweep's job array: {' '.join(str(err).split())[:400]}") from None
-        from abcx.launch.local import _drop_literal_folder
-
-        _drop_literal_folder(sweep_dir / "jobs" / "%j")
+        drop_literal_folder(sweep_dir / "jobs" / "%j")
         for (run, _res), job in zip(members, jobs):
             out[run.run_id] = str(job.job_id)
     return out
@@ -212,6 +171,14 @@ class SlurmBackend:
         for profile in sorted({str(r.cfg.launcher.profile) for r in planned}):
             load_profile(None if profile == "None" else profile)
 
+    def default_max_parallel(self, points: int) -> int:
+        return points  # SLURM queues what does not fit (array_parallelism throttles an array)
+
+    def describe_layouts(self, planned: list) -> list[str]:
+        from abcx.launch.layout import describe_points
+
+        return describe_points(planned)
+
     def submit(self, sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict[str, str]:
         return submit(sweep_dir, runs, sweep=sweep, results_dir=results_dir)
 
@@ -239,7 +206,7 @@ class SlurmBackend:
             time.sleep(0.5)
 
     def stop(self, runs: list[tuple[Any, str]], *, reason: str, grace_s: float) -> list[str]:
-        from abcx.launch.backend import stop_runs
+        from abcx.launch.protocol import stop_runs
 
         return stop_runs(self, runs, reason=reason, grace_s=grace_s)
 

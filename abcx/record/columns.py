@@ -170,7 +170,7 @@ def compacted(path: str):
 
     import pyarrow as pa
 
-    from abcx.record import layout
+    import abcx.record.layout as layout
 
     arrow_path = os.path.join(os.path.dirname(path), layout.METRICS_ARROW)
     if not os.path.exists(arrow_path):

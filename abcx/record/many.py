@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from abcx.errors import UserError
-from abcx.record import layout as F
+import abcx.record.layout as F
 from abcx.record.states import RECORDED, State
 
 STATUS_STATES = tuple(s.value for s in RECORDED)

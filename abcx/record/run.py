@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from abcx.record import layout as F
+import abcx.record.layout as F
 from abcx.record.checkpoints import checkpoint_problem, checkpoint_progress, checkpoints_of
 from abcx.record.faults import fault_point
 from abcx.record.io import _finite, atomic_write_json, atomic_write_text, now_iso, read_json, read_jsonl, \

@@ -11,6 +11,7 @@ from abcx.report.render import FORMATS, Table, fmt_ci, fmt_num, render
 from abcx.report.runset import RunSet, concat
 from abcx.report.stats import FEW_RUNS
 from abcx.report.table import short_names
+from abcx.record.states import State
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 MAX_LISTED_RUNS = 40  # beyond this the terminal table lists only runs that are not finished
@@ -63,7 +64,7 @@ def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
     shown = data.assign(state=per_run.apply(_state_label, axis=1)).drop(columns=["stale", "path"])
     notes = []
     if many:
-        finished = shown["state"] == "finished"
+        finished = shown["state"] == State.FINISHED
         notes.append(f"{int(finished.sum())} finished runs not listed here (csv/json list every run)")
         shown = shown[~finished]
     display = shown.copy()
@@ -217,9 +218,9 @@ def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 1
         notes.append(f"quadrant shares unknown for {int(unknown_q.sum())} run(s) whose source does not log all four "
                      "quadrants (TRL logs Q1 and Q3 only; abcx/report/metric_map.yaml)")
     states = per_run["state"].value_counts()
-    n_fin = int(states.get("finished", 0))
+    n_fin = int(states.get(State.FINISHED.value, 0))
     if n_fin < len(per_run):
-        others = ", ".join(f"{c} {s}" for s, c in states.items() if s != "finished")
+        others = ", ".join(f"{c} {s}" for s, c in states.items() if s != State.FINISHED)
         notes.append(f"{len(per_run) - n_fin} run(s) not finished ({others}): listed, left out of means")
     n_stale = int(per_run["stale"].fillna(False).astype(bool).sum())
     if n_stale:
@@ -238,7 +239,7 @@ def build_tables(rs: RunSet, per_run, keys: list, baseline: str, last_n: int, pi
     notes: list[str] = []
     metrics = [m for m in T.SUMMARY_METRICS if per_run[m].notna().any()]
     tables = [_runs_table(per_run, keys, last_n, many=many)]
-    if (per_run["state"] == "finished").any():
+    if (per_run["state"] == State.FINISHED).any():
         tables.append(_groups_table(T.group_summary(per_run, keys, metrics), keys, metrics, last_n))
     labels, contexts = T.run_labels(per_run, keys)
     t3, t3_notes = T.table3(rs, baseline, labels, contexts)

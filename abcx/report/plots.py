@@ -16,6 +16,7 @@ import re
 
 from abcx.report.runset import RunSet
 from abcx.report.table import EVAL_RE, QUADRANTS, run_labels
+from abcx.record.states import State
 
 BAND = "line: mean over seeds; band: min–max over seeds"
 
@@ -143,7 +144,7 @@ def plot_all(rs: RunSet, per_run, keys: list[str], out_dir: str, pivot_tables=()
     """Write every figure the data allows into out_dir, and plots.json; return the figure paths.
     `sweep_dir` (report --sweep): the strategy's own figure too (a halving sweep's rung curves)."""
     os.makedirs(out_dir, exist_ok=True)
-    finished = per_run[per_run["state"] == "finished"]
+    finished = per_run[per_run["state"] == State.FINISHED]
     chosen = finished if len(finished) else per_run
     groups = _groups(group_labels(chosen, keys))
     w = _Writer(out_dir, fmt)

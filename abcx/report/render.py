@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from abcx.errors import UserError
+from abcx.record.states import State
 
 FORMATS = ("rich", "markdown", "csv", "latex", "json")
 
@@ -179,7 +180,7 @@ def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
                 style = None
                 if states is not None:
                     state = states[r]
-                    style = None if state == "finished" else "yellow" if state.startswith("running") else "red"
+                    style = None if state == State.FINISHED else "yellow" if state.startswith(State.RUNNING.value) else "red"
                 rt.add_row(*[_cell(v) for v in row], style=style)
             console.print(rt)
         for n in t.notes:

@@ -46,7 +46,7 @@ def make_runs(rows: list[dict]):
     """Runs DataFrame from per-run dicts (missing fixed columns filled with defaults)."""
     import pandas as pd
 
-    defaults = {"source": "", "state": "unknown", "stale": False, "method": "", "seed": None,
+    defaults = {"source": "", "state": State.UNKNOWN.value, "stale": False, "method": "", "seed": None,
                 "group": "", "tags": "", "name": "", "step": None, "detail": "", "path": ""}
     full = [{**defaults, **r} for r in rows]
     df = pd.DataFrame(full)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from abcx.record import RunRecord, read_json, read_jsonl
+from abcx.record import RunRecord, read_json, read_jsonl, runs_dir
 from abcx.report.render import Table, fmt_num
 from abcx.record.states import State
 
@@ -36,72 +36,23 @@ def _runs(sweep_dir: Path) -> list:
     root = Path(manifest.get("results_dir") or sweep_dir.parent.parent)
     entries = sorted((e for e in manifest.get("runs") or [] if isinstance(e, dict) and e.get("run_id")),
                      key=lambda e: e.get("index", 0))
-    return [SimpleNamespace(run_id=e["run_id"], path=root / "runs" / e["run_id"]) for e in entries]
+    return [SimpleNamespace(run_id=e["run_id"], path=runs_dir(root) / e["run_id"]) for e in entries]
 
 
 def tables(sweep_dir: Path | None) -> list[Table]:
     """The strategy's tables (none for grid or optuna, or without a sweep folder)."""
-    from abcx.sweep.strategies import load_strategy
+    import pandas as pd
+
+    from abcx.sweep.strategies import load_strategy, of
 
     if sweep_dir is None:
         return []
     spec = load_strategy(sweep_dir)
-    if spec.name == "halving":
-        return [_rung_table(spec, _runs(sweep_dir))]
-    if spec.name == "seeds":
-        return [_seed_table(sweep_dir)]
-    return []
-
-
-def _halving(spec, runs):
-    from abcx.sweep.strategies import Halving
-
-    max_steps = max((int(RunRecord(r.path).status().get("max_steps") or 0) for r in runs), default=0)
-    return Halving.reader(spec, runs, max(max_steps, spec.rungs[-1]))
-
-
-def _rung_table(spec, runs) -> Table:
-    import pandas as pd
-
-    halving = _halving(spec, runs)
-    ranks = {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
-    rows, shown = [], []
-    for run in runs:
-        status = RunRecord(run.path).status()
-        values = {f"step {s}": halving.value(run, k) for k, s in enumerate(halving.rungs)}
-        cells = {f"step {s}": "–" if values[f"step {s}"] is None else
-                 f"{fmt_num(values[f'step {s}'], 4)} (#{ranks[k][run.run_id]}/{len(ranks[k])})"
-                 for k, s in enumerate(halving.rungs)}
-        why = (status.get("stop") or {}).get("reason", "") if status.get("state") == State.STOPPED else ""
-        rows.append({"run_id": run.run_id, **values, "state": status.get("state"), "stop": why})
-        shown.append({"run": run.run_id, **cells, "state": status.get("state") or "new", "why it stopped": why})
-    notes = [f"{spec.metric} at each rung ({spec.mode}, eta {spec.eta}): value (#rank/of the runs that reached it)"]
-    return Table("rungs", f"Halving: {spec.metric} at the rungs", pd.DataFrame(rows), pd.DataFrame(shown), notes)
-
-
-def _seed_table(sweep_dir: Path) -> Table:
-    import pandas as pd
-
-    latest: dict[int, dict] = {}
-    for d in read_jsonl(sweep_dir / "decisions.jsonl"):
-        if d.get("event") in ("seed_added", "decided", "undecided") and isinstance(d.get("pair"), int):
-            latest[d["pair"]] = d
-    rows, shown = [], []
-    for pair, d in sorted(latest.items()):
-        decision = {"decided": "decided", "undecided": "undecided", "seed_added": "open"}[d["event"]]
-        a, b = d.get("compare") or ("?", "?")
-        row = {"pair": pair + 1, "compare": f"{a} - {b}", "point": " ".join(d.get("point") or []),
-               "metric": d.get("metric"), "n": d.get("n"), "mean_diff": d.get("mean_diff"), "low": d.get("low"),
-               "high": d.get("high"), "alpha": d.get("alpha"), "decision": decision}
-        rows.append(row)
-        interval = "–" if d.get("low") is None else \
-            f"[{fmt_num(d['low'], 4)}, {fmt_num(d['high'], 4)}] ({1 - d['alpha']:.0%})"
-        shown.append({"pair": str(pair + 1), "compare": row["compare"], "point": row["point"] or "-",
-                      "n seeds": str(d.get("n")), "mean diff": fmt_num(d.get("mean_diff"), 4),
-                      "interval": interval, "decision": decision + (f": {d['reason']}" if d.get("reason") else "")})
-    notes = ["paired t-interval of metric(first) - metric(second) over the seeds; decided = it excludes 0"]
-    return Table("seeds", "Sequential seeds: each compared pair's final interval", pd.DataFrame(rows),
-                 pd.DataFrame(shown), notes)
+    table = of(spec).table
+    if table is None:
+        return []
+    name, title, rows, shown, notes = table(spec, sweep_dir, _runs(sweep_dir), fmt_num)
+    return [Table(name, title, pd.DataFrame(rows), pd.DataFrame(shown), notes)]
 
 
 def curve(record: RunRecord, metric: str, window: int) -> tuple[list[int], list[float]]:
@@ -126,13 +77,14 @@ def curve(record: RunRecord, metric: str, window: int) -> tuple[list[int], list[
 
 def plot_rungs(sweep_dir: Path | None, writer, plt) -> None:
     """The figure `rungs` of a halving sweep (nothing for other strategies)."""
-    from abcx.sweep.strategies import load_strategy
+    from abcx.sweep.strategies import load_strategy, of
+    from abcx.sweep.strategies.halving import reader_for
 
-    if sweep_dir is None or load_strategy(sweep_dir).name != "halving":
+    if sweep_dir is None or not of(load_strategy(sweep_dir)).plots_rungs:
         return
     spec = load_strategy(sweep_dir)
     runs = _runs(sweep_dir)
-    rungs = _halving(spec, runs).rungs
+    rungs = reader_for(spec, runs).rungs
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for run in runs:
         record = RunRecord(run.path)

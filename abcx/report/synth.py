@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+from abcx.record.states import State
 
 TRAIN_METRICS = ("reward", "reward_std", "entropy", "loss", "kl", "completion_length", "learning_rate",
                  "clip/q1", "clip/q2", "clip/q3", "clip/q4", "clip/clipped", "clip/zero_adv",
@@ -30,12 +31,12 @@ def metrics_text(steps, columns: dict, torn_tail: bool = False) -> str:
 
 
 def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict | None = None,
-                 steps=(), metrics: dict | None = None, state: str = "finished", group: str = "",
+                 steps=(), metrics: dict | None = None, state: str = State.FINISHED.value, group: str = "",
                  evals: list[dict] | None = None, updated: dt.datetime | None = None,
                  error: str | None = None, torn_tail: bool = False, summary: dict | None = None,
                  compact: bool = True) -> str:
     """One record folder `root/<run_id>/`, written by RunRecord as a training run writes it; returns its path."""
-    from abcx.record import RunRecord, State
+    from abcx.record import RunRecord
 
     record = RunRecord(Path(root) / run_id)
     shutil.rmtree(record.path, ignore_errors=True)  # a synthetic record replaces any earlier one of that name

@@ -11,6 +11,7 @@ import re
 from abcx.errors import UserError
 from abcx.report.runset import RunSet
 from abcx.report.stats import diff_ci, mean_ci
+from abcx.record.states import State
 
 QUADRANTS = ("clip/q1", "clip/q2", "clip/q3", "clip/q4")
 SUMMARY_METRICS = ("reward_final", "entropy_last", "entropy_ratio", "completion_length",
@@ -51,7 +52,7 @@ def default_group_keys(runs) -> list[str]:
     from abcx.config.identity import enters_hash
 
     runs = _configured(runs)
-    finished = (runs["state"] == "finished").to_numpy()
+    finished = (runs["state"] == State.FINISHED).to_numpy()
     if finished.any():  # the means are over finished runs: what differs among them names the groups
         runs = runs[finished]
     keys = ["method"] if (runs["method"].astype(str) != "").any() else []
@@ -148,7 +149,7 @@ def run_summary(rs: RunSet, last_n: int = 10, baseline: str = "grpo", group_keys
         out[col] = series.reindex(out.index).to_numpy() if series is not None else np.nan
     # Entropy relative to the baseline method's runs that share every non-method group key.
     context = [k for k in keys if k not in _method_keys(keys)]
-    finished = out["state"] == "finished"
+    finished = out["state"] == State.FINISHED
     base = out[(out["method"] == baseline) & finished]
     ratio = pd.Series(np.nan, index=out.index)
     if len(base):
@@ -190,10 +191,10 @@ def group_summary(per_run, keys: list[str], metrics=SUMMARY_METRICS):
     rows = []
     for gkey, g in df.groupby(keys, sort=True, dropna=False):
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-        done = g[g["state"] == "finished"]
+        done = g[g["state"] == State.FINISHED]
         row = dict(zip(keys, gkey))
         row["n"] = len(done)
-        other = g[g["state"] != "finished"]["state"].value_counts()
+        other = g[g["state"] != State.FINISHED]["state"].value_counts()
         row["n_other"] = int(other.sum())
         row["other_states"] = ", ".join(f"{c} {s}" for s, c in other.items())
         for m in metrics:
@@ -296,10 +297,10 @@ def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, conte
     ev = ev.merge(runs[["run_id", "method", "model", "state"]], on="run_id", how="left")
     ev["label"] = ev["run_id"].map(lambda r: labels.get(r, ""))
     ev["config"] = ev["run_id"].map(lambda r: contexts.get(r, ""))
-    left_out = ev.loc[ev["state"] != "finished", "run_id"].unique()
+    left_out = ev.loc[ev["state"] != State.FINISHED, "run_id"].unique()
     if len(left_out):
         notes.append(f"Table 3 leaves out {len(left_out)} unfinished run(s): {', '.join(sorted(left_out)[:10])}")
-    ev = ev[ev["state"] == "finished"]
+    ev = ev[ev["state"] == State.FINISHED]
     percent = bool(len(ev)) and ev["value"].between(0, 1).all()
     scale = 100.0 if percent else 1.0
     ev = ev.assign(col=ev["stat"].map({"avg": "Avg", "pass": "Pass"}) + "@" + ev["k"].astype(str),
@@ -370,7 +371,7 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
             raise UserError(f"pivot metric {metric!r}: no such summary column or logged metric; "
                             f"valid: {', '.join(SUMMARY_METRICS)} or one of {', '.join(rs.metrics[:20])}")
         df[metric] = series.reindex(df["run_id"]).to_numpy()
-    df = df[df["state"] == "finished"]
+    df = df[df["state"] == State.FINISHED]
     _refuse_mixed_cells(df, rs, row, col, metric)
     table = df.pivot_table(index=row, columns=col, values=metric, aggfunc="mean")
     table = table.replace([np.inf, -np.inf], np.nan)

@@ -23,6 +23,7 @@ from abcx.sweep import spec as S
 from abcx.sweep import strategies as ST
 from abcx.sweep import supervisor as SUP
 from abcx.sweep.lock import SweepLock
+from abcx.record.states import StopKind
 
 LIVE = P.LIVE
 
@@ -34,7 +35,7 @@ def _out(text: str = "") -> None:
 def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *, yes: bool = False):
     """(spec, planned runs) for a sweep file plus command-line overrides; raises UserError on any bad point."""
     spec = S.with_cli(S.load_sweep(name_or_path), list(overrides or ()))
-    planned = P.build(ST.points_of(spec), allow_many=yes)
+    planned = P.build(S.planned_points(spec), allow_many=yes)
     for key in ("launcher.name", "results_dir"):
         values = {str(_get(r.cfg, key)) for r in planned}
         if len(values) > 1:
@@ -75,7 +76,7 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
     sweep_dir = M.sweep_dir(results_dir, spec.name)
     # Before the lock (which creates the sweep folder) and before any record is touched.
     check_results_dir(results_dir, sweep_dir, runs_dir(results_dir), write=not dry_run)
-    layouts = _layouts(planned) if backend == "slurm" else []  # a bad vllm_server: one line, nothing written
+    layouts = B.get(backend).describe_layouts(planned)  # a bad vllm_server: one line, nothing written
     if dry_run:
         data = M.load(results_dir, spec.name)
         P.refresh(planned, _liveness(backend, data, strict=False))
@@ -92,12 +93,6 @@ def sweep_run(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
         return _submit_locked(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     finally:
         lock.release()  # a detached supervisor keeps holding it (it inherited the same open file)
-
-
-def _layouts(planned) -> list[str]:
-    from abcx.launch.layout import describe_points
-
-    return describe_points(planned)
 
 
 def _already_running(name: str, lock: SweepLock, results_dir: str, *, wait: bool, out) -> int:
@@ -117,12 +112,12 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         out(f"sweep {spec.name} is already being run by supervisor pid {data['supervisor']['pid']}; "
             f"nothing submitted here (follow it with `abcx sweep status {spec.name}`)")
         return 0
-    if spec.strategy.name == "optuna":  # its point is a template, not a run: the study makes the trials
+    if ST.of(spec.strategy).makes_trials:  # its point is a template, not a run: the study makes the trials
         return _search(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     P.refresh(planned, _liveness(backend, data, strict=True))
     counts = P.counts(planned)
     submit = P.to_submit(planned)
-    if spec.strategy.name != "grid":  # the strategy may promote stopped runs: it decides, given them all
+    if ST.of(spec.strategy).supervised:  # the strategy may promote stopped runs: it decides, given them all
         submit = [r for r in planned if r.state not in (State.FINISHED, *LIVE)]
     skipped = len(planned) - len(submit)
     for run in planned:
@@ -141,7 +136,7 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
     M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
     out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
     # A budget needs a supervisor to count it; a plain grid goes in as the backend's job arrays.
-    if spec.strategy.name == "grid" and spec.strategy.device_hours is None and B.get(backend).submits_grid_itself:
+    if not ST.of(spec.strategy).supervised and spec.strategy.device_hours is None and B.get(backend).submits_grid_itself:
         lock.describe(f"abcx sweep run (submitting to {backend})")
         return _submit_arrays(spec, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
     return _supervise(spec, planned, submit, backend, sweep_dir, results_dir, wait=wait, out=out, lock=lock)
@@ -195,10 +190,8 @@ def _record_plan(m: dict, spec, planned, backend: str, submitted: str, submit) -
 def _supervise(spec, planned, submit, backend: str, sweep_dir: Path, results_dir: str, *, wait: bool, out,
               lock: SweepLock) -> int:
     """The supervisor runs the strategy: detached (it inherits the sweep lock), or here with --wait."""
-    from abcx.launch import local
-
     first = planned[0].cfg
-    max_parallel = first.launcher.max_parallel or (local.default_max_parallel() if backend == "local" else len(planned))
+    max_parallel = first.launcher.max_parallel or B.get(backend).default_max_parallel(len(planned))
     SUP.write_queue(sweep_dir, sweep=spec.name, results_dir=results_dir, backend=backend, max_parallel=max_parallel,
                     points=planned, todo=submit, strategy=spec.strategy)
     if wait:
@@ -221,7 +214,7 @@ def _submit_arrays(spec, submit, backend: str, sweep_dir: Path, results_dir: str
                    lock: SweepLock) -> int:
     job_ids = B.get(backend).submit(sweep_dir, submit, sweep=spec.name, results_dir=results_dir)
     for run in submit:
-        RunRecord(run.path).set_status("pending", job_id=job_ids[run.run_id])
+        RunRecord(run.path).set_status(State.PENDING, job_id=job_ids[run.run_id])
 
     def note(m):
         for run in submit:
@@ -249,7 +242,7 @@ def wait_for(name: str, *, results_dir: str = "results", poll_s: float = 2.0, ti
             raise UserError(f"sweep {name}: still running after {timeout_s:.0f} s")
         time.sleep(poll_s)
     sweep_status(name, results_dir=results_dir, out=out)
-    return 0 if all(r.state == "finished" for r in runs) else 1
+    return 0 if all(r.state == State.FINISHED for r in runs) else 1
 
 
 def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
@@ -260,7 +253,7 @@ def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
     runs = [P.PlannedRun(index=e.get("index", i), overrides=tuple(e.get("overrides") or ()), cfg=None,
                          run_id=e["run_id"], path=root / "runs" / e["run_id"])
             for i, e in enumerate(sorted(entries, key=lambda e: e.get("index", 0)))]
-    P.refresh(runs, _liveness(data.get("backend") or "local", data, strict=strict))
+    P.refresh(runs, _liveness(B.of_manifest(data).name, data, strict=strict))
     for run in runs:
         run.entry = M.run_entry(data, run.run_id) or {}  # type: ignore[attr-defined]
     return runs
@@ -287,7 +280,7 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
     data = M.load(results_dir, name) or {}
     job_ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in runs
                if r.status.get("job_id") or r.entry.get("job_id")]
-    usage = B.get(data.get("backend") or "local").usage(job_ids)
+    usage = B.of_manifest(data).usage(job_ids)
     rows = [("run id", "state", "step", "elapsed", "dev-h", "job", "error / stop / point")]
     total = 0.0
     for r in runs:
@@ -296,17 +289,16 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
         hours = usage[job] if usage and job in usage else float(st.get("device_hours") or st.get("gpu_hours") or 0.0)
         total += hours
         step = f"{st.get('step', 0)}/{st.get('max_steps') if st.get('max_steps') is not None else '?'}" if st else "-"
-        error = str(st["error"]).strip().splitlines()[0] if st.get("error") and r.state != "finished" else ""
+        error = str(st["error"]).strip().splitlines()[0] if st.get("error") and r.state != State.FINISHED else ""
         stop = (st.get("stop") or {}).get("reason", "") if r.state == State.STOPPED else ""
         detail = error or stop or r.note or " ".join(r.overrides)
         rows.append((r.run_id, r.state + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
                      f"{hours:.4f}", job, detail))
     _columns(rows, out)
     strategy = ST.load_strategy(M.sweep_dir(results_dir, name))
-    if strategy.name == "halving":
-        _rung_table(strategy, runs, out)
-    if strategy.name == "seeds":
-        _seed_lines(M.sweep_dir(results_dir, name), out)
+    lines = ST.of(strategy).status_lines
+    for line in lines(strategy, M.sweep_dir(results_dir, name), runs) if lines else ():
+        out(line)
     counts = P.counts(runs)
     source = "sacct" if usage else "run records"
     budget = ST.budget_line(strategy, total)
@@ -323,38 +315,6 @@ def _columns(rows: list[tuple[str, ...]], out) -> None:
         out("  ".join(f"{c:<{w}}" for c, w in zip(row[:-1], widths)) + "  " + row[-1])
 
 
-def _rung_table(strategy: ST.StrategySpec, runs: list[P.PlannedRun], out) -> None:
-    """Per run, its metric at each rung it reached (rank there in brackets): what halving decided on."""
-    max_steps = max(int(r.status.get("max_steps") or 0) for r in runs) if runs else 0
-    halving = ST.Halving.reader(strategy, runs, max_steps)
-    ranks = {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
-    rows = [("rungs: " + strategy.metric + f" ({strategy.mode}, eta {strategy.eta})",
-             *[f"step {step}" for step in halving.rungs], "")]
-    for r in runs:
-        cells = []
-        for k in range(len(halving.rungs)):
-            v = halving.value(r, k)
-            cells.append("-" if v is None else f"{v:.4g} (#{ranks[k][r.run_id]}/{len(ranks[k])})")
-        rows.append((r.run_id, *cells, ""))
-    _columns(rows, out)
-
-
-def _seed_lines(sweep_dir: Path, out) -> None:
-    """Per compared pair, its latest interval and whether it is decided (decisions.jsonl)."""
-    latest: dict[int, dict] = {}
-    for d in ST.Decisions(sweep_dir).rows():
-        if d.get("event") in ("seed_added", "decided", "undecided") and isinstance(d.get("pair"), int):
-            latest[d["pair"]] = d
-    for pair, d in sorted(latest.items()):
-        if "low" not in d:
-            out(f"pair {pair + 1}: {d.get('reason', d['event'])}")
-            continue
-        verdict = {"decided": "decided", "undecided": f"undecided at {d['n']} seeds"}.get(d["event"], "open: seed added")
-        a, b = d["compare"]
-        out(f"pair {pair + 1} ({a} - {b} on {d['metric']}, [{' '.join(d.get('point', []))}]): n={d['n']}, "
-            f"mean {d['mean_diff']:.4g}, {1 - d['alpha']:.0%} interval [{d['low']:.4g}, {d['high']:.4g}]: {verdict}")
-
-
 def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str], None] = _out) -> int:
     """`abcx sweep cancel NAME [--results-dir DIR]`: stop its supervisor and jobs; the runs they held
     (running or queued) become cancelled, and the count printed is of those."""
@@ -365,9 +325,9 @@ def sweep_cancel(name: str, *, results_dir: str = "results", out: Callable[[str]
     SUP.stop(data)  # a supervisor cancels its own jobs and queue first
     ids = [str(r.status.get("job_id") or r.entry.get("job_id")) for r in held
            if r.status.get("job_id") or r.entry.get("job_id")]
-    B.get(data.get("backend") or "local").cancel(ids)
+    B.of_manifest(data).cancel(ids)
     for r in held:
-        RunRecord(r.path).end_if_live("cancelled", "cancelled by `abcx sweep cancel`")
+        RunRecord(r.path).end_if_live(State.CANCELLED, "cancelled by `abcx sweep cancel`")
     changed = sum(RunRecord(r.path).state() == State.CANCELLED for r in held)
     M.update(results_dir, name, lambda m: m.setdefault("cancels", []).append(now_iso()))
     out(f"sweep {name}: cancelled {changed} run(s); finished runs are kept")
@@ -394,12 +354,12 @@ def sweep_stop(name: str, *, run_ids: list[str] | tuple[str, ...] = (), grace_s:
     queued = [r for r in chosen if r.state == State.QUEUED and _job(r)] if not run_ids else []
     if not run_ids:
         M.update(results_dir, name, lambda m: m.update(stop={"at": now_iso(), "reason": reason}))
-    backend = B.get(data.get("backend") or "local")
+    backend = B.of_manifest(data)
     why = reason or "requested by `abcx sweep stop`"
     if queued:  # not training yet: nothing to checkpoint
         backend.cancel([_job(r) for r in queued])
         for r in queued:
-            RunRecord(r.path).stop(f"stopped before it started by `abcx sweep stop`: {why}", kind="user", step=0)
+            RunRecord(r.path).stop(f"stopped before it started by `abcx sweep stop`: {why}", kind=StopKind.USER.value, step=0)
     if running:
         out(f"sweep {name}: asking {len(running)} run(s) to stop at their next checkpoint (at most {grace_s:g} s)")
     cancelled = backend.stop([(RunRecord(r.path), _job(r)) for r in running], reason=why, grace_s=grace_s)

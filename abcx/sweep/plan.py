@@ -18,6 +18,7 @@ from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.record.states import LIVE as _LIVE
 from abcx.record.states import PLANNED, RESUMABLE, State
+from abcx.record.states import StopKind
 
 MAX_POINTS = 500
 # Plan states (abcx.record.states): status.json's state, with "pending"/absent as `new`, a dead job's
@@ -32,7 +33,7 @@ class PlannedRun:
     cfg: Any
     run_id: str
     path: Path
-    state: str = "new"
+    state: str = State.NEW.value
     status: dict = field(default_factory=dict)
     note: str = ""  # why the state differs from status.json's (e.g. "job gone")
 
@@ -287,4 +288,4 @@ def to_submit(planned: list[PlannedRun]) -> list[PlannedRun]:
 
 def user_stopped(state: str, status: dict) -> bool:
     """Stopped by `abcx sweep stop` (not judged by a strategy): the next submission resumes it."""
-    return state == State.STOPPED and (status.get("stop") or {}).get("kind") == "user"
+    return state == State.STOPPED and (status.get("stop") or {}).get("kind") == StopKind.USER

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
+from abcx.sweep.overrides import merge_overrides, override_key, value_text  # noqa: F401 - part of this module's API
 
 SWEEPS_DIR = Path(os.environ.get("ABCX_SWEEPS_DIR", Path(__file__).resolve().parent.parent.parent / "sweeps"))
 FILE_KEYS = {"name", "description", "fixed", "grid", "points", "strategy"}
@@ -51,25 +52,6 @@ class SweepSpec:
 
 def available() -> list[str]:
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
-
-
-def value_text(value: Any) -> str:
-    """A YAML value as Hydra override text (YAML's .inf -> inf, None -> null, True -> true)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if math.isnan(value):
-            return "nan"
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(value_text(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{value_text(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def _override_list(where: str, value: Any) -> tuple[str, ...]:
@@ -136,12 +118,6 @@ def _parse(overrides: list[str] | tuple[str, ...]):
         raise UserError(f"cannot parse override: {' '.join(str(err).split())[:300]}") from None
 
 
-def override_key(override: str) -> str:
-    """The key an override sets (`+train.extra.x=1` -> `train.extra.x`), used to let later ones win."""
-    head = override.split("=", 1)[0]
-    return head.lstrip("+~").split("@", 1)[0]
-
-
 def _axis_values(o) -> tuple[str, ...]:
     """The values of a sweep override as override text, expanded by Hydra."""
     from abcx.config.schema import GROUPS, group_options
@@ -184,15 +160,6 @@ def with_cli(spec: SweepSpec, overrides: list[str] | tuple[str, ...]) -> SweepSp
     return replace(spec, grid=grid, cli=tuple(cli))
 
 
-def merge_overrides(*sources) -> tuple[str, ...]:
-    """Overrides from several sources, later ones winning per key (each winner at its latest position)."""
-    merged: dict[str, str] = {}
-    for o in (o for source in sources for o in source):
-        merged.pop(override_key(o), None)
-        merged[override_key(o)] = o
-    return tuple(merged.values())
-
-
 def expand(spec: SweepSpec) -> list[tuple[str, ...]]:
     """Every point's plain overrides, in a stable order (points outer, grid axes in file order)."""
     if not spec.grid and not spec.points:
@@ -213,3 +180,16 @@ def expand(spec: SweepSpec) -> list[tuple[str, ...]]:
                 merged[override_key(o)] = o
             out.append(tuple(merged.values()))
     return out
+
+
+def planned_points(sweep: SweepSpec) -> list[tuple[str, ...]]:
+    """The points a sweep plans under its strategy (abcx.sweep.strategies.points_of): its grid and
+    points, the seeds a seeds strategy adds, or the one base point an optuna search starts from."""
+    from abcx.sweep.strategies import StrategySpec, of, points_of
+
+    strategy = sweep.strategy or StrategySpec()
+    explicit = bool(sweep.grid or sweep.points)
+    # A search may start from its fixed overrides alone; any other sweep without points is empty (expand says so).
+    points = expand(sweep) if explicit or not of(strategy).makes_trials else []
+    return points_of(strategy, points, merge_overrides(sweep.fixed, sweep.cli), explicit,
+                     f"{sweep.source or sweep.name}: strategy")

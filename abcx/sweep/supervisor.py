@@ -37,7 +37,7 @@ def write_queue(sweep_dir: Path, *, sweep: str, results_dir: str, backend: str, 
     atomic_write_json(sweep_dir / QUEUE_FILE, {
         "sweep": sweep, "results_dir": results_dir, "backend": backend, "max_parallel": max_parallel,
         "points": [{"run_id": r.run_id, "overrides": list(r.overrides), "index": r.index} for r in points],
-        "todo": [r.run_id for r in todo], "strategy": strategy.to_json(), "written": now_iso(),
+        "todo": [r.run_id for r in todo], "strategy": S.to_json(strategy), "written": now_iso(),
     })
 
 
@@ -179,7 +179,7 @@ class Supervisor:
         record.mark_submitted(sweep=self.sweep, point=list(run.overrides), index=run.index,
                               backend=self.backend.name, submitted=submitted)
         job_id = self.backend.submit(self.sweep_dir, [run], sweep=self.sweep, results_dir=self.results_dir)[run.run_id]
-        record.set_status("pending", job_id=job_id)
+        record.set_status(State.PENDING, job_id=job_id)
         self.active[job_id] = run
         self.note(lambda m: (M.upsert_run(m, run.run_id, job_id=job_id, started=now_iso(), ended=None,
                                           backend=self.backend.name, stop_at=go.stop_at,
@@ -215,7 +215,7 @@ class Supervisor:
             # right now (its run lock is held), whose record this must not overwrite.
             if state in (State.RUNNING, State.PENDING) and not record.lock_held():
                 error = getattr(self.backend, "job_error", lambda _j: None)(job_id)
-                record.set_status("failed", error=f"job {job_id} ended without a result: {error}".splitlines()[0])
+                record.set_status(State.FAILED, error=f"job {job_id} ended without a result: {error}".splitlines()[0])
                 state = record.state()
             stop = record.status().get("stop") or {}
             if record.stop_kind() == StopKind.HEALTH:
@@ -248,7 +248,7 @@ class Supervisor:
         self.backend.cancel(list(self.active))
         waiting = self.strategy.waiting()
         for run in list(self.active.values()) + [r for r in self.planned if r.run_id in waiting]:
-            RunRecord(run.path).end_if_live("cancelled", "cancelled by `abcx sweep cancel`")
+            RunRecord(run.path).end_if_live(State.CANCELLED, "cancelled by `abcx sweep cancel`")
         print(f"[supervisor] cancelled {len(self.active)} running and {len(waiting)} queued job(s)", flush=True)
 
 

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from abcx.record import RunRecord, fault_point, fault_spec, warn
 from abcx.record.states import StopKind
+from abcx.record.states import State
 
 # TRL's names -> abcx's (docs/architecture.md); every other key is kept as TRL logs it.
 RENAME = {"completions/mean_length": "completion_length"}
@@ -177,7 +178,7 @@ class RecordCallback(TrainerCallback):
             self.end_of_training.update(row)
             return
         self.record.append_metrics({"step": state.global_step, "time": round(time.time(), 3), **row})
-        self.record.set_status("running", step=state.global_step, max_steps=state.max_steps, durable=False)
+        self.record.set_status(State.RUNNING, step=state.global_step, max_steps=state.max_steps, durable=False)
         fault_point("row", state.global_step)
         loss = row.get("loss")
         if self.nan_policy == "fail" and loss is not None and not math.isfinite(loss) and not self.nonfinite_stops:
@@ -187,7 +188,7 @@ class RecordCallback(TrainerCallback):
             raise UnhealthyPolicyError(f"{problem} at step {state.global_step} (train.nan_policy=fail)")
         if problem:
             warn(self.record.path, f"{problem} (train.nan_policy=skip: training goes on)")
-            self.record.set_status("running", warning=problem)
+            self.record.set_status(State.RUNNING, warning=problem)
 
     def on_step_end(self, args, state, control, **kwargs):
         spec = fault_spec()

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import types
 
-from abcx.config.domains import LOGPROB_PATHS as PATHS, check_logprob_path as check_path  # noqa: F401
+from abcx.config.domains import LOGPROB_PATHS as PATHS  # noqa: F401 - the paths, listed where the config checks them
+from abcx.config.domains import check_logprob_path as check_path
 
 # One fp32 [tokens x vocab] tile is kept under this size (two live at once in the backward), so the
 # head's extra memory is bounded whatever the sequence length: 110 tokens at vocab 151,936.

@@ -19,6 +19,7 @@ from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
 from abcx.record import RunRecord, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
+from abcx.record.states import State
 
 
 def record_for(cfg: Any) -> RunRecord:
@@ -103,7 +104,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
     the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
     record = record_for(cfg)
     record.check_model_build(model_build(cfg))  # before anything is written, or a run counted as done
-    if record.state() == "finished":
+    if record.state() == State.FINISHED:
         print(f"[{record.run_id}] already finished: {record.path} (nothing to do). The run id is the config's "
               f"hash: to train again, change the seed (seed={int(cfg.seed) + 1}) or pass --rerun, which moves "
               f"this record to {RunRecord.superseded_dir(record.path.parent)}/ and trains afresh")
@@ -244,7 +245,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
 
 def _peer_loss(error: str) -> str | None:
     """In a multi-process run, a collective that failed because another rank vanished: say so."""
-    from abcx.launch.rendezvous import peer_loss
+    from abcx.training.peers import peer_loss
 
     return peer_loss(error, int(os.environ.get("WORLD_SIZE", "1")))
 
@@ -255,7 +256,7 @@ def _interrupted(record: RunRecord, err: BaseException, checkpoint: Path | None)
     newest = record.latest_checkpoint() or checkpoint
     cause = {Terminated: "SIGTERM", SystemExit: "the job's exit (preempted or timed out)"}.get(type(err), "SIGINT")
     where = f"from {newest.name}" if newest else "from the start"
-    record.fail(f"interrupted by {cause}; resumable {where}", state="cancelled")
+    record.fail(f"interrupted by {cause}; resumable {where}", state=State.CANCELLED.value)
     if isinstance(err, SystemExit):
         raise err  # submitit's requeue path exits this way: leave it alone
     raise RunFailed(f"run {record.run_id} interrupted by {cause}; run the same command again to resume {where}",

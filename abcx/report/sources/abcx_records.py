@@ -14,6 +14,7 @@ from abcx.errors import UserError
 from abcx.record import many
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
+from abcx.record.states import State
 
 DEFAULT_STALE_AFTER_S = 3600.0
 
@@ -32,14 +33,14 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
     view = many.read_view(path)
     meta, status, cfg, summary, unstarted = view.meta, view.status, view.config, view.summary, view.unstarted
     raw_state = state = view.state
-    stop = status.get("stop") if raw_state == "stopped" and isinstance(status.get("stop"), dict) else {}
+    stop = status.get("stop") if raw_state == State.STOPPED and isinstance(status.get("stop"), dict) else {}
     detail = str(stop.get("reason") or "")[:120]  # a stopped run says why (the rung and its rank, a health limit)
-    if unstarted and raw_state != "pending":
+    if unstarted and raw_state != State.PENDING:
         detail += (": " if detail else "") + "never started (no config.yaml)"
     if status.get("error"):
         detail = (detail + ": " if detail else "") + str(status["error"]).splitlines()[0][:120]
     stale = False
-    if state == "running":
+    if state == State.RUNNING:
         updated = _parse_time(status.get("updated"))
         if updated is not None:
             age = (now - updated).total_seconds()
@@ -73,9 +74,9 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
 def _broken_row(path: str, reason: str) -> dict:
     """A record that cannot be read: listed with the state its status.json gives (if any) and why,
     left out of every aggregate (its state is never `finished`)."""
-    state = many.recorded_state(path) or "unknown"
-    if state == "finished":
-        state = "unknown"  # finished by its status, but its record cannot be read: not in the means
+    state = many.recorded_state(path) or State.UNKNOWN.value
+    if state == State.FINISHED:
+        state = State.UNKNOWN.value  # finished by its status, but its record cannot be read: not in the means
     name = os.path.basename(os.path.normpath(path))
     return {"run_id": name, "source": "abcx", "state": state, "stale": False, "method": name.split("-s")[0],
             "name": name, "detail": f"unreadable record: {reason}", "path": path, "has_config": False}
@@ -191,7 +192,7 @@ def read_records(paths: list[str], stale_after_s: float = DEFAULT_STALE_AFTER_S,
             bad = int(np.flatnonzero(np.isnan(steps) & (codes == code))[0])
             line = bad - int(np.searchsorted(codes, code)) + 1
             reason = f"{metric_files[code]} line {line}: no 'step' field"
-            rows[code].update(state="unknown", detail=f"unreadable record: {reason}")
+            rows[code].update(state=State.UNKNOWN.value, detail=f"unreadable record: {reason}")
             notes.append(f"run record {paths[code]}: {reason} (listed, left out of the aggregates)")
         keep = ~np.isin(codes, codes[np.isnan(steps)])
         codes, steps = codes[keep], steps[keep]

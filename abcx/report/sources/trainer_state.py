@@ -10,6 +10,7 @@ from abcx.errors import UserError
 from abcx.record import checkpoint_step, many
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, wide_from_records, make_runs
+from abcx.record.states import State
 
 
 def find_state_file(path: str) -> str | None:
@@ -48,7 +49,7 @@ def read_state(path: str, run_id: str | None = None):
                 rows.append((entry["step"], name, float(value)))
     step, max_steps = state.get("global_step"), state.get("max_steps")
     done = isinstance(step, int) and isinstance(max_steps, int) and max_steps > 0 and step >= max_steps
-    row = {"run_id": rid, "source": "trainer_state", "state": "finished" if done else "unknown",
+    row = {"run_id": rid, "source": "trainer_state", "state": (State.FINISHED if done else State.UNKNOWN).value,
            "stale": False, "name": rid, "step": step, "max_steps": max_steps, "path": path,
            "detail": "" if done else f"checkpoint at step {step} of {max_steps}"}
     return row, rows

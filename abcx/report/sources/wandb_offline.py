@@ -14,6 +14,7 @@ import os
 from abcx.errors import UserError
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, wide_from_records, make_runs
+from abcx.record.states import State
 
 
 def is_run_dir(path: str) -> bool:
@@ -106,11 +107,11 @@ def read_run(path: str):
             exit_code = rec.exit.exit_code
     config.pop("_wandb", None)
     if exit_code is None:
-        state, detail = "crashed", "no exit record (killed, crashed, or still running)"
+        state, detail = State.CRASHED.value, "no exit record (killed, crashed, or still running)"
     elif exit_code == 0:
-        state, detail = "finished", ""
+        state, detail = State.FINISHED.value, ""
     else:
-        state, detail = "failed", f"exit code {exit_code}"
+        state, detail = State.FAILED.value, f"exit code {exit_code}"
     method = config.get("method")
     if isinstance(method, dict):
         method = method.get("name")

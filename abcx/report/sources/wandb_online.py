@@ -17,10 +17,13 @@ from typing import Any, Protocol, runtime_checkable
 from abcx.errors import UserError
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, wide_from_records, make_runs
+from abcx.record.states import State
 
 TRAINER_STEP = "train/global_step"
-STATE_MAP = {"finished": "finished", "running": "running", "crashed": "crashed", "failed": "failed",
-             "killed": "failed", "preempted": "crashed", "pending": "running"}
+# W&B's run states (its own vocabulary, the keys) -> abcx's (abcx.record.states).
+STATE_MAP = {"finished": State.FINISHED.value, "running": State.RUNNING.value, "crashed": State.CRASHED.value,
+             "failed": State.FAILED.value, "killed": State.FAILED.value, "preempted": State.CRASHED.value,
+             "pending": State.RUNNING.value}
 
 
 @runtime_checkable
@@ -108,7 +111,7 @@ def read_project(api: WandbApi, path: str, sweep: str | None = None, group: str 
         method = config.get("method")
         if isinstance(method, dict):
             method = method.get("name")
-        state = STATE_MAP.get(str(run.state), "unknown")
+        state = STATE_MAP.get(str(run.state), State.UNKNOWN.value)
         row = {"run_id": run.id, "source": "wandb", "state": state, "stale": False,
                "method": str(method or ""), "seed": config.get("seed"), "group": run.group or "",
                "tags": ",".join(run.tags or []), "name": run.name or "", "step": last_step,

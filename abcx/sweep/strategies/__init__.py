@@ -20,11 +20,12 @@ registry, grid, halving, seeds, search (optuna), health, budget.
 from abcx.sweep.strategies.base import DECISIONS_FILE, Decisions, Start, StrategySpec, metric_at
 from abcx.sweep.strategies.budget import budget_line, spent_device_hours
 from abcx.sweep.strategies.halving import Halving, rungs_to
-from abcx.sweep.strategies.registry import (STRATEGIES, check, describe, load_strategy, make, parse,
-                                            points_of)
+from abcx.sweep.strategies.registry import (STRATEGIES, check, describe, load_strategy, make, of, parse,
+                                            points_of, to_json)
 from abcx.sweep.strategies.search import OPTUNA_DB, Optuna
 from abcx.sweep.strategies.seeds import Seeds, paired_interval, pairs_of, seed_points
 
 __all__ = ["DECISIONS_FILE", "Decisions", "Start", "StrategySpec", "metric_at", "budget_line", "spent_device_hours",
-           "Halving", "rungs_to", "STRATEGIES", "check", "describe", "load_strategy", "make", "parse", "points_of",
+           "Halving", "rungs_to", "STRATEGIES", "check", "describe", "load_strategy", "make", "of", "parse", "points_of",
+           "to_json",
            "OPTUNA_DB", "Optuna", "Seeds", "paired_interval", "pairs_of", "seed_points"]

@@ -36,12 +36,6 @@ class StrategySpec:
     sampler_seed: int | None = None
     pruner: str = "MedianPruner"
 
-    def to_json(self) -> dict:
-        """The block as a sweep file would give it (parse(to_json()) == self)."""
-        from abcx.sweep.strategies.registry import to_json
-
-        return to_json(self)
-
 
 @dataclass
 class Start:

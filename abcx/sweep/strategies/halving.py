@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
@@ -12,6 +13,7 @@ from abcx.record import RunRecord
 from abcx.record.states import State
 from abcx.sweep.plan import user_stopped
 from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, parse_metric, whole
+from abcx.record.states import StopKind
 
 
 def parse_halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
@@ -108,7 +110,7 @@ class Halving:
         """The rung index a run waits at (stopped there by its rung), None otherwise."""
         status = self._record(run).status()
         stop = status.get("stop") or {}
-        if status.get("state") != State.STOPPED or stop.get("kind") not in ("rung", "cut"):
+        if status.get("state") != State.STOPPED or stop.get("kind") not in (StopKind.RUNG, StopKind.CUT):
             return None
         step = int(status.get("step") or 0)
         return self.rungs.index(step) if step in self.rungs[:-1] else None
@@ -184,14 +186,58 @@ class Halving:
             record = self._record(run)
             detail = {"rung": k, "step": self.rungs[k], "value": value, "rank": rank, "of": len(ranking),
                       "cut": cut, "metric": self.spec.metric}
-            if (record.status().get("stop") or {}).get("kind") == "cut":
+            if (record.status().get("stop") or {}).get("kind") == StopKind.CUT:
                 continue  # said already (a restarted supervisor)
             reason = (f"below the cut at rung {k + 1} (step {self.rungs[k]}): {self.spec.metric} {value:.4g}, "
                       f"rank {rank} of {len(ranking)}; the cut is the top {cut} (ASHA may have promoted more earlier)")
-            record.stop(reason, kind="cut", **detail)
+            record.stop(reason, kind=StopKind.CUT.value, **detail)
             self.decisions.add("stopped", run_id=run.run_id, reason=reason, **detail)
 
 
 def rungs_to(spec: StrategySpec, max_steps: int) -> list[int]:
     """The rung steps, with max_steps as the last one."""
     return list(spec.rungs) + ([max_steps] if spec.rungs[-1] < max_steps else [])
+
+
+def reader_for(spec: StrategySpec, runs: list) -> Halving:
+    """A read-only Halving over runs of a finished or running sweep (its rungs up to the runs' max_steps)."""
+    max_steps = max((int(RunRecord(r.path).status().get("max_steps") or 0) for r in runs), default=0)
+    return Halving.reader(spec, runs, max(max_steps, spec.rungs[-1] if spec.rungs else 0))
+
+
+def _ranks(halving: Halving) -> dict[int, dict[str, int]]:
+    return {k: {r.run_id: i for i, (_v, r) in enumerate(halving.ranking(k), start=1)} for k in range(len(halving.rungs))}
+
+
+def rung_table(spec: StrategySpec, sweep_dir: Path, runs: list, fmt) -> tuple:
+    """Each run's metric at each rung it reached (its rank there), its state and why it stopped:
+    (name, title, rows, shown, notes) for the report."""
+    halving = reader_for(spec, runs)
+    ranks = _ranks(halving)
+    rows, shown = [], []
+    for run in runs:
+        status = RunRecord(run.path).status()
+        values = {f"step {s}": halving.value(run, k) for k, s in enumerate(halving.rungs)}
+        cells = {f"step {s}": "–" if values[f"step {s}"] is None else
+                 f"{fmt(values[f'step {s}'], 4)} (#{ranks[k][run.run_id]}/{len(ranks[k])})"
+                 for k, s in enumerate(halving.rungs)}
+        why = (status.get("stop") or {}).get("reason", "") if status.get("state") == State.STOPPED else ""
+        rows.append({"run_id": run.run_id, **values, "state": status.get("state"), "stop": why})
+        shown.append({"run": run.run_id, **cells, "state": status.get("state") or State.NEW.value, "why it stopped": why})
+    notes = [f"{spec.metric} at each rung ({spec.mode}, eta {spec.eta}): value (#rank/of the runs that reached it)"]
+    return "rungs", f"Halving: {spec.metric} at the rungs", rows, shown, notes
+
+
+def rung_status(spec: StrategySpec, sweep_dir: Path, runs: list) -> list[str]:
+    """Per run, its metric at each rung it reached (rank there in brackets): what halving decided on."""
+    halving = reader_for(spec, runs)
+    ranks = _ranks(halving)
+    table = [("rungs: " + spec.metric + f" ({spec.mode}, eta {spec.eta})", *[f"step {s}" for s in halving.rungs])]
+    for r in runs:
+        cells = []
+        for k in range(len(halving.rungs)):
+            v = halving.value(r, k)
+            cells.append("-" if v is None else f"{v:.4g} (#{ranks[k][r.run_id]}/{len(ranks[k])})")
+        table.append((r.run_id, *cells))
+    widths = [max(len(row[k]) for row in table) for k in range(len(table[0]))]
+    return ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip() for row in table]

@@ -12,21 +12,48 @@ from abcx.record import read_json
 from abcx.sweep.strategies.base import Decisions, StrategySpec
 from abcx.sweep.strategies.budget import parse_budget
 from abcx.sweep.strategies.grid import Grid, parse_grid
-from abcx.sweep.strategies.halving import Halving, check_rungs, parse_halving
+from abcx.sweep.strategies.halving import Halving, check_rungs, parse_halving, rung_status, rung_table
 from abcx.sweep.strategies.health import parse_health
 from abcx.sweep.strategies.search import Optuna, check_space, parse_optuna
-from abcx.sweep.strategies.seeds import Seeds, check_seeds, parse_seeds, seed_points
+from abcx.sweep.strategies.seeds import Seeds, check_seeds, pair_status, pair_table, parse_seeds, seed_points
 
 COMMON_KEYS = ("name", "health", "budget")
 
 
+def _grid_points(spec: StrategySpec, points: list[tuple[str, ...]], base: tuple[str, ...], explicit: bool,
+                 where: str) -> list[tuple[str, ...]]:
+    return points
+
+
+def _optuna_points(spec: StrategySpec, points: list[tuple[str, ...]], base: tuple[str, ...], explicit: bool,
+                   where: str) -> list[tuple[str, ...]]:
+    """An optuna search starts from one base point (the fixed overrides, or the one point/grid cell given)."""
+    points = points if explicit else [base]
+    if len(points) != 1:
+        raise UserError(f"{where}: optuna searches space from one base point; the sweep has {len(points)} "
+                        f"(put the shared settings in fixed, the searched ones in space)")
+    return points
+
+
 @dataclass(frozen=True)
 class Strategy:
+    """One strategy, declared once: what the sweep file may say, how it is parsed and checked, what runs
+    it, and what the rest of abcx asks of it (so nothing outside this package compares its name)."""
     summary: str
     fields: tuple[tuple[str, str], ...]  # (key in the sweep file, StrategySpec attribute), in the file's order
     parse: Callable[[dict, StrategySpec, str], StrategySpec]
     runner: type
     check: Callable[[StrategySpec, list, str], None] | None = None
+    # (spec, the sweep's expanded points, its base point, whether points/grid were given, where) -> planned points
+    points: Callable[..., list[tuple[str, ...]]] = _grid_points
+    makes_trials: bool = False      # the sweep's point is a template; the strategy plans the runs (optuna)
+    supervised: bool = True         # False: without a budget, a backend may run the points as job arrays
+    optional: tuple[str, ...] = ()  # fields written as null when empty (to_json)
+    # (spec, sweep_dir, runs, fmt) -> (name, title, rows, shown, notes): what it decided, for the report
+    table: Callable[..., tuple | None] | None = None
+    # (spec, sweep_dir, runs) -> lines for `abcx sweep status`
+    status_lines: Callable[..., list[str]] | None = None
+    plots_rungs: bool = False       # the report's `rungs` figure applies
 
     @property
     def keys(self) -> set[str]:
@@ -41,19 +68,27 @@ def _check_optuna(spec: StrategySpec, planned: list, where: str) -> None:
 
 RANKED = (("metric", "metric"), ("mode", "mode"), ("window", "window"))
 STRATEGIES: dict[str, Strategy] = {
-    "grid": Strategy("every point to the end, in order (the default)", (), parse_grid, Grid),
+    "grid": Strategy("every point to the end, in order (the default)", (), parse_grid, Grid, supervised=False),
     "halving": Strategy(
         "asynchronous successive halving: a run pauses at each rung; the top 1/eta go on, the rest stay `stopped`",
-        (("rungs", "rungs"), ("eta", "eta"), *RANKED), parse_halving, Halving, check_rungs),
+        (("rungs", "rungs"), ("eta", "eta"), *RANKED), parse_halving, Halving, check_rungs,
+        table=rung_table, status_lines=rung_status, plots_rungs=True),
     "seeds": Strategy(
         "sequential seeds: a seed is added to a compared pair while the paired t-interval of its difference covers 0",
         (("min", "min_seeds"), ("max", "max_seeds"), ("compare", "compare"), ("metric", "metric"),
-         ("alpha", "alpha"), ("window", "window")), parse_seeds, Seeds, check_seeds),
+         ("alpha", "alpha"), ("window", "window")), parse_seeds, Seeds, check_seeds, points=seed_points,
+        table=pair_table, status_lines=pair_status),
     "optuna": Strategy(
         "an optuna study (any sampler) over `space`, in SQLite beside the sweep; optional pruning at rungs",
         (("space", "space"), ("trials", "trials"), ("sampler", "sampler"), ("sampler_seed", "sampler_seed"),
-         ("pruner", "pruner"), ("rungs", "rungs"), *RANKED), parse_optuna, Optuna, _check_optuna),
+         ("pruner", "pruner"), ("rungs", "rungs"), *RANKED), parse_optuna, Optuna, _check_optuna,
+        points=_optuna_points, makes_trials=True, optional=("rungs",)),
 }
+
+
+def of(spec: StrategySpec) -> Strategy:
+    """The registry entry of a parsed block: what callers ask instead of comparing names."""
+    return STRATEGIES[spec.name]
 
 
 def parse(raw: Any, where: str = "strategy") -> StrategySpec:
@@ -81,8 +116,9 @@ def to_json(spec: StrategySpec) -> dict:
     for key, attr in STRATEGIES[spec.name].fields:
         value = getattr(spec, attr)
         out[key] = list(value) if isinstance(value, tuple) else value
-    if spec.name == "optuna" and not spec.rungs:
-        out["rungs"] = None  # optional there: no pruning
+    for key in STRATEGIES[spec.name].optional:  # optional there (optuna's rungs: no pruning)
+        if not out.get(key):
+            out[key] = None
     return out
 
 
@@ -98,20 +134,11 @@ def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | N
     return STRATEGIES[spec.name].runner(spec, planned, decisions, todo, plan)
 
 
-def points_of(sweep) -> list[tuple[str, ...]]:
-    """The planned points of a sweep (abcx.sweep.spec.SweepSpec) under its strategy: an optuna search
-    starts from one base point (the fixed overrides, or the one point/grid cell given); seeds adds
-    seed=0..min-1 to every point; the others plan the grid."""
-    from abcx.sweep import spec as S
-
-    spec, where = sweep.strategy, f"{sweep.source or sweep.name}: strategy"
-    if spec.name == "optuna":
-        points = S.expand(sweep) if (sweep.grid or sweep.points) else [S.merge_overrides(sweep.fixed, sweep.cli)]
-        if len(points) != 1:
-            raise UserError(f"{where}: optuna searches space from one base point; the sweep has {len(points)} "
-                            f"(put the shared settings in fixed, the searched ones in space)")
-        return points
-    return seed_points(spec, S.expand(sweep), where)
+def points_of(spec: StrategySpec, points: list[tuple[str, ...]], base: tuple[str, ...], explicit: bool,
+              where: str) -> list[tuple[str, ...]]:
+    """The points a sweep plans under its strategy, from its expanded points (abcx.sweep.spec.planned_points):
+    the grid's own, each with seed=0..min-1 (seeds), or the one base point of a search (optuna)."""
+    return STRATEGIES[spec.name].points(spec, points, base, explicit, where)
 
 
 def load_strategy(sweep_dir: Path) -> StrategySpec:

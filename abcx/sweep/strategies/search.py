@@ -13,6 +13,7 @@ from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.record.states import State
 from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, number, parse_metric, whole
+from abcx.record.states import StopKind
 
 OPTUNA_DB = "optuna.db"
 
@@ -70,7 +71,7 @@ def _named(kind: str, name: Any, where: str) -> str:
 def check_space(spec: StrategySpec, planned: list, where: str) -> None:
     """Every end of every range (every choice) composes and validates on every base point."""
     from abcx.sweep import plan as P
-    from abcx.sweep.spec import value_text
+    from abcx.sweep.overrides import value_text
 
     if spec.metric.startswith("eval/") and not all(r.cfg.eval.at_end for r in planned):
         raise UserError(f"{where}.metric={spec.metric} is read at the end of each trial: set eval.at_end=true")
@@ -125,7 +126,7 @@ class Optuna:
         self.queue.append(Start(run, self._target(record), {"trial": trial.number}))
 
     def _run_for(self, params: dict):
-        from abcx.sweep.spec import value_text
+        from abcx.sweep.overrides import value_text
 
         (run,) = self.plan([(*self.base.overrides, *(f"{k}={value_text(v)}" for k, v in params.items()))],
                            start_index=None)
@@ -181,9 +182,9 @@ class Optuna:
         state, stop = record.state(), record.status().get("stop") or {}
         if state == State.FINISHED:
             return self._tell(number, run, self._value(run, record))
-        if state == State.STOPPED and stop.get("kind") == "rung":
+        if state == State.STOPPED and stop.get("kind") == StopKind.RUNG:
             return self._at_rung(number, run, record, int(stop["step"]))
-        if state == State.CANCELLED or stop.get("kind") == "user":
+        if state == State.CANCELLED or stop.get("kind") == StopKind.USER:
             return None  # cancelled or `abcx sweep stop`: the trial stays RUNNING and resumes next time
         self._tell(number, run, None, str(stop.get("reason") or record.status().get("error") or state))
 
@@ -195,7 +196,7 @@ class Optuna:
             trial.report(value, step)
         if value is None or trial.should_prune():
             reason = f"pruned at step {step} by {self.spec.pruner}: {self.spec.metric} {value}"
-            record.stop(reason, kind="pruned", step=step, value=value, trial=number)
+            record.stop(reason, kind=StopKind.PRUNED.value, step=step, value=value, trial=number)
             return self._tell(number, run, value, reason, pruned=True)
         self.decisions.add("rung", trial=number, run_id=run.run_id, step=step, value=value)
         self.queue.append(Start(run, self._target(record), {"trial": number}))

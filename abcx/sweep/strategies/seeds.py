@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
@@ -39,11 +40,10 @@ def check_seeds(spec: StrategySpec, planned: list, where: str) -> None:
             raise UserError(f"{where}.metric={spec.metric} is read at the end of each run: set eval.at_end=true")
 
 
-def seed_points(spec: StrategySpec, points: list[tuple[str, ...]], where: str = "strategy") -> list[tuple[str, ...]]:
+def seed_points(spec: StrategySpec, points: list[tuple[str, ...]], base: tuple[str, ...] = (), explicit: bool = True,
+                where: str = "strategy") -> list[tuple[str, ...]]:
     """The seeds strategy owns the seed axis: each point with seed=0..min-1 (the supervisor adds more)."""
-    if spec.name != "seeds":
-        return points
-    from abcx.sweep.spec import override_key
+    from abcx.sweep.overrides import override_key
 
     if any(override_key(o) == "seed" for p in points for o in p):
         raise UserError(f"{where}: strategy seeds adds the seeds itself; remove `seed` from the sweep's grid and fixed")
@@ -53,7 +53,7 @@ def seed_points(spec: StrategySpec, points: list[tuple[str, ...]], where: str = 
 def pairs_of(spec: StrategySpec, planned: list, where: str = "strategy") -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """The compared pairs: the k-th point (seed left out) with method compare[0] against the k-th with
     compare[1], in sweep order. Returns their overrides without the seed."""
-    from abcx.sweep.spec import override_key
+    from abcx.sweep.overrides import override_key
 
     sides: dict[str, list[tuple[str, ...]]] = {m: [] for m in spec.compare}
     for run in planned:
@@ -100,7 +100,7 @@ class Seeds(Queue):
         return any(d.get("pair") == i and d["event"] in ("decided", "undecided") for d in self.decisions.rows())
 
     def _runs(self, side: tuple[str, ...]) -> dict[int, Any]:
-        from abcx.sweep.spec import override_key
+        from abcx.sweep.overrides import override_key
 
         return {int(r.cfg.seed): r for r in self.planned
                 if tuple(o for o in r.overrides if override_key(o) != "seed") == side}
@@ -149,3 +149,44 @@ class Seeds(Queue):
         if record.state() != State.FINISHED:
             return None
         return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
+
+
+def _latest_pairs(sweep_dir: Path) -> dict[int, dict]:
+    """Each compared pair's latest decision (decisions.jsonl)."""
+    latest: dict[int, dict] = {}
+    for d in Decisions(sweep_dir).rows():
+        if d.get("event") in ("seed_added", "decided", "undecided") and isinstance(d.get("pair"), int):
+            latest[d["pair"]] = d
+    return latest
+
+
+def pair_table(spec: StrategySpec, sweep_dir: Path, runs: list, fmt) -> tuple:
+    """Each compared pair's final paired interval and decision: (name, title, rows, shown, notes)."""
+    rows, shown = [], []
+    for pair, d in sorted(_latest_pairs(sweep_dir).items()):
+        decision = {"decided": "decided", "undecided": "undecided", "seed_added": "open"}[d["event"]]
+        a, b = d.get("compare") or ("?", "?")
+        row = {"pair": pair + 1, "compare": f"{a} - {b}", "point": " ".join(d.get("point") or []),
+               "metric": d.get("metric"), "n": d.get("n"), "mean_diff": d.get("mean_diff"), "low": d.get("low"),
+               "high": d.get("high"), "alpha": d.get("alpha"), "decision": decision}
+        rows.append(row)
+        interval = "–" if d.get("low") is None else f"[{fmt(d['low'], 4)}, {fmt(d['high'], 4)}] ({1 - d['alpha']:.0%})"
+        shown.append({"pair": str(pair + 1), "compare": row["compare"], "point": row["point"] or "-",
+                      "n seeds": str(d.get("n")), "mean diff": fmt(d.get("mean_diff"), 4),
+                      "interval": interval, "decision": decision + (f": {d['reason']}" if d.get("reason") else "")})
+    notes = ["paired t-interval of metric(first) - metric(second) over the seeds; decided = it excludes 0"]
+    return "seeds", "Sequential seeds: each compared pair's final interval", rows, shown, notes
+
+
+def pair_status(spec: StrategySpec, sweep_dir: Path, runs: list) -> list[str]:
+    """Per compared pair, its latest interval and whether it is decided, one line each."""
+    lines = []
+    for pair, d in sorted(_latest_pairs(sweep_dir).items()):
+        if "low" not in d:
+            lines.append(f"pair {pair + 1}: {d.get('reason', d['event'])}")
+            continue
+        verdict = {"decided": "decided", "undecided": f"undecided at {d['n']} seeds"}.get(d["event"], "open: seed added")
+        a, b = d["compare"]
+        lines.append(f"pair {pair + 1} ({a} - {b} on {d['metric']}, [{' '.join(d.get('point', []))}]): n={d['n']}, "
+                     f"mean {d['mean_diff']:.4g}, {1 - d['alpha']:.0%} interval [{d['low']:.4g}, {d['high']:.4g}]: {verdict}")
+    return lines

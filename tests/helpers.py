@@ -1,0 +1,58 @@
+"""What many tests share: the CLI in a subprocess as a user runs it, one refused command's error line, a
+snapshot of a folder (to show nothing was written), a CLI function's exit code and printed lines, and
+waiting for something that happens in another process."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def abcx(*args: str, cwd: Path, timeout: float = 300, limit_bytes: int | None = None,
+         env: dict | None = None) -> subprocess.CompletedProcess:
+    """`abcx ARGS` in a subprocess (`python -m abcx.cli`, this checkout's abcx); `limit_bytes` caps its
+    address space (a YAML bomb must fail, not take the machine's memory)."""
+    env = dict(env if env is not None else os.environ, PYTHONPATH=str(REPO))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=limit if limit_bytes else None)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a refused command (exit 2, no traceback)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    return lines[0]
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for folders): a snapshot to compare."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+def call(fn, *args, **kwargs) -> tuple[int, str]:
+    """A CLI function (`sweep_run`, `sweep_status`, ... taking `out=`) called in-process: (exit code, output)."""
+    out: list[str] = []
+    code = fn(*args, out=out.append, **kwargs)
+    return code, "\n".join(out)
+
+
+def wait_until(predicate, timeout: float, what: str, poll_s: float = 0.2):
+    """predicate()'s first truthy value, polled; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() >= deadline:
+            raise TimeoutError(f"not within {timeout} s: {what}")
+        time.sleep(poll_s)
