@@ -17,6 +17,7 @@ from typing import Any
 
 from abcx import config as C
 from abcx.errors import RunFailed, UserError
+from abcx.methods.plugins import provenance
 from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
 from abcx.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
@@ -238,7 +239,8 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     try:
         record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                      cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy,
-                                                    **({"model_build": build} if build else {})})
+                                                    **({"model_build": build} if build else {}),
+                                                    **provenance(cfg.method.name)})  # a plugin's version, source hash
         # Validated before anything in the record changes; the record is reconciled with it once the
         # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
         checkpoint = record.latest_checkpoint(quarantine=True)
