@@ -14,7 +14,8 @@ PolicyTerms` (abcx.methods.terms) in one of MODULES, plus an entry in its module
 
 From this one place come the config schema (a typed group per method, abcx.config), validation, the
 `method=<name>` config group, the README's method table and `abcx methods`. Adding a method is one
-function, one METADATA entry and its tests.
+function, one METADATA entry and its tests. A module declared the same way outside abcx is a plugin
+(an installed package's `abcx.methods` entry point, or ABCX_PLUGINS=module,...): abcx.methods.plugins.
 
 Importing this package is cheap (no torch): the registry loads its modules on first use.
 """
@@ -67,6 +68,7 @@ class Method:
     controller: Callable[..., Any] | None = None
     check: Callable[..., None] | None = None
     extra: dict = field(default_factory=dict)
+    origin: Any = None  # a plugin's abcx.methods.plugins.Origin (package, version, source hash); None: built in
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
@@ -164,7 +166,8 @@ _REGISTRY: dict[str, Method] | None = None
 
 
 def registry() -> dict[str, Method]:
-    """name -> Method, in declaration order (modules in MODULES order). A module not yet present is skipped."""
+    """name -> Method, in declaration order (modules in MODULES order, then plugins). A module not yet
+    present is skipped."""
     global _REGISTRY
     if _REGISTRY is None:
         found: dict[str, Method] = {}
@@ -179,7 +182,10 @@ def registry() -> dict[str, Method]:
                 if name in found:
                     raise TypeError(f"method {name!r} is registered twice")
                 found[name] = _method_from(module, name, meta)
-        _REGISTRY = found
+        _REGISTRY = found  # set first: a plugin may look up a built-in method while it is imported
+        from abcx.methods import plugins
+
+        found.update(plugins.load(found))
     return _REGISTRY
 
 
@@ -229,9 +235,12 @@ def _check_schedule(method: Method, params: Mapping[str, Any], own: dict[str, An
 
 
 def hash_view(group: Mapping[str, Any]) -> dict[str, Any]:
-    """The method group as it enters the config hash (see LEGACY_METHODS)."""
+    """The method group as it enters the config hash (see LEGACY_METHODS); a plugin method's with its origin."""
     group = dict(group)
     name = group.get("name")
+    origin = registry()[name].origin if name in registry() else None
+    if origin is not None:  # a plugin's code is part of what is trained: an edited rule gets new run ids
+        return {**group, "plugin": origin.record()}
     if name not in LEGACY_METHODS or name not in registry():
         return group
     defaults = get(name).defaults()

@@ -30,13 +30,16 @@ def text() -> str:
         if method.aggregation:
             lines.append(f"    aggregation: {method.aggregation} (fixed by the method)")
         lines.append(f"    reference: {method.reference}")
+        if method.origin is not None:
+            lines.append(f"    from: {method.origin.describe()}")
     return "\n".join(lines)
 
 
 def markdown_table() -> str:
-    """The README's method table (tests/test_methods_registry.py keeps the README equal to it)."""
+    """The README's method table of the built-in methods (tests/test_methods_registry.py keeps the README
+    equal to it); plugins are listed by `abcx methods` only."""
     rows = ["| method | parameters (defaults) | ε1 / ε2 / ε3 / ε4 at the defaults | reference |", "|---|---|---|---|"]
-    for method in registry().values():
+    for method in (m for m in registry().values() if m.origin is None):
         params = ", ".join(f"{p.name}={_value(p.default)}" for p in method.params if not method.is_schedule_param(p.name))
         rows.append(f"| `{method.name}` | {params} | {_bounds_text(method)} | {method.reference} |")
     return "\n".join(rows)
