@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from abcx.methods import Method, _method_from, in_domain
+from abcx.methods.declaration import Method, _method_from, in_domain
 
 GROUP = "abcx.methods"
 ENV = "ABCX_PLUGINS"
@@ -222,14 +222,6 @@ def _distribution_of(module: ModuleType) -> Any:
             if any(f.parts and f.parts[0] in (top.__name__, f"{top.__name__}.py") for f in dist.files or ()):
                 return dist
     return None
-
-
-def provenance(name: str) -> dict[str, Any]:
-    """What meta.json records about a run's method: {"plugin": origin} for a plugin method, else nothing."""
-    from abcx.methods import registry
-
-    method = registry().get(name)
-    return {"plugin": method.origin.record()} if method is not None and method.origin is not None else {}
 
 
 def _one_line(err: BaseException) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_policy
 from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
-from abcx.methods.plugins import provenance
+from abcx.methods import provenance
 from abcx.record import RunRecord, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 from abcx.record.states import State
