@@ -56,7 +56,7 @@ bench: install
 #       cannot travel) report "not run: vLLM not installed".
 # `make gpu-wheels [GPU_WHEELS=dir] [GPU_PYVER=3.12]`, where the package index is reachable: that bundle
 # (bench/gpu_bundle.py: TRL, datasets, Hydra, submitit and what they need that the image lacks, as cp312
-# manylinux wheels, with the testbed model built here), about 4.5 MiB of the 64 MiB that may travel.
+# manylinux wheels, with the testbed model built here), 4.3 MiB of the 64 MiB that may travel.
 GPU_VENV ?= .venv-gpu
 GPU_PY ?= $(GPU_VENV)/bin/python
 GPU_WHEELS ?=
