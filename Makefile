@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench study testbed-validity clean-cluster gpu-check mutate
+.PHONY: install demo test bench study testbed-validity clean-cluster gpu-check gpu-wheels mutate
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -47,17 +47,34 @@ bench: install
 
 # What the CPU tests cannot check, on one CUDA GPU in under 8 minutes (bench/gpu_check.py; not part of
 # `make test`): bf16 training, chunked vs fused LM head, vLLM colocate weight sync, the LM-head roofline,
-# `abcx eval` through vLLM. Writes results/gpu/README.md. Its own environment: CUDA torch and vLLM (the
-# CPU venv pins the CPU torch wheel); GPU_PY=<python> uses an environment that already has them.
+# `abcx eval` through vLLM. Writes GPU_OUT (results/gpu)/README.md. Where its packages come from:
+#   make gpu-check                                   online: makes .venv-gpu (CUDA torch and vLLM from the index)
+#   make gpu-check GPU_PY=python3                    an environment that already has abcx's dependencies
+#   make gpu-check GPU_PY=python3 GPU_WHEELS=dir     offline, as on the GPU machines we borrow: their image's
+#       torch, transformers and accelerate, plus the bundle of `make gpu-wheels` installed with pip --no-index
+#       --no-deps --target .gpu-site/lib, and abcx from this checkout; the checks that need vLLM (which
+#       cannot travel) report "not run: vLLM not installed".
+# `make gpu-wheels [GPU_WHEELS=dir] [GPU_PYVER=3.12]`, where the package index is reachable: that bundle
+# (bench/gpu_bundle.py: TRL, datasets, Hydra, submitit and what they need that the image lacks, as cp312
+# manylinux wheels, with the testbed model built here), 4.3 MiB of the 64 MiB that may travel.
 GPU_VENV ?= .venv-gpu
 GPU_PY ?= $(GPU_VENV)/bin/python
+GPU_WHEELS ?=
+GPU_PYVER ?= 3.12
+GPU_OUT ?= results/gpu
 
 $(GPU_VENV)/bin/python: pyproject.toml
 	$(PY) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/pip install -q -e '.[dev,vllm]'
 
+ifeq ($(GPU_PY),$(GPU_VENV)/bin/python)
 gpu-check: $(GPU_PY)
-	$(GPU_PY) bench/gpu_check.py --out results/gpu
+endif
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py --out $(GPU_OUT) $(if $(GPU_WHEELS),--wheels $(GPU_WHEELS))
+
+gpu-wheels: install
+	$(BIN)/python bench/gpu_bundle.py download $(or $(GPU_WHEELS),.gpu-wheels) --python-version $(GPU_PYVER)
 
 clean-cluster:
 	bash slurm/cluster_down.sh

@@ -13,13 +13,18 @@ Checks (each in a process of its own, so one that crashes or holds GPU memory do
 - eval_vllm      the testbed tokenizer loads in vLLM and encodes as the HF one does, and `abcx eval`
                  through the vLLM backend scores the testbed (the HF backend alongside, for comparison).
 
-Writes OUT/README.md (the device described, each check's outcome and figures) and OUT/results.json;
-exits 0 when every check passed, 1 when one failed, 2 when it cannot run here (no CUDA device) --
-then it writes nothing, so a placeholder README is never replaced by figures that were not measured.
+A check whose package is missing (vLLM cannot travel to the offline GPU machines) reports "not run:
+vLLM not installed" and the others run. Writes OUT/README.md (the device, the package versions and those
+that differ from the CPU pins, each check's outcome and figures) and OUT/results.json; exits 0 when no
+check failed, 1 when one failed, 2 when it cannot run here (no CUDA device) -- then it writes nothing, so
+a placeholder README is never replaced by figures that were not measured.
 
-    python bench/gpu_check.py [--out results/gpu] [--only train_bf16,eval_vllm] [--dry-run]
+    python bench/gpu_check.py [--out results/gpu] [--only train_bf16,eval_vllm] [--wheels DIR] [--dry-run]
 
---dry-run prints the plan (checks, commands, time budgets) and runs nothing; it works without a GPU.
+--wheels DIR installs the offline bundle of `make gpu-wheels` (bench/gpu_bundle.py) into --site with pip
+--no-index --no-deps --target, then runs the check with it and abcx's checkout on the path.
+--dry-run prints the plan (checks, commands, which run here, time budgets) and runs or installs
+nothing; it works without a GPU.
 """
 from __future__ import annotations
 
@@ -57,6 +62,19 @@ class Check:
     budget_s: int
     commands: Callable[[Path], list[list[str]]]  # what it runs (for --dry-run and the README)
     run: Callable[[Path], dict]  # -> {"ok": bool, "measured": {...}, "note": str}
+    needs: tuple[str, ...] = ()  # optional packages (import names) without which it reports "not run"
+
+    def missing(self) -> list[str]:
+        import importlib.util
+
+        return [m for m in self.needs if importlib.util.find_spec(m) is None]
+
+    def not_run_note(self) -> str | None:
+        missing = self.missing()
+        return f"not run: {', '.join(PRETTY.get(m, m) for m in missing)} not installed" if missing else None
+
+
+PRETTY = {"vllm": "vLLM"}
 
 
 def abcx(*args: str) -> list[str]:
@@ -243,21 +261,23 @@ CHECKS = {c.name: c for c in [
     Check("heads_agree", "abcx chunked head vs TRL fused head, bf16 tolerance", 60,
           lambda w: [["(in process) bench_head_roofline.run_path: fused vs chunked"]], check_heads_agree),
     Check("vllm_colocate", "vLLM colocate: importance ratio 1 at each rollout's first mini-batch", 180,
-          lambda w: [abcx("train", *VLLM_TRAIN, f"results_dir={w / 'vllm'}")], check_vllm_colocate),
+          lambda w: [abcx("train", *VLLM_TRAIN, f"results_dir={w / 'vllm'}")], check_vllm_colocate, ("vllm",)),
     Check("head_roofline", "LM-head roofline bench at V = 151,936", 90,
           lambda w: [[sys.executable, "bench/bench_head_roofline.py", "--vocab", "151936"]], check_head_roofline),
     Check("eval_vllm", "testbed tokenizer in vLLM, `abcx eval` through the vLLM backend", 150,
-          eval_commands, check_eval_vllm),
+          eval_commands, check_eval_vllm, ("vllm",)),
 ]}
 
 
 # ------------------------------------------------------------------------------------------ driver
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", default=str(REPO / "results" / "gpu"), help="where README.md and results.json go")
     ap.add_argument("--only", default=None, help=f"comma-separated checks; valid: {', '.join(CHECKS)}")
     ap.add_argument("--work", default=None, help="scratch folder for the runs (default: a temporary one)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, run nothing (works without a GPU)")
+    ap.add_argument("--wheels", default=None, help="install this offline bundle (make gpu-wheels) first")
+    ap.add_argument("--site", default=str(REPO / ".gpu-site"), help="where --wheels installs (default .gpu-site)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one check, print its JSON
     opts = ap.parse_args(argv)
     names = [n.strip() for n in opts.only.split(",") if n.strip()] if opts.only else list(CHECKS)
@@ -270,12 +290,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def plan_lines(names: list[str], work: Path) -> list[str]:
-    lines = [f"gpu-check plan: {len(names)} check(s), at most {TOTAL_BUDGET_S} s in all"]
+    skipped = {n: CHECKS[n].not_run_note() for n in names if CHECKS[n].not_run_note()}
+    lines = [f"gpu-check plan: {len(names)} check(s), {len(names) - len(skipped)} run here, {len(skipped)} not "
+             f"run; at most {TOTAL_BUDGET_S} s in all"]
     for name in names:
         check = CHECKS[name]
-        lines.append(f"- {name} (budget {check.budget_s} s): {check.title}")
+        lines.append(f"- {name} (budget {check.budget_s} s) [{skipped.get(name, 'runs')}]: {check.title}")
         lines += [f"    {shlex.join(cmd)}" for cmd in check.commands(work)]
     return lines
+
+
+def install_bundle(opts: argparse.Namespace, argv: list[str]) -> int:
+    """--wheels: install the offline bundle, then run this script again with it on the path."""
+    import gpu_bundle
+
+    wheels, site = Path(opts.wheels).resolve(), Path(opts.site).resolve()
+    rest = [a for i, a in enumerate(argv) if not (a == "--wheels" or a.startswith("--wheels=")
+                                                   or (i and argv[i - 1] == "--wheels"))]
+    if opts.dry_run:
+        manifest = gpu_bundle.read_manifest(wheels)
+        print(f"would install {len(manifest['wheels'])} wheels of {wheels} (Python {manifest['python_version']}) "
+              f"with: {sys.executable} -m pip install --no-index --no-deps --target {site / 'lib'}, then:")
+        return main(rest)
+    env = gpu_bundle.install(wheels, site / "lib", Path(os.environ.get("ABCX_CACHE") or site / "abcx-cache"))
+    env["ABCX_GPU_BUNDLE"] = str(wheels)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, __file__, *rest], {**os.environ, **env})
 
 
 def describe_device() -> dict:
@@ -292,8 +332,46 @@ def describe_device() -> dict:
         info["driver"] = smi.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         info["driver"] = None
-    info["packages"] = {p: _version(p) for p in ("torch", "trl", "transformers", "accelerate", "vllm")}
+    info["packages"] = {p: _version(p) for p in PACKAGES}
+    info["differ_from_cpu_pins"] = {p: {"here": _version(p), "cpu_pin": pin} for p, pin in cpu_pins().items()
+                                    if (_version(p) or "").split("+")[0] != pin}
+    info["bundle"] = bundle_used()
+    info["testbed"] = testbed_used()
     return info
+
+
+PACKAGES = ("torch", "transformers", "accelerate", "trl", "datasets", "hydra-core", "omegaconf", "submitit", "vllm")
+
+
+def cpu_pins() -> dict[str, str]:
+    """constraints-cpu.txt's name==version pins: what the CPU tests and committed results ran with."""
+    pins = {}
+    for line in (REPO / "constraints-cpu.txt").read_text().splitlines():
+        name, sep, pin = line.split("#")[0].strip().partition("==")
+        if sep:
+            pins[name.strip()] = pin.strip()
+    return pins
+
+
+def bundle_used() -> dict | None:
+    """The offline bundle this run was installed from (--wheels), and what its wheels want that is not here."""
+    if not os.environ.get("ABCX_GPU_BUNDLE"):
+        return None
+    import gpu_bundle
+
+    manifest = gpu_bundle.read_manifest(Path(os.environ["ABCX_GPU_BUNDLE"]))
+    wheels = [" ".join(w["file"].split("-")[:2]) for w in manifest["wheels"]]  # name-version-tags.whl
+    return {"wheels": wheels, "unmet": gpu_bundle.unmet_requirements()}
+
+
+def testbed_used() -> dict | None:
+    from abcx.testbed import DEFAULT_RECIPE, MARKER, cache_root
+
+    marker = cache_root() / "testbed" / DEFAULT_RECIPE.folder_name() / MARKER
+    if not marker.is_file():
+        return None
+    info = json.loads(marker.read_text())
+    return {"folder": info.get("name"), "built_with": info.get("versions"), "host": info.get("built", {}).get("host")}
 
 
 def _version(package: str) -> str | None:
@@ -334,7 +412,10 @@ def one(name: str, work: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     opts = parse_args(argv)
+    if opts.wheels:
+        return install_bundle(opts, argv)
     if opts.one:
         return one(opts.one, Path(opts.work))
     if opts.dry_run:
@@ -351,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu-check on {device['name']} ({device['memory_gib']} GiB); scratch {work}", flush=True)
     for name in opts.names:
         left = TOTAL_BUDGET_S - (time.perf_counter() - t0)
+        if CHECKS[name].not_run_note():
+            results[name] = {"ok": None, "measured": {}, "note": CHECKS[name].not_run_note(), "seconds": 0}
+            print(f"  {name}: {results[name]['note']}", flush=True)
+            continue
         if left < 10:
             results[name] = {"ok": False, "measured": {}, "note": "not run: the 8-minute budget was spent", "seconds": 0}
             continue
@@ -364,28 +449,51 @@ def main(argv: list[str] | None = None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     (out / "README.md").write_text(render_readme(report))
-    print(f"gpu-check: {sum(r['ok'] for r in results.values())}/{len(results)} passed in {total} s; wrote {out}")
-    return 0 if all(r["ok"] for r in results.values()) else 1
+    counts = {o: sum(1 for r in results.values() if r["ok"] is o) for o in (True, False, None)}
+    print(f"gpu-check: {counts[True]} passed, {counts[False]} failed, {counts[None]} not run, in {total} s; "
+          f"wrote {out}")
+    return 1 if counts[False] else 0
 
 
 def render_readme(report: dict) -> str:
     d = report["device"]
-    pk = ", ".join(f"{k} {v}" for k, v in d["packages"].items())
     lines = ["# GPU check (`make gpu-check`)", "",
              f"Run {report['date']} by bench/gpu_check.py in {report['total_seconds']} s "
              f"(budget {report['budget_seconds']} s).", "",
              f"Device: {d['name']}, {d['memory_gib']} GiB, compute capability {d['compute_capability']}, "
              f"{d['multiprocessors']} SMs; {d['devices_visible']} device(s) visible, one used; CUDA runtime "
-             f"{d['cuda_runtime']}, driver {d['driver']}; host {d['host']}, Python {d['python']}; {pk}.", "",
+             f"{d['cuda_runtime']}, driver {d['driver']}; host {d['host']}, Python {d['python']}.", "",
+             *software_lines(d), "",
              "| check | result | seconds | note |", "|---|---|---:|---|"]
     for name, r in report["checks"].items():
-        lines.append(f"| {name} | {'pass' if r['ok'] else '**FAIL**'} | {r['seconds']} | {r['note']} |")
+        result = {True: "pass", False: "**FAIL**", None: "not run"}[r["ok"]]
+        lines.append(f"| {name} | {result} | {r['seconds']} | {r['note']} |")
     for name, r in report["checks"].items():
+        if r["ok"] is None:
+            continue
         lines += ["", f"## {name}", "", CHECKS[name].title if name in CHECKS else name, ""]
         table = r["measured"].get("table") if isinstance(r["measured"], dict) else None
         lines += table or ["```json", json.dumps(r["measured"], indent=1, default=str), "```"]
     lines += ["", "Rerun: `make gpu-check` (or `python bench/gpu_check.py --only NAME`); figures are in results.json.", ""]
     return "\n".join(lines)
+
+
+def software_lines(d: dict) -> list[str]:
+    """The versions the check ran with, those that differ from what the CPU tests pin, and where they came from."""
+    lines = ["Software: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in d["packages"].items()) + "."]
+    differ = d.get("differ_from_cpu_pins") or {}
+    if differ:
+        lines.append("Different from the CPU pins (constraints-cpu.txt): " + ", ".join(
+            f"{k} {v['here'] or 'not installed'} (CPU {v['cpu_pin']})" for k, v in differ.items()) + ".")
+    bundle = d.get("bundle")
+    if bundle:
+        unmet = "; ".join(bundle["unmet"]) if bundle["unmet"] else "none"
+        lines.append(f"Installed offline from the `make gpu-wheels` bundle ({', '.join(bundle['wheels'])}) with pip "
+                     f"--no-index --no-deps; requirements they declare that this machine does not meet: {unmet}.")
+    testbed = d.get("testbed")
+    if testbed:
+        lines.append(f"Testbed model {testbed['folder']}, built on {testbed['host']} with {testbed['built_with']}.")
+    return [" ".join(lines)] if len(lines) == 1 else [line + "  " for line in lines[:-1]] + lines[-1:]
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from pathlib import Path
 
 def train_stock(out_dir: str, overrides: list[str]) -> Path:
     from transformers import AutoTokenizer
-    from trl import GRPOTrainer, GRPOConfig
+    from trl import GRPOTrainer
 
     from abcx.config.compose import compose
     from abcx.config.validate import validate
     from abcx.tasks import build_task
     from abcx.training.train import _set_threads, model_path
-    from abcx.config.trl_args import trainer_kwargs
+    from abcx.config.trl_args import grpo_config, trainer_kwargs
 
     cfg = compose(overrides)
     validate(cfg)
@@ -43,7 +43,7 @@ def train_stock(out_dir: str, overrides: list[str]) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    trainer = GRPOTrainer(model=path, args=GRPOConfig(**kwargs), processing_class=tokenizer,
+    trainer = GRPOTrainer(model=path, args=grpo_config(kwargs), processing_class=tokenizer,
                           train_dataset=task.train, reward_funcs=[task.reward])
     trainer.train()
     import wandb

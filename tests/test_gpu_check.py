@@ -1,11 +1,14 @@
 """What can be checked of `make gpu-check` (bench/gpu_check.py) without a GPU: its plan, its arguments,
-that every command it would run is a valid abcx invocation, and that without CUDA it refuses in one line
-and writes nothing (so results/gpu/ never holds figures that were not measured). The checks themselves
-need a CUDA GPU."""
+that every command it would run is a valid abcx invocation, that without CUDA it refuses in one line
+and writes nothing (so results/gpu/ never holds figures that were not measured), and that its offline
+bundle (`make gpu-wheels`, bench/gpu_bundle.py) installs without the index and holds everything the
+checks import beyond what the GPU image has. The checks themselves need a CUDA GPU."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
 sys.path.insert(0, str(REPO / "bench"))
+import gpu_bundle  # noqa: E402
 import gpu_check  # noqa: E402
 
 
@@ -72,3 +76,141 @@ def test_the_committed_results_readme_does_not_claim_figures_no_check_produced()
 
         report = json.loads(results.read_text())
         assert readme == gpu_check.render_readme(report)  # the README is exactly what the run wrote
+
+
+def vllm_here() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def test_the_dry_run_says_which_checks_run_without_vllm(tmp_path):
+    if vllm_here():
+        pytest.skip("vLLM is installed here: every check would run")
+    proc = run_script("--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "5 check(s), 3 run here, 2 not run" in proc.stdout
+    for name in ("train_bf16", "heads_agree", "head_roofline"):
+        assert f"- {name} (budget {gpu_check.CHECKS[name].budget_s} s) [runs]" in proc.stdout
+    for name in ("vllm_colocate", "eval_vllm"):
+        assert f"- {name} (budget {gpu_check.CHECKS[name].budget_s} s) [not run: vLLM not installed]" in proc.stdout
+
+
+def a_report(**device) -> dict:
+    return {"date": "2026-12-07 10:00 UTC", "total_seconds": 201.5, "budget_seconds": 480, "device": {
+        "name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1, "compute_capability": "9.0", "multiprocessors": 132,
+        "devices_visible": 1, "cuda_runtime": "13.0", "driver": "580.1", "host": "gpu-1", "python": "3.12.3",
+        "packages": {"torch": "2.11.0+cu130", "transformers": "5.17.0", "trl": "1.16.0", "vllm": None}, **device},
+        "checks": {"train_bf16": {"ok": True, "measured": {"grpo": {"steps": 30}}, "note": "bf16", "seconds": 61.2},
+                   "heads_agree": {"ok": False, "measured": {}, "note": "grad off", "seconds": 9.8},
+                   "vllm_colocate": {"ok": None, "measured": {}, "note": "not run: vLLM not installed",
+                                     "seconds": 0}}}
+
+
+def test_the_readme_names_each_outcome_the_versions_and_those_that_differ_from_the_cpu_pins():
+    readme = gpu_check.render_readme(a_report(
+        differ_from_cpu_pins={"torch": {"here": "2.11.0+cu130", "cpu_pin": "2.13.0"},
+                              "transformers": {"here": "5.17.0", "cpu_pin": "5.25.0"}},
+        bundle={"wheels": ["trl 1.16.0", "datasets 5.0.0"],
+                "unmet": ["datasets wants fsspec<=2026.4.0; fsspec 2026.9.0 is here"]},
+        testbed={"folder": "tiny-qwen3-2a634830ce78", "built_with": {"torch": "2.13.0+cpu"}, "host": "cpu-box"}))
+    assert "| train_bf16 | pass | 61.2 | bf16 |" in readme and "| heads_agree | **FAIL** | 9.8 | grad off |" in readme
+    assert "| vllm_colocate | not run | 0 | not run: vLLM not installed |" in readme
+    assert "## train_bf16" in readme and "## vllm_colocate" not in readme  # no figures for a check that did not run
+    assert "Software: torch 2.11.0+cu130, transformers 5.17.0, trl 1.16.0, vllm not installed." in readme
+    assert "Different from the CPU pins (constraints-cpu.txt): torch 2.11.0+cu130 (CPU 2.13.0), " \
+           "transformers 5.17.0 (CPU 5.25.0)." in readme
+    assert "bundle (trl 1.16.0, datasets 5.0.0)" in readme
+    assert "does not meet: datasets wants fsspec<=2026.4.0; fsspec 2026.9.0 is here." in readme
+    assert "Testbed model tiny-qwen3-2a634830ce78, built on cpu-box" in readme
+
+
+def test_the_cpu_pins_are_what_the_cpu_environment_runs():
+    from importlib.metadata import version
+
+    pins = gpu_check.cpu_pins()
+    assert {"torch", "transformers", "trl"} <= set(pins)
+    for name, pin in pins.items():
+        assert version(name).split("+")[0] == pin, name
+
+
+def test_the_bundle_pins_versions_abcx_accepts_and_the_trl_the_cpu_tests_run():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = {canonicalize_name(r.name): r for r in map(Requirement, tomllib.loads(
+        (REPO / "pyproject.toml").read_text())["project"]["dependencies"])}
+    pinned = {canonicalize_name(w.requirement.split("==")[0]): w.requirement.split("==")[1] for w in gpu_bundle.BUNDLE}
+    for name in ("trl", "datasets", "hydra-core", "antlr4-python3-runtime", "submitit"):
+        assert wanted[name].specifier.contains(pinned[name]), name
+    assert pinned["trl"] == gpu_check.cpu_pins()["trl"]
+    assert not set(pinned) & {canonicalize_name(n) for n in gpu_bundle.IMAGE}  # nothing of the image is replaced
+
+
+def image_view(dest: Path) -> Path:
+    """Links to this environment's copies of the GPU image's packages and their dependencies, and nothing
+    else: with `python -S` and this folder on the path, Python sees what the image holds."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    dest.mkdir()
+    seen, todo = set(), list(gpu_bundle.IMAGE)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = distribution(name)
+        todo += [r.name for r in map(Requirement, dist.requires or []) if not r.marker or r.marker.evaluate({"extra": ""})]
+        assert dist.files, f"{name} lists no files"
+        site = Path(dist.locate_file(""))
+        for top in {f.parts[0] for f in dist.files if f.parts[0] != ".."}:
+            if not (dest / top).exists():
+                (dest / top).symlink_to(site / top)
+    return dest
+
+
+@pytest.mark.slow
+def test_the_bundle_installs_offline_and_with_the_image_alone_the_checks_without_vllm_import_and_train(
+        tmp_path, tiny_model_path):
+    """The bundle for this Python (the recipe make gpu-wheels uses for the image's 3.12), without the
+    testbed model, from the package index; then everything else offline."""
+    bundle = tmp_path / "wheels"
+    manifest = gpu_bundle.download(bundle, f"{sys.version_info.major}.{sys.version_info.minor}", testbed=False)
+    assert manifest["total_bytes"] <= gpu_bundle.LIMIT_BYTES
+    env = gpu_bundle.install(bundle, tmp_path / "site", tmp_path / "cache")
+    view = image_view(tmp_path / "image")
+
+    def python(*args: str, bundle_on_path: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+        path = [str(view), *([env["PYTHONPATH"]] if bundle_on_path else [str(REPO)])]
+        return subprocess.run([sys.executable, "-S", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=timeout, env={"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(path),
+                                                    "ABCX_CACHE": os.environ["ABCX_CACHE"], "WANDB_MODE": "disabled",
+                                                    "HOME": str(tmp_path)})
+
+    imports = ("import abcx.cli, abcx.training.train, abcx.training.trainer, abcx.training.logprobs, abcx.record, abcx.testbed, trl.kernels, "
+               "gpu_check, gpu_bundle, bench_head_roofline; print(gpu_bundle.unmet_requirements())")
+    without = python("-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); {imports}", bundle_on_path=False)
+    assert without.returncode and "ModuleNotFoundError" in without.stderr  # the image alone lacks them
+    with_bundle = python("-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); {imports}")
+    assert with_bundle.returncode == 0, with_bundle.stderr[-2000:]
+    plan = python(str(SCRIPT), "--dry-run")
+    assert plan.returncode == 0 and "3 run here, 2 not run" in plan.stdout, plan.stderr[-2000:]
+    run = python("-m", "abcx.cli", "train", *gpu_check.TESTBED, "method=abc_grpo", "train.max_steps=2",
+                 "train.save_steps=1000", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
+                 f"results_dir={tmp_path / 'results'}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "finished at step 2" in run.stdout
+
+
+def test_a_bundle_for_another_python_is_refused_in_one_line(tmp_path):
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / gpu_bundle.MANIFEST).write_text('{"python_version": "2.7", "wheels": [], "testbed": null}')
+    with pytest.raises(SystemExit) as err:
+        gpu_bundle.install(tmp_path / "wheels", tmp_path / "site", tmp_path / "cache")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert str(err.value) == (f"{tmp_path / 'wheels'} holds wheels for Python 2.7, this is Python {here}; rebuild "
+                              f"it with make gpu-wheels GPU_PYVER={here}")
+    assert not (tmp_path / "site").exists()

@@ -101,14 +101,35 @@ def trainer_kwargs(cfg: Any, output_dir: str, *, report_to: list[str], on_gpu: b
 def grpo_args(cfg: Any, output_dir: Path, *, report_to: list[str]):
     """The GRPOConfig a run trains with (validated by `check` when the config was composed)."""
     import torch
-    from trl import GRPOConfig
 
     from abcx.config.identity import run_id
 
     check_extra(cfg.train.extra)
     kwargs = trainer_kwargs(cfg, str(output_dir), report_to=report_to, on_gpu=torch.cuda.is_available(),
                             run_name=cfg.name or run_id(cfg))  # the W&B display name; its id stays the run id
-    return GRPOConfig(**kwargs)
+    return grpo_config(kwargs)
+
+
+def grpo_config(kwargs: dict):
+    """GRPOConfig(**kwargs), each renamed argument passed under the name the installed transformers takes."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(**current_names(kwargs, _fields()))
+
+
+# transformers 5.2x renamed these TrainingArguments (the old names warn, and go in v6); abcx keeps
+# train.gradient_checkpointing, the name users know, and passes whichever name the installed version takes.
+_RENAMED = {"gradient_checkpointing": "activation_checkpointing",
+            "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
+
+
+def current_names(kwargs: dict, fields: Any) -> dict:
+    """`kwargs` with each renamed argument under its new name where GRPOConfig has the new field (and
+    the new name is not given too: then transformers uses the new one, as it would have)."""
+    def name(k: str) -> str:
+        return _RENAMED[k] if k in _RENAMED and _RENAMED[k] in fields and _RENAMED[k] not in kwargs else k
+
+    return {name(k): v for k, v in kwargs.items()}
 
 
 def check_extra(extra: Any) -> None:
@@ -286,12 +307,10 @@ def _build(kwargs: dict, from_extra: set[str]) -> str | None:
     valid = [s.value for s in SchedulerType]
     if kwargs["lr_scheduler_type"] not in valid:
         return f"train.lr_scheduler_type={kwargs['lr_scheduler_type']!r} is not a scheduler; valid: {', '.join(valid)}"
-    from trl import GRPOConfig
-
     try:
         with warnings.catch_warnings():  # deprecation notices: the run's own build shows them once
             warnings.simplefilter("ignore")
-            GRPOConfig(use_cpu=True, bf16=False, **kwargs)
+            grpo_config({**kwargs, "use_cpu": True, "bf16": False})
     except Exception as err:  # noqa: BLE001 - any refusal of TRL/transformers becomes one line
         return _explain(err, kwargs, from_extra)
     return None
