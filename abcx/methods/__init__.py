@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 
 from abcx.errors import UserError
 
-MODULES = ("abcx.methods.four_bound", "abcx.methods.trl_losses", "abcx.methods.adaptive", "abcx.methods.papers")
+MODULES = ("abcx.methods.four_bound", "abcx.methods.trl_losses", "abcx.methods.adaptive", "abcx.methods.papers",
+           "abcx.methods.trust_region")
 
 # The five presets that existed before the registry: their config hash is computed over the flat
 # method dict they were recorded with (every key below, None where a preset has no such parameter),
