@@ -5,7 +5,8 @@ num_iterations, steps_per_generation, checkpoints) stays TRL's.
 
 Every method answers with PolicyTerms (value, detached weight on A*grad log pi, penalty), applied one
 way through `terms.surrogate`, then TRL 1.16's own order: off-policy mask -> top-entropy mask -> vLLM
-IS ratio -> + beta*KL -> aggregation. The TRL internals this touches are listed in abcx.trl_compat;
+IS ratio -> + beta*KL -> aggregation. Methods that read batch statistics get them over every process
+(abcx.methods.collective). The TRL internals this touches are listed in abcx.trl_compat;
 tests/test_trl_equivalence.py proves the loss and every parameter gradient equal TRL's own
 `_compute_loss` for grpo, dapo, two_sided, gspo, cispo, sapo, vespo and luspo.
 """
@@ -21,6 +22,7 @@ from abcx import logprobs
 from abcx.errors import UserError
 from abcx.methods import stats as S
 from abcx.methods.clip import Bounds, importance_ratio, sequence_log_ratio
+from abcx.methods.collective import Collective
 from abcx.methods.runtime import MethodRun
 from abcx.methods.terms import LossInputs, surrogate
 from abcx.trl_compat import PASSTHROUGH_KEYS, trl_attr
@@ -60,6 +62,10 @@ class AbcxGRPOTrainer(GRPOTrainer):
                                             "importance_sampling_level": self.importance_sampling_level})
         self._method_state.trainer = self
         self.method = method
+        acc = self.accelerator  # batch statistics of a method (BAPO, Clip-Cov, KL-Cov) span every process
+        self.collective = Collective(acc.process_index, acc.num_processes,
+                                     lambda t: acc.reduce(t.to(acc.device), reduction="sum").to(t.device),
+                                     lambda t: acc.gather(t.to(acc.device)).to(t.device))
         if self.args.max_steps and self.args.max_steps > 0:
             method.max_steps = self.args.max_steps
         self.aggregation = method.method.aggregation or S.aggregation_of(self.loss_type)
@@ -109,7 +115,8 @@ class AbcxGRPOTrainer(GRPOTrainer):
         terms = self.method.terms(LossInputs(
             logp=per_token_logps, old_logp=old_per_token_logps, advantages=advantages, mask=mask,
             entropies=entropies.detach() if entropies is not None else None, step=step,
-            max_steps=self.method.max_steps, is_ratio=inputs.get("importance_sampling_ratio"),  # present: vLLM IS on
+            max_steps=self.method.max_steps, collective=self.collective,
+            is_ratio=inputs.get("importance_sampling_ratio"),  # present: vLLM IS on
         ))
         log_ratio = per_token_logps - old_per_token_logps
         # The level's log-ratio has the gradient of the method's ratio (token: log pi; sequence: its mean).
