@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from abcx.errors import UserError
+from abcx.methods.correction import CorrectionConf
 
 CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 
@@ -141,6 +142,7 @@ class LauncherConf:
 @dataclass
 class AbcxConf:
     method: MethodConf = field(default_factory=MethodConf)
+    correction: CorrectionConf = field(default_factory=CorrectionConf)
     model: ModelConf = field(default_factory=ModelConf)
     task: TaskConf = field(default_factory=TaskConf)
     train: TrainConf = field(default_factory=TrainConf)
@@ -154,7 +156,7 @@ class AbcxConf:
     name: Optional[str] = None
 
 
-GROUPS = ("method", "model", "task", "train", "eval", "logger", "launcher", "experiment")
+GROUPS = ("method", "correction", "model", "task", "train", "eval", "logger", "launcher", "experiment")
 _registered = False
 
 
@@ -394,6 +396,9 @@ def validate(cfg: Any) -> None:
     from abcx import methods
 
     methods.validate(_plain(cfg.method))
+    from abcx.methods import correction
+
+    correction.check(_plain(cfg.get("correction") or {}))
 
     from abcx import domains
 
@@ -463,6 +468,10 @@ def config_hash(cfg: Any) -> str:
         from abcx.methods import hash_view
 
         data["method"] = hash_view(data["method"])
+    from abcx.methods.correction import hash_view as correction_view
+
+    if correction_view(data.get("correction")) is None:  # no correction: run ids stay what they were
+        data.pop("correction", None)
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
     if processes > 1:
