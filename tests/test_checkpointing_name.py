@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from abcx.config import compose
+from abcx.config.compose import compose
 from abcx.config.trl_args import current_names, grpo_args
 
 # What transformers says when given the old names: an error here, so abcx never passes them where the new exist.

@@ -96,3 +96,42 @@ def test_across_two_ranks_the_loss_matches_trl_and_quadrant_metrics_are_global(t
     params = MethodRun("abc_adaptive", {"eta": 10.0}).params
     expected = adaptive_update([0.2] * 4, [q / total[4] for q in total[:4]], **params)
     assert ranks[0]["adaptive_eps"] == ranks[1]["adaptive_eps"] == pytest.approx(list(expected))
+
+
+def test_methods_that_read_batch_statistics_decide_on_all_ranks_together_as_one_process_would(tmp_path):
+    """bapo's bound search, clip_cov's covariance and random draw, kl_cov's top tokens, archer's entropy
+    quantile, gmpo's aggregation and abc_adaptive's controller: two ranks, each with one micro-batch,
+    give the loss and (rank-averaged) gradients of one process on both micro-batches, and every rank
+    uses the same BAPO bounds. On its own share alone a rank would have decided otherwise."""
+    import torch
+
+    repo = Path(__file__).resolve().parents[1]
+    script = str(repo / "tests/scripts/batch_statistics.py")
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    single = subprocess.run([sys.executable, script, str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                          str(repo / "conf/accelerate/cpu.yaml"), "--num_processes", "2", "--main_process_port", "0",
+                          script, str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, both = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "two.pt")
+
+    def same(a, b):
+        return abs(float(a["loss"]) - float(b["loss"])) <= 1e-6 * max(1.0, abs(float(a["loss"]))) and \
+            all(torch.allclose(x, y, atol=1e-6, rtol=1e-5) for x, y in zip(a["grads"], b["grads"]))
+
+    names = ("bapo", "clip_cov", "kl_cov", "archer", "gmpo", "abc_adaptive")
+    assert [name for name in names if not same(one[name], both[name])] == []
+    assert all(any(float(g.abs().max()) > 1e-3 for g in one[name]["grads"]) for name in names)  # real gradients
+    assert both["abc_adaptive"]["eps"] == pytest.approx(one["abc_adaptive"]["eps"])
+    assert one["abc_adaptive"]["eps"] != pytest.approx([0.2] * 4)  # the controller moved
+    assert same({"loss": one["abc_adaptive"]["loss2"], "grads": one["abc_adaptive"]["grads2"]},
+                {"loss": both["abc_adaptive"]["loss2"], "grads": both["abc_adaptive"]["grads2"]})
+    for name in ("bapo", "clip_cov", "kl_cov"):  # deciding on its own share, a rank trains something else
+        assert not same(one[name], both["own_share"][name]), name
+    bounds = [json.loads((tmp_path / f"bounds{r}.json").read_text()) for r in (0, 1)]
+    global_bounds = json.loads((tmp_path / "bounds_single.json").read_text())["global"]
+    assert bounds[0]["global"] == bounds[1]["global"] == pytest.approx(global_bounds)
+    assert bounds[0]["own_share"] != bounds[1]["own_share"]  # the ranks' shares alone pick different bounds
+    assert global_bounds not in (bounds[0]["own_share"], bounds[1]["own_share"])

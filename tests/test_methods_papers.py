@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from abcx import methods as M
 from abcx.methods import papers
 from abcx.methods.papers_adaptive import bapo_bounds
 from abcx.methods.terms import LossInputs, surrogate
@@ -139,14 +140,34 @@ def token_mean(per_token, mask):
     return (per_token * mask).sum() / mask.sum()
 
 
-def test_gmpo_equals_the_published_geometric_mean_under_token_mean_aggregation():
+def sequence_mean(per_token, mask):
+    """The `grpo` aggregation GMPO fixes (abcx.methods.stats.aggregate): per-sequence mean, then mean."""
+    return ((per_token * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def test_gmpo_equals_the_published_geometric_mean_under_the_aggregation_it_fixes():
     el, eh = 0.3, 0.5
     x = batch(4)
     lr, a = (x.logp - x.old_logp).detach(), x.advantages.expand_as(x.logp)
     assert_reaches(x, pos_clipped=(a > 0) & (lr > eh), neg_clipped=(a < 0) & (lr < -el),
                    pos_low_kept=(a > 0) & (lr < -el), neg_high_kept=(a < 0) & (lr > eh), zero=a == 0)
-    ours, _ = contract_loss(papers.gmpo, x, aggregate=token_mean, eps_low=el, eps_high=eh)
+    assert M.get("gmpo").aggregation == "grpo"
+    ours, _ = contract_loss(papers.gmpo, x, aggregate=sequence_mean, eps_low=el, eps_high=eh)
     assert_same_loss_and_gradient(ours, gmpo_formula(x, el, eh), x.logp)
+
+
+def test_gmpo_split_into_two_halves_averages_to_the_whole_batch():
+    """What data parallel or gradient accumulation does with GMPO: each part aggregated on its own,
+    the parts averaged. The per-token terms read no statistic of the part, so this is the whole."""
+    el, eh = 0.3, 0.5
+    x = batch(4)
+    whole, _ = contract_loss(papers.gmpo, x, aggregate=sequence_mean, eps_low=el, eps_high=eh)
+    halves = []
+    for rows in (slice(0, 6), slice(6, 12)):
+        part = LossInputs(logp=x.logp[rows], old_logp=x.old_logp[rows], advantages=x.advantages[rows],
+                          mask=x.mask[rows])
+        halves.append(contract_loss(papers.gmpo, part, aggregate=sequence_mean, eps_low=el, eps_high=eh)[0])
+    assert_same_loss_and_gradient((halves[0] + halves[1]) / 2, whole, x.logp)
 
 
 def test_gmpo_weight_is_zero_on_clipped_tokens_and_one_value_per_sequence_elsewhere():
@@ -298,6 +319,15 @@ def test_kl_cov_equals_the_published_loss_with_the_abs_log_ratio_on_the_top_cova
     assert torch.equal(terms.penalty != 0, chosen > 0) and not terms.penalty.requires_grad
 
 
+def test_the_top_tokens_take_ties_at_the_kth_value_in_batch_order():
+    from abcx.methods.collective import Collective, top_k
+
+    values = torch.tensor([[3.0, 1.0, 2.0], [2.0, 2.0, 5.0]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])  # 5 is padding
+    chosen = top_k(values, valid, 3, Collective())  # 3, then two of the three 2s: the first two in row order
+    assert chosen.tolist() == [[True, False, True], [True, False, False]]
+
+
 # ---------- BAPO ----------
 
 BAPO = dict(c_low_start=0.55, c_low_max=0.75, c_low_step=0.05, c_high_start=1.1, c_high_max=1.7,
@@ -447,12 +477,12 @@ def test_through_a_tiny_policy_the_parameter_gradients_match_too():
     adv = torch.tensor(ADV[:b], dtype=torch.float64).reshape(b, 1)
     mask = torch.ones(b, t, dtype=torch.float64)
     mask[2, 5:] = 0
-    for method, formula, params in [
-        (papers.gmpo, lambda x: gmpo_formula(x, 0.3, 0.5), dict(eps_low=0.3, eps_high=0.5)),
-        (papers.gppo, None, dict(eps_low=0.15, eps_high=0.3, clip_ratio_c=2.5)),
+    for method, formula, params, aggregate in [
+        (papers.gmpo, lambda x: gmpo_formula(x, 0.3, 0.5), dict(eps_low=0.3, eps_high=0.5), sequence_mean),
+        (papers.gppo, None, dict(eps_low=0.15, eps_high=0.3, clip_ratio_c=2.5), token_mean),
     ]:
         x = LossInputs(logp=logp_of(w), old_logp=logp_of(w_old).detach(), advantages=adv, mask=mask)
-        ours, _ = contract_loss(method, x, aggregate=token_mean, **params)
+        ours, _ = contract_loss(method, x, aggregate=aggregate, **params)
         lr = (x.logp - x.old_logp).detach()
         a_tok = adv.expand_as(lr)
         assert_reaches(x, log_clipped=((a_tok > 0) & (lr > 0.5)) | ((a_tok < 0) & (lr < -0.3)))

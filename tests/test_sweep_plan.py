@@ -55,7 +55,7 @@ def test_a_single_command_line_value_replaces_an_axis_and_a_plain_override_wins_
 def test_choice_and_glob_over_config_groups_expand_through_hydra(tmp_path):
     path = write(tmp_path, "name: t\ngrid:\n  seed: [0]\n")
     methods = {p[-1] for p in points_of(path, ["method=glob(*grpo)"])}
-    assert methods == {"method=grpo", "method=abc_grpo"}
+    assert methods == {"method=grpo", "method=abc_grpo", "method=up_grpo"}
     assert len(points_of(path, ["train.temperature=choice(0.5,0.7,0.9)"])) == 3
     with pytest.raises(UserError, match="glob.*group"):
         points_of(path, ["seed=glob(*)"])

@@ -27,6 +27,10 @@ def config_hash(cfg: Any) -> str:
         from abcx.methods import hash_view
 
         data["method"] = hash_view(data["method"])
+    from abcx.methods.correction import hash_view as correction_view
+
+    if correction_view(data.get("correction")) is None:  # no correction: run ids stay what they were
+        data.pop("correction", None)
     if isinstance(data.get("train"), dict):
         data["train"] = {k: v for k, v in data["train"].items() if k not in VOLATILE_TRAIN}
     if processes > 1:

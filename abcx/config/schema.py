@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from abcx.methods.correction import CorrectionConf
+
 
 CONF_DIR = Path(os.environ.get("ABCX_CONF_DIR", Path(__file__).resolve().parent.parent.parent / "conf"))
 
@@ -137,6 +139,7 @@ class LauncherConf:
 @dataclass
 class AbcxConf:
     method: MethodConf = field(default_factory=MethodConf)
+    correction: CorrectionConf = field(default_factory=CorrectionConf)
     model: ModelConf = field(default_factory=ModelConf)
     task: TaskConf = field(default_factory=TaskConf)
     train: TrainConf = field(default_factory=TrainConf)
@@ -150,7 +153,7 @@ class AbcxConf:
     name: Optional[str] = None
 
 
-GROUPS = ("method", "model", "task", "train", "eval", "logger", "launcher", "experiment")
+GROUPS = ("method", "correction", "model", "task", "train", "eval", "logger", "launcher", "experiment")
 
 _registered = False
 

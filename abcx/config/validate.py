@@ -17,6 +17,9 @@ def validate(cfg: Any) -> None:
     from abcx import methods
 
     methods.validate(_plain(cfg.method))
+    from abcx.methods import correction
+
+    correction.check(_plain(cfg.get("correction") or {}))
 
     from abcx.config import domains
 

@@ -30,7 +30,8 @@ from abcx.methods.declaration import (  # noqa: F401 - the declaration's names a
     END, SCHEDULE, SCHEDULES, Method, Param, _method_from, _schedule_params, in_domain,
 )
 
-MODULES = ("abcx.methods.four_bound", "abcx.methods.trl_losses", "abcx.methods.adaptive", "abcx.methods.papers")
+MODULES = ("abcx.methods.four_bound", "abcx.methods.trl_losses", "abcx.methods.adaptive", "abcx.methods.papers",
+           "abcx.methods.trust_region")
 
 # The five presets that existed before the registry: their config hash is computed over the flat
 # method dict they were recorded with (every key below, None where a preset has no such parameter),

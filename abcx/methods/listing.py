@@ -20,6 +20,8 @@ def text() -> str:
     lines = []
     for method in registry().values():
         lines.append(f"{method.name}: {method.doc}")
+        if method.extra.get("formula"):
+            lines.append(f"    loss per token: {method.extra['formula']}")
         for p in method.params:
             if method.is_schedule_param(p.name) and p.name != "schedule":
                 continue
@@ -38,8 +40,12 @@ def text() -> str:
 def markdown_table() -> str:
     """The README's method table of the built-in methods (tests/test_methods_registry.py keeps the README
     equal to it); plugins are listed by `abcx methods` only."""
-    rows = ["| method | parameters (defaults) | ε1 / ε2 / ε3 / ε4 at the defaults | reference |", "|---|---|---|---|"]
+    rows = ["| method | rule | parameters (defaults) | ε1 / ε2 / ε3 / ε4 at the defaults | reference |",
+            "|---|---|---|---|---|"]
     for method in (m for m in registry().values() if m.origin is None):
         params = ", ".join(f"{p.name}={_value(p.default)}" for p in method.params if not method.is_schedule_param(p.name))
-        rows.append(f"| `{method.name}` | {params} | {_bounds_text(method)} | {method.reference} |")
+        rule = f"`{method.extra['formula']}`" if method.extra.get("formula") else method.doc
+        rule = rule.replace("|", "\\|")  # a pipe inside a table cell, even in code, is escaped
+        rows.append(f"| `{method.name}` | {rule} | {params or '-'} | {_bounds_text(method)} | "
+                    f"{method.reference} |")
     return "\n".join(rows)

@@ -91,30 +91,32 @@ def gmpo(inputs: "LossInputs", *, eps_low: float = 0.4, eps_high: float = 0.4) -
     """GMPO (arXiv 2507.20673): per sequence i, loss_i = -A_i * exp(mean_t l~_t) with the token
     log-ratios clipped in log space on the side that matters for the sign of A,
     l~ = sgn(A) * min(sgn(A) log r, sgn(A) clip(log r, -eps_low, eps_high)); the batch loss is the
-    mean of loss_i over the B sequences (verl ignores loss_agg_mode for GMPO).
+    mean of loss_i over the sequences (verl ignores loss_agg_mode for GMPO).
 
-    Per token, under token-mean aggregation over the N = sum(mask) tokens of this micro-batch:
-    value_t = loss_i * N / (B L_i) and weight_t = R_i * N / (B L_i) where log r_t is not clipped
-    (0 where it is), R_i = exp(mean_t l~_t), L_i the sequence's token count; `natural` is the same
-    with the unclipped geometric-mean ratio. Needs a sequence-level advantage ([B, 1], or [B, T]
-    constant along T). Source: volcengine/verl verl/trainer/ppo/core_algos.py
-    (compute_policy_loss_geo_mean, loss_mode "geo_mean"); defaults from examples/gmpo_trainer.
+    Per token: value_t = loss_i and weight_t = R_i where log r_t is not clipped (0 where it is),
+    R_i = exp(mean_t l~_t); `natural` is the unclipped geometric-mean ratio. The method fixes the
+    `grpo` aggregation (mean over each sequence's tokens, then over sequences), which turns these
+    into mean_i loss_i and its exact gradient with no statistic of the micro-batch: so it holds for
+    any train.loss_type, any gradient accumulation and any number of processes (each averages its
+    own sequences; data parallel averages the processes, which hold equally many). Needs a
+    sequence-level advantage ([B, 1], or [B, T] constant along T). Source: volcengine/verl
+    verl/trainer/ppo/core_algos.py (compute_policy_loss_geo_mean, loss_mode "geo_mean"); defaults
+    from examples/gmpo_trainer.
     """
     import torch
 
     lr = log_ratio(inputs)
     mask = inputs.mask.to(lr.dtype)
-    lengths = mask.sum(-1, keepdim=True)
-    adv = (token_advantages(inputs) * mask).sum(-1, keepdim=True) / lengths.clamp(min=1.0)
+    lengths = mask.sum(-1, keepdim=True).clamp(min=1.0)
+    adv = (token_advantages(inputs) * mask).sum(-1, keepdim=True) / lengths
     sign = torch.sign(adv)
     clipped = ((sign > 0) & (lr > eps_high)) | ((sign < 0) & (lr < -eps_low))
     kept = torch.where(clipped, lr.clamp(-eps_low, eps_high), lr) * sign.abs()
-    seq_ratio = torch.exp((kept * mask).sum(-1, keepdim=True) / lengths.clamp(min=1.0))
-    natural = torch.exp((lr * mask).sum(-1, keepdim=True) / lengths.clamp(min=1.0))
-    scale = mask.sum() / (lr.shape[0] * lengths.clamp(min=1.0))  # N / (B L_i)
-    value = (-adv * seq_ratio * scale).expand_as(lr)
-    weight = torch.where(clipped, torch.zeros_like(lr), (seq_ratio * scale).expand_as(lr))
-    return PolicyTerms(value=value, weight=weight, natural=(natural * scale).expand_as(lr))
+    seq_ratio = torch.exp((kept * mask).sum(-1, keepdim=True) / lengths)
+    natural = torch.exp((lr * mask).sum(-1, keepdim=True) / lengths)
+    value = (-adv * seq_ratio).expand_as(lr)
+    weight = torch.where(clipped, torch.zeros_like(lr), seq_ratio.expand_as(lr))
+    return PolicyTerms(value=value, weight=weight, natural=natural.expand_as(lr))
 
 
 def dcpo_bounds(
@@ -217,6 +219,7 @@ _RATIO_METADATA = {
     "gmpo": {
         "reference": "GMPO, arXiv 2507.20673; volcengine/verl verl/trainer/ppo/core_algos.py (geo_mean)",
         "doc": "geometric mean of the token ratios per sequence, clipped in log space",
+        "aggregation": "grpo",
         "params": {
             "eps_low": {"doc": "log-space lower clip: log r >= -eps_low (for A < 0)", "domain": "> 0"},
             "eps_high": {"doc": "log-space upper clip: log r <= eps_high (for A > 0)", "domain": "> 0"},

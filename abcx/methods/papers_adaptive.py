@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from abcx.methods.collective import Collective
 from abcx.methods.ratio_rules import log_ratio, ppo_dual_clip, token_advantages
 from abcx.methods.terms import PolicyTerms
 
@@ -15,15 +16,16 @@ if TYPE_CHECKING:
     from abcx.methods.terms import LossInputs
 
 
-def _pos_neg_ratio(ratio, adv, mask, c_low: float, c_high: float, eps: float) -> float:
+def _pos_neg_ratio(ratio, adv, mask, c_low: float, c_high: float, eps: float, collective: Collective) -> float:
     """BAPO's balance: sum of the positive PPO surrogate values over the negative ones' magnitude,
-    where a token's value is A * min(r, c_high) for A >= 0 and A * max(r, c_low) for A < 0."""
+    where a token's value is A * min(r, c_high) for A >= 0 and A * max(r, c_low) for A < 0; both sums
+    run over every process's tokens (the reference all-reduces them across data-parallel ranks)."""
     import torch
 
     effective = torch.where(adv >= 0, ratio.clamp(max=c_high), ratio.clamp(min=c_low))
     contribution = effective * adv * mask
-    positive = float(contribution.clamp(min=0).sum())
-    negative = float((-contribution.clamp(max=0)).sum())
+    sums = torch.stack([contribution.clamp(min=0).sum(), (-contribution.clamp(max=0)).sum()]).to(torch.float64)
+    positive, negative = (float(v) for v in collective.sum(sums))
     return math.inf if negative <= 0 else positive / (negative + eps)
 
 
@@ -41,17 +43,22 @@ def bapo_bounds(
 ) -> tuple[float, float, float]:
     """BAPO's bound search on this batch: (c_low, c_high, reached balance). Starting from the start
     bounds, raise c_low step by step up to c_low_max, then c_high up to c_high_max, stopping as soon
-    as positive / negative contribution >= target_ratio (as in the reference code)."""
+    as positive / negative contribution >= target_ratio (as in the reference code). The balance is
+    taken over all processes (inputs.collective), so every rank reaches the same bounds."""
     r = log_ratio(inputs, clamp=True).exp()
     adv, mask = token_advantages(inputs), inputs.mask.to(r.dtype)
     c_low, c_high = float(c_low_start), float(c_high_start)
-    balance = _pos_neg_ratio(r, adv, mask, c_low, c_high, eps)
+
+    def balance_at(low: float, high: float) -> float:
+        return _pos_neg_ratio(r, adv, mask, low, high, eps, inputs.collective)
+
+    balance = balance_at(c_low, c_high)
     while balance < target_ratio and c_low < c_low_max and c_low_step > 0:
         c_low = min(c_low + c_low_step, c_low_max)
-        balance = _pos_neg_ratio(r, adv, mask, c_low, c_high, eps)
+        balance = balance_at(c_low, c_high)
     while balance < target_ratio and c_high < c_high_max and c_high_step > 0:
         c_high = min(c_high + c_high_step, c_high_max)
-        balance = _pos_neg_ratio(r, adv, mask, c_low, c_high, eps)
+        balance = balance_at(c_low, c_high)
     return c_low, c_high, balance
 
 
@@ -69,8 +76,9 @@ def bapo(
 ) -> PolicyTerms:
     """BAPO (arXiv 2510.18927): PPO's clip with explicit ratio bounds [c_low, c_high] chosen per batch
     by bapo_bounds (positive/negative contribution >= target_ratio), then verl's dual clip c on A < 0.
-    The search sees only this micro-batch; the reference all-reduces the two contributions across
-    data-parallel ranks, which the trainer must do for every rank to use the same bounds.
+    The search sees this micro-batch on every process: the two contributions are summed across
+    data-parallel ranks (inputs.collective), as the reference all-reduces them, so every rank uses
+    the same bounds.
 
     Source: WooooDyy/BAPO recipe/bapo/policy_loss.py (commit 3b8389c, the explicit-bounds version);
     defaults from recipe/bapo/config/bapo_trainer.yaml. The paper's Algorithm 1 differs (it raises
@@ -115,7 +123,8 @@ def archer(
     for low-entropy tokens (entropy <= the entropy_quantile of their completion) and the looser
     [1 - high_entropy_eps_low, 1 + high_entropy_eps_high] for the high-entropy rest, then verl's dual
     clip c on A < 0. Needs inputs.entropies. Archer's per-class KL weights against a reference
-    model are not part of this policy loss.
+    model are not part of this policy loss. The quantile is each completion's own, so the split does
+    not depend on the rest of the batch (nor on how it is divided among processes).
 
     Source: wizard-III/Archer2.0 verl/trainer/ppo/core_algos.py (compute_policy_loss with
     use_token_entropy_separate; the entropy split in verl/workers/actor/dp_actor.py); defaults from

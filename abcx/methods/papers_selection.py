@@ -3,14 +3,17 @@ Language Models", arXiv 2505.22617): pick the few tokens whose centred covarianc
 Cov_t = (A_t - mean A) * (log pi_t - mean log pi) (means over this micro-batch's completion tokens)
 is high, the tokens that drive entropy down, and either cut their gradient (Clip-Cov) or pull them
 back with a |log r| penalty (KL-Cov). Both as in verl's core_algos.py (adapted there from
-PRIME-RL/Entropy-Mechanism-of-RL).
+PRIME-RL/Entropy-Mechanism-of-RL). The means, the token count, the draw and the top tokens are taken
+over every process of a data-parallel step (abcx.methods.collective), so a split batch selects the
+same tokens as one process on the whole batch.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING
 
-from abcx.methods.ratio_rules import log_ratio, masked_mean, ppo_dual_clip, token_advantages
+from abcx.methods import collective as C
+from abcx.methods.ratio_rules import log_ratio, ppo_dual_clip, token_advantages
 from abcx.methods.terms import PolicyTerms
 
 if TYPE_CHECKING:
@@ -22,11 +25,13 @@ VERL = "volcengine/verl verl/trainer/ppo/core_algos.py"
 
 
 def covariance(inputs: "LossInputs") -> "torch.Tensor":
-    """Cov_t = (A_t - mean A)(log pi_t - mean log pi) over the masked tokens, [B, T], detached."""
+    """Cov_t = (A_t - mean A)(log pi_t - mean log pi), means over the masked tokens of all processes,
+    [B, T], detached."""
     mask = inputs.mask.to(inputs.logp.dtype)
     adv = token_advantages(inputs)
     logp = inputs.logp.detach()
-    return (adv - masked_mean(adv, mask)) * (logp - masked_mean(logp, mask))
+    means = (C.masked_mean(adv, mask, inputs.collective), C.masked_mean(logp, mask, inputs.collective))
+    return (adv - means[0]) * (logp - means[1])
 
 
 def _generator(seed: int, step: int) -> "torch.Generator":
@@ -63,15 +68,10 @@ def clip_cov(
     clipped = ((adv > 0) & (r > 1 + eps_high)) | ((adv < 0) & (r < 1 - eps_low))
     cov = covariance(inputs)
     candidates = (inputs.mask > 0) & ~clipped & (cov > clip_cov_lb) & (cov < clip_cov_ub)
-    index = torch.nonzero(candidates)
-    count = max(int(clip_cov_ratio * float(inputs.mask.sum())), 1)
-    if len(index) > 0:
-        perm = torch.randperm(len(index), generator=_generator(seed, inputs.step))
-        chosen = index[perm[:count].to(index.device)]
-        keep = torch.ones_like(r)
-        keep[chosen[:, 0], chosen[:, 1]] = 0.0
-        value, weight = value * keep, weight * keep
-    return PolicyTerms(value=value, weight=weight)
+    tokens = float(inputs.collective.sum(inputs.mask.sum().to(torch.float64).reshape(1)))
+    count = max(int(clip_cov_ratio * tokens), 1)
+    keep = (~C.draw(candidates, count, _generator(seed, inputs.step), inputs.collective)).to(r.dtype)
+    return PolicyTerms(value=value * keep, weight=weight * keep)
 
 
 def kl_cov(inputs: "LossInputs", *, kl_cov_ratio: float = 2e-3, ppo_kl_coef: float = 1.0) -> PolicyTerms:
@@ -88,15 +88,11 @@ def kl_cov(inputs: "LossInputs", *, kl_cov_ratio: float = 2e-3, ppo_kl_coef: flo
     r = torch.exp(lr)
     adv = token_advantages(inputs)
     value, penalty = -adv * r, torch.zeros_like(r)
-    valid = (inputs.mask > 0).reshape(-1)
-    n_valid = int(valid.sum())
+    valid = inputs.mask > 0
+    n_valid = int(inputs.collective.sum(valid.sum().to(torch.float64).reshape(1)))
     if n_valid > 0:
-        flat_index = torch.nonzero(valid).squeeze(-1)
         count = min(max(1, int(n_valid * kl_cov_ratio)), n_valid)
-        top = flat_index[torch.topk(covariance(inputs).reshape(-1)[flat_index], count).indices]
-        chosen = torch.zeros_like(valid)
-        chosen[top] = True
-        chosen = chosen.reshape(r.shape).to(r.dtype)
+        chosen = C.top_k(covariance(inputs), valid, count, inputs.collective).to(r.dtype)
         value = value + chosen * ppo_kl_coef * lr.abs()
         penalty = chosen * ppo_kl_coef * torch.sign(lr)
     return PolicyTerms(value=value, weight=r, penalty=penalty)

@@ -40,11 +40,6 @@ def token_advantages(inputs: "LossInputs") -> "torch.Tensor":
     return inputs.advantages.detach().expand_as(inputs.logp)
 
 
-def masked_mean(values: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
-    """Mean over the tokens where mask is 1 (verl_F.masked_mean without its epsilon)."""
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 def ppo_dual_clip(
     ratio: "torch.Tensor",
     adv: "torch.Tensor",

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from abcx.methods.collective import Collective
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,6 +38,7 @@ class LossInputs:
     max_steps: int = 1
     state: dict[str, Any] = field(default_factory=dict)  # a stateful method's controller state
     is_ratio: "torch.Tensor | None" = None  # [B, T] vLLM's pi_old / pi_sampler where TRL corrects for it (VESPO)
+    collective: Collective = field(default_factory=Collective)  # the processes sharing this step (batch statistics)
 
 
 @dataclass

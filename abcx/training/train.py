@@ -353,9 +353,11 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
         callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
     # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.
     callbacks.append(ProgressCallback(record.run_id, plain=quiet))
+    from abcx.methods.correction import Correction
+
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
                               reward_funcs=[task.reward], callbacks=callbacks, method=bounds,
-                              logprob_path=cfg.train.logprob_path)
+                              logprob_path=cfg.train.logprob_path, correction=Correction.of(cfg.get("correction")))
     trainer.remove_callback(PrinterCallback)
     if cfg.eval.every_steps or cfg.eval.at_end:
         from abcx.evaluation.callback import PeriodicEvalCallback

@@ -5,11 +5,15 @@ num_iterations, steps_per_generation, checkpoints) stays TRL's.
 
 Every method answers with PolicyTerms (value, detached weight on A*grad log pi, penalty), applied one
 way through `terms.surrogate`, then TRL 1.16's own order: off-policy mask -> top-entropy mask -> vLLM
-IS ratio -> + beta*KL -> aggregation. The TRL internals this touches are listed in abcx.training.trl_compat;
+IS ratio (or, when the run sets one, abcx's rollout/trainer correction, abcx.methods.correction) ->
++ beta*KL -> aggregation. Methods that read batch statistics get them over every process
+(abcx.methods.collective). The TRL internals this touches are listed in abcx.training.trl_compat;
 tests/test_trl_equivalence.py proves the loss and every parameter gradient equal TRL's own
 `_compute_loss` for grpo, dapo, two_sided, gspo, cispo, sapo, vespo and luspo.
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 from accelerate.utils import is_peft_model
@@ -21,6 +25,8 @@ from abcx.training import logprobs
 from abcx.errors import UserError
 from abcx.methods import stats as S
 from abcx.methods.clip import Bounds, importance_ratio, sequence_log_ratio
+from abcx.methods.collective import Collective
+from abcx.methods.correction import NO_BEHAVIOUR_LOGPROBS, Correction, fractions as correction_fractions
 from abcx.methods.runtime import MethodRun
 from abcx.methods.terms import LossInputs, surrogate
 from abcx.training.trl_compat import PASSTHROUGH_KEYS, trl_attr
@@ -50,7 +56,7 @@ class MethodState(TrainerCallback, ExportableState):
 
 class AbcxGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, method: MethodRun | None = None, bounds: Bounds | None = None,
-                 logprob_path: str = "auto", **kwargs):
+                 logprob_path: str = "auto", correction: Correction | None = None, **kwargs):
         self._method_state = MethodState()
         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self._method_state]
         super().__init__(*args, **kwargs)
@@ -60,6 +66,13 @@ class AbcxGRPOTrainer(GRPOTrainer):
                                             "importance_sampling_level": self.importance_sampling_level})
         self._method_state.trainer = self
         self.method = method
+        self.correction = correction or Correction()
+        acc = self.accelerator  # batch statistics of a method (BAPO, Clip-Cov, KL-Cov) span every process
+        self.collective = Collective(acc.process_index, acc.num_processes,
+                                     lambda t: acc.reduce(t.to(acc.device), reduction="sum").to(t.device),
+                                     lambda t: acc.gather(t.to(acc.device)).to(t.device))
+        if self.correction.active and not self.use_vllm and acc.is_main_process:
+            print(f"warning: {NO_BEHAVIOUR_LOGPROBS}", file=sys.stderr)
         if self.args.max_steps and self.args.max_steps > 0:
             method.max_steps = self.args.max_steps
         self.aggregation = method.method.aggregation or S.aggregation_of(self.loss_type)
@@ -109,7 +122,8 @@ class AbcxGRPOTrainer(GRPOTrainer):
         terms = self.method.terms(LossInputs(
             logp=per_token_logps, old_logp=old_per_token_logps, advantages=advantages, mask=mask,
             entropies=entropies.detach() if entropies is not None else None, step=step,
-            max_steps=self.method.max_steps, is_ratio=inputs.get("importance_sampling_ratio"),  # present: vLLM IS on
+            max_steps=self.method.max_steps, collective=self.collective,
+            is_ratio=None if self.correction.active else inputs.get("importance_sampling_ratio"),  # present: vLLM IS on
         ))
         log_ratio = per_token_logps - old_per_token_logps
         # The level's log-ratio has the gradient of the method's ratio (token: log pi; sequence: its mean).
@@ -126,7 +140,9 @@ class AbcxGRPOTrainer(GRPOTrainer):
             )
         if self.top_entropy_quantile < 1.0:
             per_token_loss = per_token_loss * self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
-        if vllm_is and not self.method.method.uses_is_ratio:
+        if self.correction.active:  # abcx's correction axis replaces TRL's vLLM ratio
+            per_token_loss = per_token_loss * self._correction_weight(inputs, old_per_token_logps, mask, mode)
+        elif vllm_is and not self.method.method.uses_is_ratio:
             per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]
         per_token_kl = None
         if self.beta != 0.0:
@@ -153,6 +169,13 @@ class AbcxGRPOTrainer(GRPOTrainer):
         ratio = importance_ratio(log_ratio.detach(), mask, self.method.level)
         self._record_metrics(mode, step, terms, ratio, advantages, mask, entropies, per_token_kl)
         return loss
+
+    def _correction_weight(self, inputs, old_logps: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+        """abcx.methods.correction against the sampler's log-probs, which TRL has only from vLLM; without
+        them the behaviour policy is pi_old itself (rho = 1)."""
+        weight, sums = self.correction.apply(old_logps, inputs.get("sampling_per_token_logps", old_logps), mask)
+        _accumulate(self._quadrant_counts[mode], sums)
+        return weight
 
     def _dapo_num_items(self, inputs, mode: str) -> torch.Tensor:
         # num_items_in_batch counts the whole generation batch; one accumulation window is a slice of it.
@@ -201,6 +224,7 @@ class AbcxGRPOTrainer(GRPOTrainer):
             reduced["ratio/max"] = _gather_extreme(self, acc["ratio/max"], torch.max)
             prefix = "eval_" if mode == "eval" else ""
             logs.update({prefix + k: v for k, v in S.quadrant_fractions(reduced).items()})
+            logs.update({prefix + k: v for k, v in correction_fractions(reduced).items()})
             self._quadrant_counts[mode] = {}
         if mode == "train" and self._eps_in_use is not None:  # the bounds the last step trained with
             logs.update({f"eps/eps{i + 1}": value for i, value in enumerate(self._eps_in_use)})
