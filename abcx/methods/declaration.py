@@ -69,6 +69,10 @@ class Method:
 SCHEDULE = Param("schedule", str, "constant", "|".join(SCHEDULES),
                  "how bound parameters with an <param>_end move over training (from <param> to <param>_end)")
 END = "_end"
+# The keys of a METADATA entry: those that become Method fields, and those kept in Method.extra.
+FIELDS = ("reference", "doc", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
+EXTRA = ("formula",)  # the loss per token in one line, shown by `abcx methods` and the README table
+METADATA_KEYS = FIELDS + EXTRA
 
 
 def _schedule_params(params: list[Param]) -> list[Param]:
@@ -129,7 +133,7 @@ def _method_from(module: Any, name: str, meta: Mapping[str, Any]) -> Method:
     if meta.get("bounds") is not None:
         params += _schedule_params(params)
     doc = meta.get("doc") or (inspect.getdoc(fn) or "").split("\n")[0]
-    known = ("reference", "doc", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
+    known = FIELDS
     return Method(name=name, fn=fn, params=tuple(params), reference=meta.get("reference", ""), doc=doc,
                   bounds=meta.get("bounds"), aggregation=meta.get("aggregation"),
                   uses_is_ratio=bool(meta.get("uses_is_ratio")), controller=meta.get("controller"),

@@ -29,13 +29,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping
 
-from abcx.methods.declaration import Method, _method_from, in_domain
+from abcx.methods.declaration import METADATA_KEYS, Method, _method_from, in_domain
 
 GROUP = "abcx.methods"
 ENV = "ABCX_PLUGINS"
 # A method's name is a Hydra group option, a schema class name and the run id's prefix (`name-s0-hash`).
 NAME = re.compile(r"[a-z][a-z0-9_]*")
-KEYS = ("reference", "doc", "params", "bounds", "aggregation", "uses_is_ratio", "controller", "check")
+KEYS = METADATA_KEYS  # a plugin declares what a built-in method may (abcx.methods.declaration)
 PARAM_KEYS = ("doc", "domain", "type")
 
 
