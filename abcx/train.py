@@ -17,6 +17,7 @@ from typing import Any
 
 from abcx import config as C
 from abcx.errors import RunFailed, UserError
+from abcx.methods.stats import QUADRANT_DEFINITION  # which Q1..Q4 definition the run's counts use
 from abcx.record import RunRecord, atomic_write_json, fault_point, runs_dir, scrub
 from abcx.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 
@@ -238,6 +239,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     try:
         record.start(data, config_hash=C.config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                      cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy,
+                                                    "quadrants": QUADRANT_DEFINITION,
                                                     **({"model_build": build} if build else {})})
         # Validated before anything in the record changes; the record is reconciled with it once the
         # trainer has loaded it (RecordCallback.on_train_begin) or, with nothing left to train, here.
