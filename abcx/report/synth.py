@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 
+from abcx.methods.stats import QUADRANT_DEFINITION
+
 TRAIN_METRICS = ("reward", "reward_std", "entropy", "loss", "kl", "completion_length", "learning_rate",
                  "clip/q1", "clip/q2", "clip/q3", "clip/q4", "clip/clipped", "clip/zero_adv",
                  "ratio/min", "ratio/mean", "ratio/max")
@@ -34,8 +36,9 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
                  steps=(), metrics: dict | None = None, state: str = "finished", group: str = "",
                  evals: list[dict] | None = None, updated: dt.datetime | None = None,
                  error: str | None = None, torn_tail: bool = False, summary: dict | None = None,
-                 compact: bool = True) -> str:
-    """One record folder `root/<run_id>/`; returns its path."""
+                 compact: bool = True, quadrants: str | None = QUADRANT_DEFINITION) -> str:
+    """One record folder `root/<run_id>/`; returns its path. `quadrants=None` writes a record as abcx
+    did before meta.json said which quadrant definition a run used."""
     import yaml
 
     path = os.path.join(root, run_id)
@@ -47,7 +50,8 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
         yaml.safe_dump(cfg, fh, sort_keys=False)
     with open(os.path.join(path, "meta.json"), "w") as fh:
         json.dump({"run_id": run_id, "config_hash": run_id.split("-")[1] if run_id.count("-") >= 2 else "0",
-                   "method": method, "group": group, "seed": seed, "git_commit": None, "created": _iso(now)}, fh)
+                   "method": method, "group": group, "seed": seed, "git_commit": None, "created": _iso(now),
+                   **({"quadrants": quadrants} if quadrants else {})}, fh)
     steps = [int(x) for x in steps]
     with open(os.path.join(path, "status.json"), "w") as fh:
         json.dump({"state": state, "step": steps[-1] if steps else 0, "max_steps": steps[-1] if steps else 0,
