@@ -235,7 +235,7 @@ def report(
     tags: Optional[List[str]] = typer.Option(None, "--tag", help="Only runs with this tag (repeatable)."),
     label: Optional[List[str]] = typer.Option(None, "--label", help="GLOB=method:NAME,model:NAME,seed:N for runs matching GLOB (path or id; repeatable; wins over inference)."),
     labels: Optional[str] = typer.Option(None, "--labels", help="YAML file of label rules: {GLOB: {method: ..., model: ..., seed: ...}}."),
-    metric_map: Optional[str] = typer.Option(None, "--metric-map", help="YAML file adding to or overriding abcx/report/metric_map.yaml (other loggers' metric names)."),
+    metric_map: Optional[str] = typer.Option(None, "--metric-map", help="YAML file adding to or overriding abcx/report/metric_map.yaml (other loggers' metric names and quadrant layouts; `use_layout: {GLOB: LAYOUT}` names a run's layout)."),
     trust_pickles: bool = typer.Option(False, "--trust-pickles", help="Read HF training_args.bin pickles beside trainer_state.json (unpickling can run code)."),
 ) -> None:
     """Comparison tables and plots from runs.

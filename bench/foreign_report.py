@@ -40,7 +40,8 @@ def main() -> None:
     from abcx.report.command import run_report
 
     sources = [str(work / "abcx"), *(str(p / "wandb") for p in sorted(work.glob("stock-*")))]
-    run_report(sources, fmt="markdown", out=str(out / "report.md"), plots_dir=str(out / "plots"))
+    # Relative paths, so the report's notes name the folder as the reader of results/ sees it.
+    run_report(sources, fmt="markdown", out=os.path.relpath(out / "report.md"), plots_dir=os.path.relpath(out / "plots"))
     print(f"wrote {out / 'report.md'}")
 
 

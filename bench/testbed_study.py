@@ -122,8 +122,8 @@ def run_row(record, sweep: str, overrides: list[str]) -> dict | None:
         "cell": cell_of(overrides, sweep), "clipped": summary.get("mean/clip/clipped"),
         "shares": {q: summary.get(f"share/{q}") for q in ("q1", "q2", "q3", "q4")},
         # Where the update goes, not only where tokens fall: each quadrant's share of sum |weight*A - penalty|
-        # (abcx.methods.stats), mean over steps. A = 0 tokens (zero-variance groups) count in Q3/Q4's
-        # token shares by the rule's "A > 0 else" but carry no gradient, so they weigh nothing here.
+        # (abcx.methods.stats), mean over steps. A = 0 tokens (zero-variance groups) are in no quadrant (a
+        # clip event needs A != 0; records before that counted them in Q3/Q4) and carry no gradient.
         "grad": {q: _mean_of(rows, f"grad/share_{q}") for q in ("q1", "q2", "q3", "q4", "in")},
         "entropy_first": statistics.mean(entropy[:10]), "entropy_last": statistics.mean(entropy[-10:]),
         "entropy_curve": [(r["step"], r["entropy"]) for r in rows],

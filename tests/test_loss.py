@@ -97,13 +97,13 @@ def test_grpo_quadrant_counts_show_the_unclipped_blind_spots():
     assert g["ratio/min"] == 0.5 and g["ratio/max"] == 1.5 and g["ratio/mean"] == pytest.approx(1.0)
 
 
-def test_quadrant_counts_ignore_padding_and_count_zero_advantages():
+def test_quadrant_counts_ignore_padding_and_count_zero_advantages_on_their_own():
     ratio = torch.tensor([[3.0, 3.0], [1.0, 9.0]])
     adv = torch.tensor([[0.0], [1.0]])
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     f = S.quadrant_fractions(S.quadrant_counts(ratio, adv, mask, C.Bounds(0.2, 0.2, 0.2, 0.2)))
-    assert f["clip/zero_adv"] == pytest.approx(2 / 3)
-    assert f["clip/q4"] == pytest.approx(2 / 3)  # A = 0 belongs to the A <= 0 branch
+    assert f["clip/zero_adv"] == f["clip/zero_adv_out"] == pytest.approx(2 / 3)
+    assert f["clip/q4"] == 0  # A = 0 carries no gradient: no clip event, in no quadrant
     assert f["clip/q1"] == 0 and f["ratio/max"] == 3.0
 
 
@@ -197,9 +197,42 @@ def test_distinct_bounds_value_and_gradient_of_the_policy_terms():
 def test_distinct_bounds_quadrant_counts():
     counts = S.quadrant_counts(GRID, GRID_ADV, torch.ones_like(GRID), DISTINCT)
     got = [int(counts[f"clip/q{i}"]) for i in range(1, 5)]
-    # Q1: A>0, r > 1.1 -> 1.12; Q2: A>0, r < 0.8 -> 3; Q3: A<=0, r < 0.6 -> 2; Q4: A<=0, r > 1.3 -> 4
+    # Q1: A>0, r > 1.1 -> 1.12; Q2: A>0, r < 0.8 -> 3; Q3: A<0, r < 0.6 -> 2; Q4: A<0, r > 1.3 -> 4
     assert got == [1, 3, 2, 4]
     assert int(counts["clip/clipped"]) == 10
+
+
+# A third row with A = 0: the rule bounds it with the A <= 0 pair [0.6, 1.3] (0.70 and 1.20 are inside
+# that band though outside A > 0's [0.8, 1.1]); 0.50 (below), 1.31 and 1.40 (above) are outside it.
+ZERO_ROW = [0.50, 0.70, 0.79, 1.00, 1.12, 1.20, 1.31, 1.40]
+GRID3, GRID3_ADV = torch.cat([GRID, torch.tensor([ZERO_ROW])]), torch.tensor([[1.5], [-0.5], [0.0]])
+
+
+def test_a_clip_event_has_a_nonzero_advantage_and_zero_advantage_tokens_are_counted_on_their_own():
+    counts = S.quadrant_counts(GRID3, GRID3_ADV, torch.ones_like(GRID3), DISTINCT)
+    assert [int(counts[f"clip/q{i}"]) for i in range(1, 5)] == [1, 3, 2, 4]  # the A = 0 row adds to none
+    assert int(counts["clip/zero_adv"]) == 8 and int(counts["clip/zero_adv_out"]) == 3
+    # The bounds the loss applies are unchanged: the three A = 0 tokens outside [0.6, 1.3] are clipped.
+    assert int(counts["clip/clipped"]) == 10 + 3
+    assert torch.allclose(C.clipped_ratio(GRID3, GRID3_ADV, DISTINCT)[2],
+                          torch.tensor([0.6, 0.7, 0.79, 1.0, 1.12, 1.2, 1.3, 1.3]))
+
+
+def test_gradient_shares_leave_zero_advantage_tokens_out_of_the_quadrants():
+    from abcx.methods.terms import PolicyTerms
+
+    penalty = torch.zeros_like(GRID3)
+    penalty[2] = 0.25  # a penalty (KL-like) gives the A = 0 row a gradient; A itself gives none
+    terms = PolicyTerms(value=torch.zeros_like(GRID3), weight=GRID3.clone(), natural=GRID3, penalty=penalty)
+    f = S.quadrant_fractions(S.quadrant_counts(GRID3, GRID3_ADV, torch.ones_like(GRID3), DISTINCT, terms))
+    mass = (GRID3 * GRID3_ADV - penalty).abs()
+    total = mass.sum().item()
+    by_hand = {"q1": mass[0, 5], "q2": mass[0, :3].sum(), "q3": mass[1, :2].sum(), "q4": mass[1, [3, 4, 5, 7]].sum(),
+               "zero_adv_out": mass[2, [0, 6, 7]].sum()}
+    for part, value in by_hand.items():
+        assert f[f"grad/share_{part}"] == pytest.approx(value.item() / total)
+    assert f["grad/share_zero_adv_out"] == pytest.approx(3 * 0.25 / total)
+    assert f["grad/share_in"] == pytest.approx(1 - sum(v.item() for v in by_hand.values()) / total)
 
 
 # inf on one side at a time: that bound vanishes from the clip; the band borrows the same side's other bound

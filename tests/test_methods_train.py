@@ -12,7 +12,8 @@ from abcx.training.train import train
 FAST = ["train.max_steps=2", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
         "train.save_steps=100", "eval.at_end=false", "logger=none"]
 UNIFORM = [f"clip/q{i}" for i in range(1, 5)] + [f"grad/share_q{i}" for i in range(1, 5)] + \
-    ["grad/share_in", "grad/zeroed", "grad/scaled_down", "clip/clipped"]
+    ["grad/share_zero_adv_out", "grad/share_in", "grad/zeroed", "grad/scaled_down", "clip/clipped", "clip/zero_adv_out"]
+SHARES = [f"grad/share_q{i}" for i in range(1, 5)] + ["grad/share_zero_adv_out", "grad/share_in"]
 
 
 @pytest.mark.slow
@@ -24,8 +25,8 @@ def test_every_method_trains_two_steps_and_logs_the_uniform_metrics(tmp_path, ti
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
         assert math.isfinite(row["loss"]) and all(key in row for key in UNIFORM), sorted(row)
-        assert sum(row[f"grad/share_q{i}"] for i in range(1, 5)) + row["grad/share_in"] == pytest.approx(1.0, abs=1e-9) \
-            or sum(row[f"grad/share_q{i}"] for i in range(1, 5)) + row["grad/share_in"] == 0  # no gradient at all
+        total = sum(row[key] for key in SHARES)
+        assert total == pytest.approx(1.0, abs=1e-9) or total == 0  # 0: no gradient at all
     if M.get(name).bounds is not None or M.get(name).controller is not None:
         assert all(f"eps/eps{i}" in rows[0] for i in range(1, 5))
 

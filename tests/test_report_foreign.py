@@ -126,19 +126,143 @@ def test_trl_logs_no_q2_or_q4_so_its_quadrant_shares_are_unknown_not_zero(tmp_pa
 
 
 def test_a_user_metric_map_adds_overrides_and_removes_entries(tmp_path):
-    rows = [{"step": 1, "my/q4": 0.03, "clip_ratio/high_mean": 0.01, "completions/mean_length": 9.0}]
+    rows = [{"step": 1, "my/q4": 0.03, "my/q2": 0.02, "clip_ratio/high_mean": 0.01, "completions/mean_length": 9.0}]
     src = write_state(tmp_path / "run", rows, 1)
     extra = tmp_path / "map.yaml"
-    extra.write_text("rename:\n  my/q4: clip/q4\n  clip_ratio/high_mean: clip/q1_trl\n  completions/mean_length: null\n")
-    rs = read_sources([str(src)], metric_map=M.load(extra))
-    assert rs.metric("clip/q4")["value"].tolist() == [0.03]
+    extra.write_text("rename:\n  clip_ratio/high_mean: clip/q1_trl\n  completions/mean_length: null\n"
+                     "layouts:\n  mine: {clip/q4: [my/q4], clip/q2: my/q2}\n")
+    mmap = M.load(extra)
+    assert list(mmap.layouts)[0] == "mine"  # a user's own layout is tried before the package's
+    rs = read_sources([str(src)], metric_map=mmap)
+    assert rs.metric("clip/q4")["value"].tolist() == [0.03] and rs.metric("clip/q2")["value"].tolist() == [0.02]
+    assert rs.runs.iloc[0]["quadrant_source"] == "mine"
     assert rs.metric("clip/q1_trl")["value"].tolist() == [0.01] and "clip/q1" not in rs.metrics
     assert "completions/mean_length" in rs.metrics and "completion_length" not in rs.metrics
-    for text, says in (("rename: [a]\n", "rename must map"), ("derive:\n  clip/q1: 3\n", "a list of logged metric"),
-                       ("renames: {}\n", "unknown section 'renames'")):
+    for text, says in (("rename: [a]\n", "rename must map"), ("derive:\n  clip/x: 3\n", "a list of logged metric"),
+                       ("renames: {}\n", "unknown section 'renames'"),
+                       ("rename:\n  my/q4: clip/q4\n", "rename.my/q4: Q1..Q4 come from one layout per run"),
+                       ("derive:\n  clip/q1: [a, b]\n", "derive.clip/q1: Q1..Q4 come from one layout per run"),
+                       ("layouts:\n  abcx: {clip/q1: [a]}\n", "'abcx' is reserved"),
+                       ("layouts:\n  x: {clip/q1: 3}\n", "layouts.x.clip/q1=3; valid: a list of logged")):
         extra.write_text(text)
-        with pytest.raises(UserError, match=says):
+        with pytest.raises(UserError, match=says) as err:
             M.load(extra)
+        assert "\n" not in str(err.value)
+
+
+# --- quadrant layouts: one per run, never mixed --------------------------------------------------
+# A TRL fork seen in published logs writes TRL's names `clip_ratio/high_mean` / `low_mean` with its own
+# meaning (tokens above / below the band over BOTH signs of A) beside sign-split fields. Eight distinct
+# values per step, and high_mean != ppo_style * pos, so quadrants mixed from the two layouts (TRL's names
+# for Q1/Q3, the split for Q2/Q4) differ from the right ones, the split's alone.
+FORK_LAYOUT_ROWS = [
+    {"step": s, "reward": 0.1 * s, "clip_ratio/ppo_style": ppo, "clip_ratio/ppo_style_pos_adv_pct": pos,
+     "clip_ratio/ppo_style_neg_adv_pct": 1 - pos, "clip_ratio/overcorrection": over,
+     "clip_ratio/overcorrection_pos_adv_pct": opos, "clip_ratio/overcorrection_neg_adv_pct": 1 - opos,
+     # above the band over both signs: Q1 + Q4; below: Q3 + Q2
+     "clip_ratio/high_mean": ppo * pos + over * (1 - opos), "clip_ratio/low_mean": ppo * (1 - pos) + over * opos}
+    for s, ppo, pos, over, opos in ((1, 0.030, 0.55, 0.012, 0.35), (2, 0.040, 0.62, 0.018, 0.27),
+                                    (3, 0.026, 0.71, 0.009, 0.44))]
+
+
+def fork_quadrants(rows):
+    """Q1..Q4 per step from the sign-split fields alone (the right answer)."""
+    return {"q1": [r["clip_ratio/ppo_style"] * r["clip_ratio/ppo_style_pos_adv_pct"] for r in rows],
+            "q2": [r["clip_ratio/overcorrection"] * r["clip_ratio/overcorrection_pos_adv_pct"] for r in rows],
+            "q3": [r["clip_ratio/ppo_style"] * r["clip_ratio/ppo_style_neg_adv_pct"] for r in rows],
+            "q4": [r["clip_ratio/overcorrection"] * r["clip_ratio/overcorrection_neg_adv_pct"] for r in rows]}
+
+
+def test_the_fork_rows_have_distinct_fields_and_a_mix_would_differ():
+    for r in FORK_LAYOUT_ROWS:
+        fields = [v for k, v in r.items() if k.startswith("clip_ratio/")]
+        assert len(fields) == 8 and len(set(fields)) == 8
+    right, mixed = fork_quadrants(FORK_LAYOUT_ROWS), dict(fork_quadrants(FORK_LAYOUT_ROWS))
+    mixed["q1"] = [r["clip_ratio/high_mean"] for r in FORK_LAYOUT_ROWS]
+    mixed["q3"] = [r["clip_ratio/low_mean"] for r in FORK_LAYOUT_ROWS]
+    share = lambda q: sum(q["q4"]) / sum(sum(v) for v in q.values())  # noqa: E731
+    assert abs(share(right) - share(mixed)) > 0.04  # 19% against 15%
+
+
+FORK_WANDB_SCRIPT = textwrap.dedent("""
+    import json, sys, wandb
+    rows = json.loads(sys.argv[2])
+    run = wandb.init(dir=sys.argv[1], mode="offline", project="fork", config={"epsilon": 0.2, "epsilon_high": 0.28})
+    for r in rows:  # as HF's W&B callback logs: `train/` names and the trainer's step as train/global_step
+        run.log({"train/global_step": r["step"], **{f"train/{k}": v for k, v in r.items() if k != "step"}})
+    run.finish()
+""")
+
+
+def assert_fork_quadrants(report):
+    rs, right = report.runset, fork_quadrants(FORK_LAYOUT_ROWS)
+    for q, values in right.items():
+        assert rs.metric(f"clip/{q}")["value"].tolist() == pytest.approx(values, rel=1e-9)
+    # The fork's own both-signs fractions stay under their own names, never taken for Q1 / Q3.
+    assert rs.metric("clip_ratio/high_mean")["value"].tolist() == pytest.approx(
+        [r["clip_ratio/high_mean"] for r in FORK_LAYOUT_ROWS])
+    run = report.per_run.iloc[0]
+    assert run["quadrant_source"] == "sign_split"
+    total = sum(sum(v) for v in right.values())
+    assert [run[f"q{i}_share"] for i in range(1, 5)] == pytest.approx([sum(right[f"q{i}"]) / total for i in range(1, 5)])
+    assert any("quadrants from sign_split only; the fields of trl keep their logged names "
+               "(clip_ratio/high_mean, clip_ratio/low_mean)" in n for n in report.notes)
+    runs_table = next(t for t in report.tables if t.key == "runs")
+    assert runs_table.display["quadrants from"].tolist() == ["sign_split"]
+
+
+def test_a_fork_log_in_trainer_state_takes_all_four_quadrants_from_its_sign_split_fields(tmp_path):
+    src = write_state(tmp_path / "fork", FORK_LAYOUT_ROWS, 3)
+    assert_fork_quadrants(run_report([str(src)], fmt="json", out=str(tmp_path / "r.json"),
+                                     label_rules=["fork=method:my_fork"]))
+
+
+def test_a_fork_log_in_wandb_offline_files_takes_all_four_quadrants_from_its_sign_split_fields(tmp_path):
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_WANDB_SCRIPT)
+    subprocess.run([PY, str(script), str(tmp_path / "fork"), json.dumps(FORK_LAYOUT_ROWS)], env=env, check=True,
+                   timeout=120, capture_output=True)
+    report = run_report([str(tmp_path / "fork" / "wandb")], fmt="json", out=str(tmp_path / "r.json"))
+    assert report.per_run.iloc[0]["step"] == 3
+    assert_fork_quadrants(report)
+
+
+def test_a_run_logging_abcx_names_keeps_them_unless_a_layout_is_named_and_then_only_that_layout_counts(tmp_path):
+    rows = [{"step": 1, "clip/q1": 0.011, "clip/q2": 0.012, "clip/q3": 0.013, "clip/q4": 0.014,
+             "clip_ratio/high_mean": 0.021, "clip_ratio/low_mean": 0.023}]
+    src = write_state(tmp_path / "both", rows, 1)
+    rs = read_sources([str(src)])
+    assert rs.runs.iloc[0]["quadrant_source"] == "abcx"
+    assert [rs.metric(f"clip/q{i}")["value"].tolist() for i in range(1, 5)] == [[0.011], [0.012], [0.013], [0.014]]
+    assert rs.metric("clip_ratio/low_mean")["value"].tolist() == [0.023]
+    assert any("quadrants from abcx only; the fields of trl keep their logged names" in n for n in rs.notes)
+    extra = tmp_path / "map.yaml"
+    extra.write_text("use_layout:\n  both: trl\n")
+    rs = read_sources([str(src)], metric_map=M.load(extra))
+    assert rs.runs.iloc[0]["quadrant_source"] == "trl (--metric-map)"
+    assert rs.metric("clip/q1")["value"].tolist() == [0.021] and rs.metric("clip/q3")["value"].tolist() == [0.023]
+    assert "clip/q2" not in rs.metrics and "clip/q4" not in rs.metrics  # the run's own Q2/Q4 are not mixed in
+
+
+def test_metric_map_names_the_layout_for_a_source_and_refuses_an_unknown_one(tmp_path):
+    fork = write_state(tmp_path / "fork-a", FORK_LAYOUT_ROWS, 3)
+    trl_rows = [{"step": 1, "clip_ratio/high_mean": 0.011, "clip_ratio/low_mean": 0.013}]
+    trl = write_state(tmp_path / "trl-b", trl_rows, 1)
+    extra = tmp_path / "map.yaml"
+    extra.write_text("use_layout:\n  'fork-*': trl\n")
+    rs = read_sources([str(fork), str(trl)], metric_map=M.load(extra))
+    sources = dict(zip(rs.runs["path"].map(lambda p: Path(p).parent.name), rs.runs["quadrant_source"]))
+    assert sources == {"fork-a": "trl (--metric-map)", "trl-b": "trl"}
+    fork_id = rs.runs.index[rs.runs["quadrant_source"] == "trl (--metric-map)"][0]
+    q1 = rs.metric("clip/q1").query("run_id == @fork_id")["value"].tolist()
+    assert q1 == pytest.approx([r["clip_ratio/high_mean"] for r in FORK_LAYOUT_ROWS])  # TRL's names, as asked
+    assert rs.metric("clip/q2").query("run_id == @fork_id").empty  # and nothing from the split: no mix
+    extra.write_text("use_layout:\n  'fork-*': fork\n")
+    with pytest.raises(UserError, match=r"use_layout.fork-\*='fork' is not a layout; known: sign_split, trl, verl, "
+                                        r"abcx$") as err:
+        M.load(extra)
+    assert "\n" not in str(err.value)
 
 
 # --- pickles ---------------------------------------------------------------------------------------
@@ -225,8 +349,10 @@ def test_a_user_rule_wins_over_inference_and_says_so(tmp_path):
 
 # --- the project's own foreign runs: stock TRL and verl-layout W&B logs beside abcx runs -----------------
 
+# learning_rate 1e-3 moves the policy far enough in one step that step 4 has tokens outside the band,
+# among them tokens with A = 0 (which a clip event excludes): the quadrant comparison below is not of zeros.
 FAST = ["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
-        "train.save_steps=2", "eval.at_end=false", "seed=0"]
+        "train.save_steps=2", "train.learning_rate=1e-3", "eval.at_end=false", "seed=0"]
 
 VERL_SCRIPT = textwrap.dedent("""
     import sys, wandb
@@ -276,6 +402,14 @@ def test_stock_trl_and_abcx_runs_of_the_same_settings_compare_in_one_report(mixe
     by_run = {rid: g["value"].tolist() for rid, g in reward.groupby("run_id", observed=True)}
     abcx_grpo = runs[(runs["source"] == "abcx") & (runs["method"] == "grpo")]["run_id"].iloc[0]
     assert by_run[stock["run_id"]] == by_run[abcx_grpo] and len(by_run[abcx_grpo]) == 2
+    # One clip-event definition (A != 0): TRL's high_mean / low_mean are abcx's Q1 / Q3 at every step.
+    assert stock["quadrant_source"] == "trl"
+    for q in ("clip/q1", "clip/q3"):
+        steps = {rid: g.set_index("step")["value"] for rid, g in report.runset.metric(q).groupby("run_id", observed=True)}
+        assert list(steps[stock["run_id"]].index) == list(steps[abcx_grpo].index) == [1, 2, 3, 4]
+        assert steps[stock["run_id"]].tolist() == pytest.approx(steps[abcx_grpo].tolist(), rel=1e-6, abs=1e-9)
+    zero_out = report.runset.metric("clip/zero_adv_out").query("run_id == @abcx_grpo")["value"]
+    assert report.runset.metric("clip/q3").query("run_id == @abcx_grpo")["value"].max() > 0 and zero_out.max() > 0
     assert pd_isnan(stock["q1_share"]) and not pd_isnan(runs.loc[runs["run_id"] == abcx_grpo, "q1_share"].iloc[0])
     assert report.plots
 

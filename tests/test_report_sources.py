@@ -46,6 +46,24 @@ def test_abcx_record_gives_run_row_config_columns_and_history(tmp_path):
     assert ev["step"].tolist() == [5] and ev["value"].tolist() == [0.75]
 
 
+def test_a_record_from_before_quadrants_left_out_zero_advantages_is_read_with_a_note(tmp_path):
+    from abcx.report.command import run_report
+
+    quads = {f"clip/q{i}": np.full(5, 0.01 * i) for i in range(1, 5)}
+    record(tmp_path, "grpo-aaaa-s0", method="grpo", metrics=quads, quadrants=None)  # meta.json without "quadrants"
+    record(tmp_path, "grpo-bbbb-s1", method="grpo", seed=1, metrics=quads)
+    report = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"))
+    assert dict(zip(report.per_run["run_id"], report.per_run["quadrant_source"])) == {
+        "grpo-aaaa-s0": "abcx (A=0 in Q3/Q4)", "grpo-bbbb-s1": "abcx"}
+    assert any(n.startswith("1 abcx run(s) recorded before Q3/Q4 left out tokens with A = 0") for n in report.notes)
+    runs_table = next(t for t in report.tables if t.key == "runs")
+    assert runs_table.display["quadrants from"].tolist() == ["abcx (A=0 in Q3/Q4)", "abcx"]
+    # Today's records alone: nothing to note, no column to show.
+    new = run_report([str(tmp_path / "grpo-bbbb-s1")], fmt="json", out=str(tmp_path / "r2.json"))
+    assert not any("A = 0" in n for n in new.notes)
+    assert "quadrants from" not in next(t for t in new.tables if t.key == "runs").display.columns
+
+
 def test_torn_last_line_of_metrics_is_ignored(tmp_path):
     record(tmp_path, torn_tail=True)
     with open(tmp_path / "abc-aaaa-s0" / "metrics.jsonl") as fh:

@@ -38,6 +38,7 @@ def test_a_run_writes_a_complete_self_contained_record(two_methods, tiny_model_p
     assert meta["config_hash"] and meta["versions"]["trl"].startswith("1.16")
     assert meta["trl_args"]["steps_per_generation"] == 2 and meta["trl_args"]["loss_type"] == "dapo"
     assert meta["off_policy"] is True
+    assert meta["quadrants"] == "A != 0"  # its Q1..Q4 count tokens with A > 0 or A < 0, never A = 0
     assert meta["model_build"] == tiny_model_path.name  # the warm start it trained on (test_model_build.py)
     assert meta["logprob_path"] == "chunked"  # train.logprob_path=auto on a CPU: abcx's chunked head
     steps = [row["step"] for row in record.metrics()]
@@ -55,10 +56,12 @@ def test_off_policy_runs_log_quadrants_that_differ_between_grpo_and_abc(two_meth
         assert sum(mean(record, f"clip/q{i}") for i in range(1, 5)) > 0
         assert 0 < mean(record, "ratio/max") and mean(record, "ratio/min") < 1 < mean(record, "ratio/max")
         assert "entropy" in record.metrics()[0]
-    # GRPO clips only Q1 and Q3; ABC clips all four quadrants.
+    # GRPO clips only Q1 and Q3 (and A = 0 tokens below its band, which are in no quadrant); ABC clips all four.
     for r in g.metrics():
-        assert r["clip/clipped"] <= r["clip/q1"] + r["clip/q3"] + 1e-9
-    assert any(r["clip/clipped"] > r["clip/q1"] + r["clip/q3"] + 1e-9 for r in a.metrics())
+        assert r["clip/clipped"] <= r["clip/q1"] + r["clip/q3"] + r["clip/zero_adv_out"] + 1e-9
+    assert any(r["clip/clipped"] > r["clip/q1"] + r["clip/q3"] + r["clip/zero_adv_out"] + 1e-9 for r in a.metrics())
+    for r in a.metrics():  # ABC clips every out-of-band token: the quadrants and the A = 0 ones outside the band
+        assert r["clip/clipped"] == pytest.approx(sum(r[f"clip/q{i}"] for i in range(1, 5)) + r["clip/zero_adv_out"])
     assert g.run_id != a.run_id
 
 

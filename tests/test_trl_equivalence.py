@@ -201,6 +201,25 @@ def test_quadrant_metrics_are_logged_as_fractions(tmp_path):
     assert logs["ratio/min"] < 0.8 < 1.2 < logs["ratio/max"]
 
 
+def test_trls_clip_ratios_are_abcx_q1_and_q3_at_every_step_with_zero_advantage_groups(tmp_path):
+    """Stock TRL and abcx's grpo on the same settings and batch, one log per step: TRL's high_mean (A > 0,
+    r > 1 + epsilon_high) is abcx's Q1 and its low_mean (A < 0, r < 1 - epsilon) abcx's Q3. Groups whose
+    rewards are all equal (A = 0) have tokens outside the band too: a clip event needs A != 0, so they
+    are in neither (abcx logs them as clip/zero_adv_out)."""
+    trainer = make_trainer(tmp_path, "dapo", "token", GRPO_BOUNDS)
+    trainer.model.train()
+    for step in range(4):
+        inputs = make_inputs(trainer, 20 + step)
+        inputs["advantages"][step % 3::3] = 0.0  # a third of the sequences carry no gradient
+        GRPOTrainer._compute_loss(trainer, trainer.model, inputs)  # TRL's own clip-ratio logging
+        AbcxGRPOTrainer._compute_loss(trainer, trainer.model, inputs)
+        logs = {}
+        trainer.log(logs)  # abcx's quadrants and TRL's averaged metrics of this step, side by side
+        assert logs["clip/q1"] == pytest.approx(logs["clip_ratio/high_mean"], rel=1e-6, abs=1e-9)
+        assert logs["clip/q3"] == pytest.approx(logs["clip_ratio/low_mean"], rel=1e-6, abs=1e-9)
+        assert logs["clip/q1"] > 0 and logs["clip/q3"] > 0 and logs["clip/zero_adv_out"] > 0
+
+
 METHOD_CASES = {  # method -> (TRL loss type, ratio level)
     "grpo": ("dapo", "token"), "abc_grpo": ("dapo", "token"), "gspo": ("grpo", "sequence"), "cispo": ("cispo", "token"),
     "sapo": ("sapo", "token"), "vespo": ("vespo", "token"), "luspo": ("luspo", "sequence"),
@@ -217,7 +236,7 @@ def test_every_method_logs_the_same_gradient_share_and_token_metrics(tmp_path, n
     AbcxGRPOTrainer._compute_loss(trainer, trainer.model, make_inputs(trainer, 12, t=4 if name == "vespo" else 10))
     logs = {}
     trainer.log(logs)
-    shares = [logs[f"grad/share_q{i}"] for i in range(1, 5)] + [logs["grad/share_in"]]
+    shares = [logs[f"grad/share_q{i}"] for i in range(1, 5)] + [logs["grad/share_zero_adv_out"], logs["grad/share_in"]]
     assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1.0)
     assert 0 <= logs["grad/zeroed"] + logs["grad/scaled_down"] <= 1
     assert logs["grad/zeroed"] == pytest.approx(logs["clip/clipped"])

@@ -4,8 +4,8 @@ Which epsilon bounds which quadrant (the one mapping every count, clip and test 
 
     eps1: A > 0,  upper bound 1 + eps1  ->  Q1 (A > 0, r above)
     eps2: A > 0,  lower bound 1 - eps2  ->  Q2 (A > 0, r below)
-    eps3: A <= 0, upper bound 1 + eps3  ->  Q4 (A <= 0, r above)
-    eps4: A <= 0, lower bound 1 - eps4  ->  Q3 (A <= 0, r below)
+    eps3: A <= 0, upper bound 1 + eps3  ->  Q4 (A < 0, r above)
+    eps4: A <= 0, lower bound 1 - eps4  ->  Q3 (A < 0, r below)
 
 Notation: r = pi_theta / pi_old per token (or per sequence, GSPO), A = the sequence's group-relative
 advantage. ABC-GRPO clips the ratio with four unconditional bounds,
@@ -27,7 +27,11 @@ and every PPO-family clip in use is this rule with some bounds absent (eps = inf
 same clip. abcx spells it `inf` so that 1 - eps <= 0 can be rejected as a typo.)
 
 Quadrants (one definition for every method, so methods can be compared):
-Q1: A > 0, r above the band; Q2: A > 0, r below; Q3: A <= 0, r below; Q4: A <= 0, r above.
+Q1: A > 0, r above the band; Q2: A > 0, r below; Q3: A < 0, r below; Q4: A < 0, r above.
+A clip event is a token whose gradient the band can change, so A != 0 (the paper's quadrant table and
+TRL's clip_ratio/low_mean use A < 0 too): a token with A = 0 carries no gradient under any rule and is
+in no quadrant, although the rule bounds it with the A <= 0 pair (abcx.methods.stats counts those outside
+that band on their own, clip/zero_adv_out).
 The band is the method's own bound where it has one; where a method leaves a quadrant unbounded the
 band borrows the bound of the same side from the other advantage sign (GRPO's Q2 band is 1 - eps_low,
 its Q4 band 1 + eps_high). So for GRPO, Q2/Q4 count tokens outside the trust region that are *not*

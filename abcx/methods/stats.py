@@ -1,10 +1,15 @@
 """Aggregation of per-token losses and the metrics every method is measured with (pure torch).
 
 Quadrants have one definition for every method (abcx.methods.clip's docstring): Q1 A>0 & r above
-1+eps1, Q2 A>0 & r below 1-eps2, Q3 A<=0 & r below 1-eps4, Q4 A<=0 & r above 1+eps3, on the
-method's band (its own bounds where it has them, else DEFAULT_BAND_EPS). On top of the counts:
+1+eps1, Q2 A>0 & r below 1-eps2, Q3 A<0 & r below 1-eps4, Q4 A<0 & r above 1+eps3, on the
+method's band (its own bounds where it has them, else DEFAULT_BAND_EPS). A clip event is a token whose
+gradient the band can change, so A != 0: a token with A = 0 (a group whose rewards are all equal) is in
+no quadrant; those outside the band of the side the rule bounds them by (A <= 0: [1-eps4, 1+eps3]) are
+counted on their own as clip/zero_adv_out (TRL's clip_ratio/low_mean and high_mean count the same way).
+On top of the counts:
 
     grad/share_qN    sum of |weight*A - penalty| over QN's tokens / the sum over all tokens
+    grad/share_zero_adv_out  the same over the out-of-band tokens with A = 0 (a penalty's gradient only)
     grad/share_in    the same for tokens inside the band
     grad/zeroed      fraction of tokens whose weight is 0 where the natural weight (r) is not
     grad/scaled_down fraction of tokens with 0 < weight < natural weight
@@ -68,16 +73,22 @@ def aggregate(
     raise UserError(f"train.loss_type={loss_type!r} is not supported; valid: {', '.join(LOSS_TYPES)}")
 
 
-QUADRANT_KEYS = ("clip/q1", "clip/q2", "clip/q3", "clip/q4", "clip/clipped", "clip/zero_adv")
-GRAD_KEYS = ("grad/share_q1", "grad/share_q2", "grad/share_q3", "grad/share_q4", "grad/share_in")
+QUADRANT_KEYS = ("clip/q1", "clip/q2", "clip/q3", "clip/q4", "clip/clipped", "clip/zero_adv", "clip/zero_adv_out")
+GRAD_KEYS = ("grad/share_q1", "grad/share_q2", "grad/share_q3", "grad/share_q4", "grad/share_zero_adv_out",
+             "grad/share_in")
 TOKEN_KEYS = ("grad/zeroed", "grad/scaled_down")
+# meta.json's "quadrants" (written by abcx.training.train): the clip-event definition a run's Q1..Q4 use. Records
+# without it counted A = 0 tokens in Q3/Q4 (abcx.report.sources.abcx_records notes them).
+QUADRANT_DEFINITION = "A != 0"
 
 
 def quadrant_selectors(ratio: "torch.Tensor", adv: "torch.Tensor", band: "Bounds") -> list["torch.Tensor"]:
-    """Boolean [B, T] masks of Q1..Q4 outside the band (band = finite bounds: Bounds.band())."""
-    pos, nonpos = adv > 0, adv <= 0
+    """Boolean [B, T] masks of Q1..Q4 outside the band (band = finite bounds: Bounds.band()), then of
+    the out-of-band tokens with A = 0 (outside the A <= 0 band, which the rule bounds them by)."""
+    pos, neg, zero = adv > 0, adv < 0, adv == 0
+    below, above = ratio < 1 - band.eps4, ratio > 1 + band.eps3  # outside the A <= 0 band
     return [pos & (ratio > 1 + band.eps1), pos & (ratio < 1 - band.eps2),
-            nonpos & (ratio < 1 - band.eps4), nonpos & (ratio > 1 + band.eps3)]
+            neg & below, neg & above, zero & (below | above)]
 
 
 def quadrant_counts(
@@ -85,9 +96,9 @@ def quadrant_counts(
     terms: "PolicyTerms | None" = None,
 ) -> dict[str, "torch.Tensor"]:
     """Token counts of each quadrant outside the band, of tokens clipped (zero gradient) and of tokens
-    with A = 0; with `terms`, the gradient mass per quadrant and the zeroed / scaled-down counts; plus
-    the token total and the ratio's min/max/sum over completion tokens. `bounds` are the method's own:
-    without `terms`, `clipped` counts r outside them."""
+    with A = 0 (all of them, and those outside the band); with `terms`, the gradient mass per quadrant
+    and the zeroed / scaled-down counts; plus the token total and the ratio's min/max/sum over
+    completion tokens. `bounds` are the method's own: without `terms`, `clipped` counts r outside them."""
     import torch
 
     from abcx.methods.clip import _bound_tensors
@@ -95,7 +106,7 @@ def quadrant_counts(
     ratio = ratio.detach().expand_as(mask)
     adv = advantages.expand_as(mask)
     valid = mask > 0
-    quads = [q & valid for q in quadrant_selectors(ratio, adv, bounds.band())]
+    *quads, zero_out = [q & valid for q in quadrant_selectors(ratio, adv, bounds.band())]
 
     def count(selector: "torch.Tensor") -> "torch.Tensor":
         return (selector & valid).sum().to(torch.float64)
@@ -112,17 +123,18 @@ def quadrant_counts(
     out.update({
         "clip/clipped": count(zeroed),
         "clip/zero_adv": count(adv == 0),
+        "clip/zero_adv_out": count(zero_out),
         "tokens": valid.sum().to(torch.float64),
         "ratio/sum": (ratio * valid).sum().to(torch.float64),
         "ratio/min": torch.where(valid, ratio, big).min().to(torch.float64),
         "ratio/max": torch.where(valid, ratio, -big).max().to(torch.float64),
     })
     if terms is not None:
-        out.update(_gradient_sums(terms, weight, natural, adv, valid, quads, zeroed))
+        out.update(_gradient_sums(terms, weight, natural, adv, valid, quads, zero_out, zeroed))
     return out
 
 
-def _gradient_sums(terms, weight, natural, adv, valid, quads, zeroed) -> dict[str, "torch.Tensor"]:
+def _gradient_sums(terms, weight, natural, adv, valid, quads, zero_out, zeroed) -> dict[str, "torch.Tensor"]:
     import torch
 
     coef = weight * adv
@@ -130,6 +142,7 @@ def _gradient_sums(terms, weight, natural, adv, valid, quads, zeroed) -> dict[st
         coef = coef - terms.penalty
     mass = torch.where(valid, coef.abs(), torch.zeros_like(coef)).to(torch.float64)
     out = {f"grad/mass_q{i + 1}": (mass * q).sum() for i, q in enumerate(quads)}
+    out["grad/mass_zero_adv_out"] = (mass * zero_out).sum()
     out["grad/mass"] = mass.sum()
     scaled = (weight.abs() < natural.abs() * (1 - SCALED_TOL)) & ~zeroed
     out["grad/zeroed"] = (zeroed & valid).sum().to(torch.float64)
@@ -146,8 +159,9 @@ def quadrant_fractions(counts: Mapping[str, float]) -> dict[str, float]:
     out["ratio/max"] = float(counts["ratio/max"])
     if "grad/mass" in counts:
         total = float(counts["grad/mass"])
-        shares = [float(counts[f"grad/mass_q{i}"]) / total if total > 0 else 0.0 for i in range(1, 5)]
-        out.update({f"grad/share_q{i + 1}": s for i, s in enumerate(shares)})
+        parts = [*(f"q{i}" for i in range(1, 5)), "zero_adv_out"]
+        shares = [float(counts[f"grad/mass_{p}"]) / total if total > 0 else 0.0 for p in parts]
+        out.update({f"grad/share_{p}": s for p, s in zip(parts, shares)})
         out["grad/share_in"] = 1.0 - sum(shares) if total > 0 else 0.0
         out.update({key: float(counts[key]) / tokens for key in TOKEN_KEYS})
     return out

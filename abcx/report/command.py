@@ -49,17 +49,22 @@ def _state_label(row) -> str:
     return f"{row['state']} (stale)" if row.get("stale") else str(row["state"])
 
 
-HEADERS = {"label_source": "labels from", "reward_final": "reward", "entropy_last": "entropy", "entropy_ratio": "H/H_base",
+HEADERS = {"label_source": "labels from", "quadrant_source": "quadrants from", "reward_final": "reward",
+           "entropy_last": "entropy", "entropy_ratio": "H/H_base",
            "completion_length": "length", "q1_share": "Q1", "q2_share": "Q2", "q3_share": "Q3",
            "q4_share": "Q4"}
 
 
 def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
-    cols = ["run_id", "state", "stale", "source", "label_source", *[k for k in keys if k != "run_id"], "seed", "step",
-            "reward_final", "entropy_last", "entropy_ratio", "completion_length",
+    from abcx.report import metric_map as M
+
+    cols = ["run_id", "state", "stale", "source", "label_source", "quadrant_source", *[k for k in keys if k != "run_id"],
+            "seed", "step", "reward_final", "entropy_last", "entropy_ratio", "completion_length",
             "q1_share", "q2_share", "q3_share", "q4_share", "detail", "path"]
     cols = list(dict.fromkeys(c for c in cols if c in per_run.columns))
     data = per_run[cols].copy()
+    if "quadrant_source" in data.columns:  # an unreadable record has none
+        data["quadrant_source"] = data["quadrant_source"].astype(object).where(data["quadrant_source"].notna(), "")
     data["stale"] = data["stale"].fillna(False).astype(bool)
     shown = data.assign(state=per_run.apply(_state_label, axis=1)).drop(columns=["stale", "path"])
     notes = []
@@ -76,6 +81,8 @@ def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
     display = display.rename(columns={**HEADERS, **short_names(keys)})
     constant = [c for c in ("source", "labels from", "detail") if c in display.columns and
                 display[c].astype(str).nunique() <= 1 and (c != "detail" or (display[c].astype(str) == "").all())]
+    if "quadrants from" in display.columns and display["quadrants from"].isin([M.OWN, ""]).all():
+        constant.append("quadrants from")  # only abcx's own runs of today: nothing to say
     display = display.drop(columns=constant)
     notes.append(f"reward = last logged; entropy, length = mean of the last {last_n} logged steps; "
                  f"H/H_base = entropy / baseline method's")
@@ -207,6 +214,7 @@ def _group_keys(rs: RunSet, group_by: list[str] | None) -> list[str]:
 def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 10,
               stale_after_s: float | None = None) -> tuple[list, Any, list]:
     """(group keys, per-run summary, notes on what was left out and why)."""
+    from abcx.report import metric_map as M
     from abcx.report import table as T
     from abcx.report.sources import abcx_records
 
@@ -217,6 +225,11 @@ def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 1
     if unknown_q.any():
         notes.append(f"quadrant shares unknown for {int(unknown_q.sum())} run(s) whose source does not log all four "
                      "quadrants (TRL logs Q1 and Q3 only; abcx/report/metric_map.yaml)")
+    before = per_run["quadrant_source"] == M.OWN_WITH_ZERO_ADV if "quadrant_source" in per_run.columns else []
+    if any(before):
+        notes.append(f"{int(sum(before))} abcx run(s) recorded before Q3/Q4 left out tokens with A = 0 (meta.json has no "
+                     f"'quadrants'): their Q3/Q4 include those tokens, which carry no gradient; quadrants from "
+                     f"'{M.OWN_WITH_ZERO_ADV}' in the runs table")
     states = per_run["state"].value_counts()
     n_fin = int(states.get(State.FINISHED.value, 0))
     if n_fin < len(per_run):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+
+from abcx.methods.stats import QUADRANT_DEFINITION
 from abcx.record.states import State
 
 TRAIN_METRICS = ("reward", "reward_std", "entropy", "loss", "kl", "completion_length", "learning_rate",
@@ -34,8 +36,10 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
                  steps=(), metrics: dict | None = None, state: str = State.FINISHED.value, group: str = "",
                  evals: list[dict] | None = None, updated: dt.datetime | None = None,
                  error: str | None = None, torn_tail: bool = False, summary: dict | None = None,
-                 compact: bool = True) -> str:
-    """One record folder `root/<run_id>/`, written by RunRecord as a training run writes it; returns its path."""
+                 compact: bool = True, quadrants: str | None = QUADRANT_DEFINITION) -> str:
+    """One record folder `root/<run_id>/`, written by RunRecord as a training run writes it; returns its
+    path. `quadrants=None` writes a record as abcx did before meta.json said which quadrant definition
+    a run used."""
     from abcx.record import RunRecord
 
     record = RunRecord(Path(root) / run_id)
@@ -47,7 +51,8 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
     steps = [int(x) for x in steps]
     last = steps[-1] if steps else 0
     record.start(cfg, config_hash=run_id.split("-")[1] if run_id.count("-") >= 2 else "0",
-                 extra_meta={"created": now, "group": group}, max_steps=last)
+                 extra_meta={"created": now, "group": group, **({"quadrants": quadrants} if quadrants else {})},
+                 max_steps=last)
     record._t0 = None  # a replayed record: its times are the ones given here, not this process's
     if metrics is not None:
         record.append_metrics_text(metrics_text(steps, metrics, torn_tail=torn_tail))

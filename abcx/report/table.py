@@ -138,7 +138,8 @@ def run_summary(rs: RunSet, last_n: int = 10, baseline: str = "grpo", group_keys
 
     runs = rs.runs
     keys = list(group_keys) if group_keys is not None else default_group_keys(runs)
-    ident = ["run_id", "state", "stale", "source", "label_source", "method", "seed", "step", "detail", "path"]
+    ident = ["run_id", "state", "stale", "source", "label_source", "quadrant_source", "method", "seed", "step", "detail",
+             "path"]
     out = runs[[c for c in ident if c in runs.columns]].copy()
     for k in keys:
         if k not in out.columns:

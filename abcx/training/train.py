@@ -18,6 +18,7 @@ from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_poli
 from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
 from abcx.methods import provenance
+from abcx.methods.stats import QUADRANT_DEFINITION  # which Q1..Q4 definition the run's counts use
 from abcx.record import RunRecord, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 from abcx.record.states import State
@@ -208,6 +209,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     try:
         record.start(data, config_hash=config_hash(cfg), max_steps=cfg.train.max_steps, job_id=job_id, gpus=gpus,
                      cpus=_cpus(cfg), extra_meta={"group": group, "off_policy": off_policy,
+                                                    "quadrants": QUADRANT_DEFINITION,
                                                     **({"model_build": build} if build else {}),
                                                     **provenance(cfg.method.name)})  # a plugin's version, source hash
         # Validated before anything in the record changes; the record is reconciled with it once the

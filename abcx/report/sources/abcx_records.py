@@ -11,7 +11,9 @@ import json
 import os
 
 from abcx.errors import UserError
+from abcx.methods.stats import QUADRANT_DEFINITION
 from abcx.record import many
+from abcx.report.metric_map import OWN, OWN_WITH_ZERO_ADV
 from abcx.report.names import canonical
 from abcx.report.runset import RunSet, flatten_config, make_runs, wide_from_arrays
 from abcx.record.states import State
@@ -66,6 +68,8 @@ def _run_row(path: str, now: dt.datetime, stale_after_s: float) -> tuple[dict, d
         "gpu_hours": status.get("gpu_hours"),
         "config_hash": meta.get("config_hash"),
         "has_config": bool(cfg),
+        # A run that has started without saying which quadrant definition it used predates A != 0.
+        "quadrant_source": OWN if meta.get("quadrants") == QUADRANT_DEFINITION or not cfg else OWN_WITH_ZERO_ADV,
     }
     row.update(flatten_config(cfg))
     return row, summary
