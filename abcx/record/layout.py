@@ -21,5 +21,6 @@ SUPERSEDED = ".superseded"    # runs/.superseded/<run id>-<UTC time>/: records m
 WANDB = "wandb"               # W&B's own offline run folder
 CORRUPT_PREFIX = "corrupt-"   # a checkpoint found broken on resume, kept for inspection
 
-# Folders inside a record that hold no record of their own (a scan for records never descends into them).
-INNER_FOLDERS = (CHECKPOINTS, FINAL, WANDB)
+# Folders inside a record that hold no other run (a scan for runs need not descend into them; wandb/ does hold
+# a run, the W&B copy of this one, which a scan of W&B folders reads).
+INNER_FOLDERS = (CHECKPOINTS,)
