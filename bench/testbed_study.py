@@ -106,14 +106,14 @@ def cell_of(overrides: list[str], sweep: str) -> str:
 
 
 def run_row(record, sweep: str, overrides: list[str]) -> dict | None:
-    from abcx.evaluation.record import evals
+    from abcx.record.states import State
 
-    if record.state() != "finished":
+    if record.state() != State.FINISHED:
         return None
     rows = [r for r in record.metrics() if "entropy" in r]
-    summary = json.loads((record.path / "summary.json").read_text())
+    summary = record.summary()
     final = {}
-    for e in evals(record):
+    for e in record.evals():
         if e["benchmark"] in BENCHMARKS and (e["benchmark"] not in final or (e["step"] or 0) >= final[e["benchmark"]]["step"]):
             final[e["benchmark"]] = e
     entropy = [r["entropy"] for r in rows]
