@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench study testbed-validity clean-cluster gpu-check gpu-wheels mutate
+.PHONY: install demo test bench study atlas testbed-validity clean-cluster gpu-check gpu-wheels mutate
 
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,12 @@ study: install
 	$(BIN)/abcx report results --sweep epsilons --format markdown --out results/testbed/epsilons.md \
 		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last \
 		--pivot method.eps3,method.eps4,eval/chain/pass@64 --pivot method.eps3,method.eps4,q4_share
+
+# The atlas (results/atlas/): every registered rule on the testbed under the same settings, seeds 0-1, a
+# third seed where a difference from GRPO needs confirming; its tables and the figure (bench/atlas.py).
+# The rules `make study` trains reuse its runs: run it after `make study` to spend less.
+atlas: install
+	$(BIN)/python bench/atlas.py --out results/atlas
 
 bench: install
 	$(BIN)/python bench/run_all.py
