@@ -31,6 +31,7 @@ class SaveAtWarning(TrainerCallback):
         self.saved: int | None = None  # the step it stopped training at, with a checkpoint
         self.ended = False  # training is over (stopped here, by a sweep, or at max_steps)
         self.fallen_back = False
+        self.timer: threading.Timer | None = None  # the fallback, should the boundary not come in time
 
     # --- the signal ------------------------------------------------------------------------------
     def arm(self) -> bool:
@@ -46,6 +47,8 @@ class SaveAtWarning(TrainerCallback):
         return True
 
     def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         if self.previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(self.notice.signum, self.previous)
 
@@ -65,9 +68,9 @@ class SaveAtWarning(TrainerCallback):
         self.target = target
         self._say(f"warned of the job's end at step {self.step}: saving a checkpoint at step {target} "
                   f"(~{need:.0f} s), then requeueing")
-        timer = threading.Timer(budget, self._too_late)
-        timer.daemon = True
-        timer.start()
+        self.timer = threading.Timer(budget, self._too_late)
+        self.timer.daemon = True
+        self.timer.start()
 
     @property
     def warned(self) -> bool:
