@@ -18,7 +18,7 @@ from tests.slurm_harness import REPO_ROOT, job_result
 PROFILES = REPO_ROOT / "slurm" / "profiles"
 PROFILE_KEYS = {
     "partition", "account", "qos", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint",
-    "nodes", "array_parallelism", "additional_parameters", "setup", "resources_by_model",
+    "nodes", "array_parallelism", "additional_parameters", "setup", "resources_by_model", "signal_delay_s",
 }
 
 

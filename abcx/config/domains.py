@@ -260,3 +260,18 @@ def _launcher(la: Any) -> None:
     count("launcher.num_processes", la.num_processes)
     if la.profile is not None:
         _text("launcher.profile", la.profile, max_len=200)
+    stall_timeout(la.stall_timeout_s)
+    count("launcher.stall_retries", la.stall_retries, lo=0)
+
+
+STALL_OFF = "off"
+MAX_STALL_S = 7 * 86400  # a week without a step is no timeout at all: a typo
+
+
+def stall_timeout(value: Any) -> float | None:
+    """launcher.stall_timeout_s in seconds, None for `off` (YAML 1.1 reads a bare off as false: the same)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == STALL_OFF):
+        return None
+    number("launcher.stall_timeout_s", value, lo=0, lo_open=True, hi=MAX_STALL_S,
+           valid=f"a positive number of seconds (at most {MAX_STALL_S}) or {STALL_OFF}")
+    return float(value)

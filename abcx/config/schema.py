@@ -134,6 +134,10 @@ class LauncherConf:
     array_parallelism: Optional[int] = None
     num_processes: int = 1  # >1: launch the trainer with accelerate
     accelerate_config: Optional[str] = None  # conf/accelerate/<name>.yaml
+    # No new optimizer step for this long (s; `off`): the run is killed, recorded failed and retried
+    # (abcx.training.watchdog). At least 5 median steps of the run; 30 min allows a slow rollout or save.
+    stall_timeout_s: Any = 1800
+    stall_retries: int = 2  # stalled attempts retried (SLURM requeue, the sweep supervisor) before it stays failed
 
 
 @dataclass

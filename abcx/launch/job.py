@@ -51,13 +51,16 @@ def point_overrides(overrides: list[str] | tuple[str, ...], results_dir: str) ->
 
 class TrainJob(submitit.helpers.Checkpointable):
     def __init__(self, overrides: list[str] | tuple[str, ...], *, run_id: str, results_dir: str,
-                 sweep: str | None = None, num_processes: int = 1, accelerate_config: str | None = None) -> None:
+                 sweep: str | None = None, num_processes: int = 1, accelerate_config: str | None = None,
+                 warning_s: float | None = None) -> None:
         self.overrides = list(overrides)
         self.run_id = run_id
         self.results_dir = str(results_dir)
         self.sweep = sweep
         self.num_processes = int(num_processes)
         self.accelerate_config = accelerate_config
+        # How long before its end the backend warns the job (signal_delay_s): used to checkpoint then.
+        self.warning_s = warning_s
 
     @property
     def run_path(self) -> Path:
@@ -78,7 +81,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             if self.num_processes > 1 or slurm_nodes(os.environ) > 1:
                 self.run_distributed(job_id)
             else:
-                run_point(self.overrides, self.results_dir, self.run_id, job_id, sweep=self.sweep)
+                run_point(self.overrides, self.results_dir, self.run_id, job_id, sweep=self.sweep,
+                          requeue=stall_requeue(job_id), notice=end_notice(getattr(self, "warning_s", None)))
         except BaseException as err:
             # train() records its own failures; this covers what fails before it starts (compose, imports),
             # except when another process trains the run right now (its run lock is held): its record.
@@ -149,17 +153,47 @@ class TrainJob(submitit.helpers.Checkpointable):
                 server.wait(timeout=60)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # Nothing to save here: the trainer checkpoints every train.save_steps and the requeued job
-        # resumes from the newest one. A fresh copy keeps the pickle free of any state of this attempt.
+        # Nothing to save here: the trainer saved a checkpoint at the warning (abcx.training.deadline), or
+        # has its newest train.save_steps one, and the requeued job resumes from it. A fresh copy keeps
+        # the pickle free of any state of this attempt.
         fresh = TrainJob(self.overrides, run_id=self.run_id, results_dir=self.results_dir, sweep=self.sweep,
-                         num_processes=self.num_processes, accelerate_config=self.accelerate_config)
+                         num_processes=self.num_processes, accelerate_config=self.accelerate_config,
+                         warning_s=getattr(self, "warning_s", None))
         return submitit.helpers.DelayedSubmission(fresh, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"TrainJob({self.run_id}: {' '.join(self.overrides)})"
 
 
-def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None):
+def stall_requeue(job_id: str | None) -> list[str] | None:
+    """The command that restarts this job after a stall (abcx.training.watchdog): in a SLURM job,
+    `scontrol requeue` (the same job id; it resumes from the newest checkpoint). None elsewhere: on the
+    local backend the sweep supervisor retries the run."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    try:
+        env = submitit.JobEnvironment()
+    except Exception:  # noqa: BLE001 - not inside a submitit job
+        return None
+    if isinstance(env, SlurmJobEnvironment) and job_id:
+        return ["scontrol", "requeue", str(job_id)]  # as submitit's own SlurmJobEnvironment._requeue
+    return None
+
+
+def end_notice(warning_s: float | None):
+    """The signal submitit's jobs are warned with before their end (`SUBMITIT_PREEMPT_SIGNAL`, USR2 by
+    default, as submitit reads it) and how early, for abcx.training.deadline; None when not known."""
+    import signal
+
+    if not warning_s:
+        return None
+    from abcx.training.deadline import Notice
+
+    return Notice(int(signal.Signals["SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")]), float(warning_s))
+
+
+def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str | None, sweep: str | None = None,
+              requeue: list[str] | None = None, notice=None):
     from abcx.config.compose import compose
     from abcx.config.identity import run_id as run_id_of
     from abcx.errors import UserError
@@ -171,7 +205,7 @@ def run_point(overrides: list[str], results_dir: str, run_id: str, job_id: str |
             f"point [{' '.join(overrides)}] now composes to run {run_id_of(cfg)}, not the submitted {run_id}: the "
             f"config files changed since submission; resubmit the sweep"
         )
-    return train(cfg, job_id=job_id, quiet=True, sweep=sweep)
+    return train(cfg, job_id=job_id, quiet=True, sweep=sweep, requeue=requeue, notice=notice)
 
 
 def accelerate_command(overrides: list[str], results_dir: str, run_id: str, num_processes: int,
@@ -265,7 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    run_point(args.overrides, args.results_dir, args.run_id, os.environ.get("ABCX_JOB_ID") or None, sweep=args.sweep)
+    job_id = os.environ.get("ABCX_JOB_ID") or None
+    # Rank 0's stall watcher requeues the whole job (every node's ranks); the time-limit warning stays
+    # submitit's own here: the ranks would have to agree on the step to save at.
+    run_point(args.overrides, args.results_dir, args.run_id, job_id, sweep=args.sweep, requeue=stall_requeue(job_id))
 
 
 if __name__ == "__main__":

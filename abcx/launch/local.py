@@ -100,11 +100,13 @@ class LocalBackend:
         for run in runs:
             executor = self._executor(sweep_dir, run.cfg.launcher.timeout_min)
             gpus = [self.free_gpus.pop(0) for _ in range(self._gpus_per_job(run.cfg))]
-            executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus))
+            warning = warning_s(run)
+            executor.update_parameters(gpus_per_node=len(gpus), visible_gpus=tuple(gpus), signal_delay_s=warning)
             os.environ["ABCX_GPUS_PER_JOB"] = str(len(gpus))
             job = executor.submit(TrainJob(
                 list(run.overrides), run_id=run.run_id, results_dir=results_dir, sweep=sweep,
-                num_processes=run.cfg.launcher.num_processes, accelerate_config=run.cfg.launcher.accelerate_config))
+                num_processes=run.cfg.launcher.num_processes, accelerate_config=run.cfg.launcher.accelerate_config,
+                warning_s=warning))
             self.jobs[str(job.job_id)] = (job, gpus)
             out[run.run_id] = str(job.job_id)
         return out
@@ -147,6 +149,17 @@ class LocalBackend:
 
     def usage(self, job_ids: list[str]) -> dict[str, float] | None:
         return None  # no accounting of its own: the run records count
+
+
+def warning_s(run) -> int:
+    """How long before launcher.timeout_min submitit's local controller warns the job (its USR2), sized
+    like a SLURM job's from the run's pace in an earlier attempt (abcx.training.deadline)."""
+    from abcx.config.rollout import generation_cycle
+    from abcx.record import RunRecord
+    from abcx.training.deadline import signal_delay_s
+
+    return signal_delay_s(None, RunRecord(run.path).heartbeat(), generation_cycle(run.cfg.train),
+                          float(run.cfg.launcher.timeout_min) * 60)
 
 
 def _exception(job) -> BaseException | None:

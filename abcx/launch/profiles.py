@@ -11,7 +11,8 @@ from abcx.errors import UserError
 
 PROFILE_DIR = Path(os.environ.get("ABCX_SLURM_PROFILES", Path(__file__).resolve().parent.parent.parent / "slurm" / "profiles"))
 RESOURCE_KEYS = ("partition", "account", "qos", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "constraint",
-                 "nodes", "array_parallelism", "additional_parameters", "setup", "vllm_server")  # abcx.launch.layout
+                 "nodes", "array_parallelism", "additional_parameters", "setup", "vllm_server",  # abcx.launch.layout
+                 "signal_delay_s")  # the least warning before the time limit (abcx.training.deadline sizes it up)
 PROFILE_KEYS = set(RESOURCE_KEYS) | {"resources_by_model", "description"}
 
 def load_profile(name: str | None) -> dict:

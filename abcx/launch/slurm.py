@@ -11,7 +11,10 @@ profile gives no time_min.
 
 Jobs run `sys.executable` (the venv's python) with the submitter's environment (sbatch exports it),
 so they import the same abcx. Each job is an `abcx.launch.job.TrainJob`; submitit asks SLURM to send
-USR2 before the time limit and then checkpoints + requeues it (see that module).
+USR2 `signal_delay_s` before the time limit (a profile's, sized up from the runs' pace in an earlier
+attempt: `warning_s`); the trainer then saves a checkpoint at the next rollout boundary and submitit
+requeues the job (abcx.training.deadline). After a stall the job is requeued with `scontrol requeue`
+(abcx.training.watchdog).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any
 from abcx.errors import UserError
 from abcx.launch.profiles import load_profile, resources  # noqa: F401 - part of this backend's API
 from abcx.launch.protocol import drop_literal_folder
+from abcx.training.deadline import SIGNAL_DELAY_S
 
 # squeue states in which a job still holds (or waits for) its run.
 ALIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
@@ -50,7 +54,19 @@ def executor_parameters(res: dict, *, job_name: str, num_processes: int) -> dict
         params["additional_parameters"] = dict(res["additional_parameters"])
     if num_processes > 1 and params["nodes"] > 1:
         params["ntasks_per_node"] = 1  # one `accelerate launch` per node (abcx.launch.job.accelerate_command)
+    params["signal_delay_s"] = int(res.get("signal_delay_s") or SIGNAL_DELAY_S)
     return params
+
+
+def warning_s(runs_and_res: list, least_s: float | None) -> int:
+    """The time-limit warning of one job array (abcx.training.deadline.signal_delay_s): the largest its
+    runs need, from each one's pace in an earlier attempt (its record's heartbeat)."""
+    from abcx.config.rollout import generation_cycle
+    from abcx.record import RunRecord
+    from abcx.training.deadline import signal_delay_s
+
+    return max(signal_delay_s(least_s, RunRecord(run.path).heartbeat(), generation_cycle(run.cfg.train),
+                              float(res["time_min"]) * 60) for run, res in runs_and_res)
 
 
 def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict[str, str]:
@@ -73,7 +89,9 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
     for (_key, num_processes, accelerate_config), members in groups.items():
         res = members[0][1]
         executor = submitit.SlurmExecutor(folder=sweep_dir / "jobs" / "%j", max_num_timeout=10)
-        executor.update_parameters(**executor_parameters(res, job_name=f"abcx-{sweep}", num_processes=num_processes))
+        params = executor_parameters(res, job_name=f"abcx-{sweep}", num_processes=num_processes)
+        params["signal_delay_s"] = warning = warning_s(members, res.get("signal_delay_s"))
+        executor.update_parameters(**params)
         if res.get("gpus_per_node"):
             os.environ["ABCX_GPUS_PER_JOB"] = str(int(res["gpus_per_node"]) * int(res.get("nodes") or 1))
         jobs = []
@@ -82,7 +100,7 @@ def submit(sweep_dir: Path, runs: list, *, sweep: str, results_dir: str) -> dict
                 for run, _res in members:
                     jobs.append(executor.submit(TrainJob(
                         run.overrides, run_id=run.run_id, results_dir=results_dir, sweep=sweep,
-                        num_processes=num_processes, accelerate_config=accelerate_config)))
+                        num_processes=num_processes, accelerate_config=accelerate_config, warning_s=warning)))
         except Exception as err:  # noqa: BLE001 - sbatch refused: say why in one line
             raise UserError(f"sbatch refused the sweep's job array: {' '.join(str(err).split())[:400]}") from None
         drop_literal_folder(sweep_dir / "jobs" / "%j")

@@ -10,6 +10,9 @@ import sys
 
 
 FAULT_ENV = "ABCX_FAULT"
+# A file: the fault fires only while it does not exist, and creates it (once across the attempts of a
+# retried or requeued run, which inherit the environment).
+FAULT_ONCE_ENV = "ABCX_FAULT_ONCE"
 
 
 def fault_spec() -> tuple[str, int | None, int] | None:
@@ -32,6 +35,12 @@ def fault_point(point: str, step: int | None = None) -> None:
     """Send this process the ABCX_FAULT signal if it names this point (and step)."""
     spec = fault_spec()
     if spec and spec[0] == point and spec[1] in (None, step):
+        once = os.environ.get(FAULT_ONCE_ENV)
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), spec[2])

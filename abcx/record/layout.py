@@ -6,6 +6,7 @@ CONFIG = "config.yaml"        # the resolved config, written once at the start
 META = "meta.json"            # who/what/where: run id, hash, versions, sweep membership, TRL args
 STATUS = "status.json"        # the state (abcx.record.states), step, time and device accounting
 CONTROL = "control.json"      # what a sweep asks of the run's training (stop_at, health, stop)
+HEARTBEAT = "heartbeat.json"  # the stall watcher's view of the training: last step, its time, step times, timeout
 METRICS = "metrics.jsonl"     # one JSON line per logged step
 METRICS_ARROW = "metrics.arrow"  # columnar copy of METRICS made at the end (ignored once METRICS changes)
 SUMMARY = "summary.json"      # final values and windows of the main metrics

@@ -237,7 +237,7 @@ class RunRecord:
         self._t0, self._elapsed_before = time.time(), float(previous.get("elapsed_s", 0.0))
         self.set_status(
             State.RUNNING, step=previous.get("step", 0), max_steps=max_steps, error=None, job_id=job_id, gpus=gpus,
-            cpus=cpus, started=previous.get("started", now_iso()), stop=None,
+            cpus=cpus, started=previous.get("started", now_iso()), stop=None, stall=None,
         )
 
     def update_meta(self, **fields: Any) -> None:
@@ -425,6 +425,35 @@ class RunRecord:
 
     def stop_kind(self) -> StopKind | None:
         return stop_kind(self.status())
+
+    # --- the stall watcher (abcx.training.watchdog), another process than the trainer ---------
+    def heartbeat(self) -> dict:
+        """The watcher's last view of the training (heartbeat.json): `step`, `beat_at` (epoch s of the
+        last sign of progress), `median_step_s`, `save_s`, `timeout_s` (in force), `late_after_s`,
+        `ended`; {} when no watcher ran (or `launcher.stall_timeout_s=off`)."""
+        return read_json(self.path / F.HEARTBEAT, default={}) or {}
+
+    def write_heartbeat(self, data: dict) -> None:
+        atomic_write_json(self.path / F.HEARTBEAT, data, durable=False)
+
+    def record_stall(self, *, step: int, silent_s: float, timeout_s: float) -> dict:
+        """The training stopped moving and is about to be killed: `failed` with "no progress for N s
+        after step S"; `stall` (this attempt's, cleared by the next `start`) and the run's list of
+        stalls (`stalls`, which bounds its retries) in status.json. Returns the stall."""
+        status = self.status()
+        stall = {"step": int(step), "silent_s": round(float(silent_s), 1), "timeout_s": round(float(timeout_s), 1),
+                 "at": now_iso(), "attempt": self.meta().get("attempts"), "job_id": status.get("job_id")}
+        stall["count"] = len(status.get("stalls") or []) + 1
+        error = f"no progress for {silent_s:.0f} s after step {step} (stall timeout {timeout_s:.0f} s)"
+        self.release_space()
+        self.set_status(State.FAILED, error=error, stall=stall, stalls=[*(status.get("stalls") or []), stall])
+        return stall
+
+    def stall(self) -> dict | None:
+        """The stall that ended the last attempt (record_stall), None if it ended otherwise or runs."""
+        status = self.status()
+        return status.get("stall") if status.get("state") == State.FAILED and isinstance(status.get("stall"), dict) \
+            else None
 
 
 def device_hours(status: dict) -> float:

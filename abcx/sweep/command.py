@@ -291,8 +291,9 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
         step = f"{st.get('step', 0)}/{st.get('max_steps') if st.get('max_steps') is not None else '?'}" if st else "-"
         error = str(st["error"]).strip().splitlines()[0] if st.get("error") and r.state != State.FINISHED else ""
         stop = (st.get("stop") or {}).get("reason", "") if r.state == State.STOPPED else ""
-        detail = error or stop or r.note or " ".join(r.overrides)
-        rows.append((r.run_id, r.state + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
+        late = _late(r)
+        detail = late or error or stop or r.note or " ".join(r.overrides)
+        rows.append((r.run_id, r.state + (" (late)" if late else "") + (" *" if r.note else ""), step, _hours(st.get("elapsed_s")),
                      f"{hours:.4f}", job, detail))
     _columns(rows, out)
     strategy = ST.load_strategy(M.sweep_dir(results_dir, name))
@@ -306,6 +307,15 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
         + (f"; {budget}" if budget else "")
         + ("; * = job gone while the record said running (resubmit resumes it)" if any(r.note for r in runs) else ""))
     return 0
+
+
+def _late(run: P.PlannedRun) -> str | None:
+    """A running run without progress for longer than its pace allows, before its stall watcher kills it."""
+    if run.state != State.RUNNING:
+        return None
+    from abcx.training.watchdog import late_line
+
+    return late_line(RunRecord(run.path).heartbeat())
 
 
 def _columns(rows: list[tuple[str, ...]], out) -> None:

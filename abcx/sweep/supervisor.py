@@ -217,6 +217,8 @@ class Supervisor:
                 error = getattr(self.backend, "job_error", lambda _j: None)(job_id)
                 record.set_status(State.FAILED, error=f"job {job_id} ended without a result: {error}".splitlines()[0])
                 state = record.state()
+            if self.retry_stalled(run, record, job_id):
+                continue
             stop = record.status().get("stop") or {}
             if record.stop_kind() == StopKind.HEALTH:
                 self.decisions.add("health_stop", run_id=run.run_id, step=stop.get("step"), reason=stop.get("reason"))
@@ -224,6 +226,19 @@ class Supervisor:
             self.note(lambda m: M.upsert_run(m, run.run_id, ended=now_iso(), job_state=state))
             self.failures += state in (State.FAILED, State.CANCELLED)
             print(f"[supervisor] {run.run_id} (job {job_id}) ended: {state}", flush=True)
+
+    def retry_stalled(self, run, record: RunRecord, job_id: str) -> bool:
+        """A job killed by its stall watcher with retries left (abcx.training.watchdog): started again
+        where it was to stop, resuming from its newest checkpoint; the strategy never sees the stall."""
+        from abcx.training.watchdog import retry_after_stall
+
+        stall = retry_after_stall(record, run.cfg.launcher.stall_retries)
+        if stall is None or self.stop_requested():
+            return False
+        print(f"[supervisor] {run.run_id} (job {job_id}) stalled after step {stall['step']}: retry "
+              f"{stall['count']} of {run.cfg.launcher.stall_retries}", flush=True)
+        self.start_one(S.Start(run, record.control().get("stop_at")))
+        return True
 
     def loop(self) -> None:
         while True:

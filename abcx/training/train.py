@@ -12,7 +12,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_policy
 from abcx.config.identity import config_hash, model_build, run_id, to_dict
@@ -22,6 +22,9 @@ from abcx.methods.stats import QUADRANT_DEFINITION  # which Q1..Q4 definition th
 from abcx.record import RunRecord, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 from abcx.record.states import State
+
+if TYPE_CHECKING:
+    from abcx.training.deadline import Notice
 
 
 def record_for(cfg: Any) -> RunRecord:
@@ -101,9 +104,12 @@ def summarise(rows: list[dict], last_n: int = 5) -> dict:
     return summary
 
 
-def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: str | None = None) -> RunRecord:
+def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: str | None = None,
+          requeue: list[str] | None = None, notice: Notice | None = None) -> RunRecord:
     """Train (or resume, or finish) the run of `cfg`. `sweep`: the sweep whose job this is; it names
-    the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops)."""
+    the W&B group and makes the run follow the sweep's control.json (pause at a rung, health stops).
+    `requeue`: the command that restarts this job after a stall (abcx.training.watchdog); `notice`: the
+    signal that warns of the job's end, and how early (abcx.training.deadline). Both from the backend's job."""
     record = record_for(cfg)
     record.check_model_build(model_build(cfg))  # before anything is written, or a run counted as done
     if record.state() == State.FINISHED:
@@ -123,7 +129,7 @@ def train(cfg: Any, *, job_id: str | None = None, quiet: bool = False, sweep: st
     from abcx.training.runlog import library_noise_to
 
     with record.exclusive(), _terminate_as_interrupt(), library_noise_to(record.library_log):
-        return _train_locked(cfg, record, job_id=job_id, quiet=quiet, sweep=sweep)
+        return _train_locked(cfg, record, job_id=job_id, quiet=quiet, sweep=sweep, requeue=requeue, notice=notice)
 
 
 def _control(record: RunRecord, sweep: str | None) -> dict:
@@ -192,7 +198,8 @@ def _bounds(cfg: Any):
     return MethodRun(cfg.method.name, params, max_steps=max(int(cfg.train.max_steps), 1))
 
 
-def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None) -> RunRecord:
+def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: bool, sweep: str | None,
+                  requeue: list[str] | None = None, notice: Notice | None = None) -> RunRecord:
     build = model_build(cfg)
     data = to_dict(cfg)
     # config.yaml says where the results live as the user would type it: a sweep job is handed an absolute
@@ -221,12 +228,15 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet, control=control)
         if checkpoint is not None:
             print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with _guarded(trainer, cfg, record, requeue=requeue, notice=notice) as warning:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = _stopped(trainer)
         if stopped:  # the sweep's control stopped it at a checkpoint: not finished, promotable
             record.stop(**stopped)
             print(f"[{record.run_id}] stopped: {stopped['reason']}", file=sys.stderr)
             return record
+        if warning is not None and warning.warned:
+            warning.hand_over()  # submitit requeues the job and exits (SystemExit, recorded below)
         record.save_final(trainer.save_model)
         _finish(cfg, record, trainer)
     except UserError as err:
@@ -245,6 +255,31 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     finally:
         _close_wandb()
     return record
+
+
+@contextmanager
+def _guarded(trainer, cfg: Any, record: RunRecord, *, requeue: list[str] | None, notice: Notice | None):
+    """While trainer.train() runs: the stall watcher (launcher.stall_timeout_s; abcx.training.watchdog)
+    and, in a job that is warned of its end, the checkpoint at the warning (abcx.training.deadline).
+    Yields the latter's callback when it holds the signal, else None."""
+    from abcx.config.domains import stall_timeout
+    from abcx.training.deadline_callback import SaveAtWarning
+    from abcx.training.heartbeat import Heartbeat
+
+    timeout = stall_timeout(cfg.launcher.stall_timeout_s)
+    beat = Heartbeat(record, timeout, cfg.launcher.stall_retries, requeue) if timeout else None
+    warning = SaveAtWarning(notice, generation_cycle(cfg.train), record.run_id) if notice else None
+    for callback in (beat, warning):
+        if callback is not None:
+            trainer.add_callback(callback)
+    armed = warning is not None and warning.arm()
+    try:
+        yield warning if armed else None
+    finally:
+        if armed:
+            warning.disarm()
+        if beat is not None:
+            beat.close()
 
 
 def _peer_loss(error: str) -> str | None:
