@@ -91,7 +91,7 @@ def seeds_note(t3, sweep: str | None) -> str | None:
     if fewest >= ENOUGH_SEEDS:
         return None
     how = "not measured: the intervals cover problems only" if fewest == 1 else \
-        "barely measured: 2 seeds say little about the spread of a third"
+        "barely measured: the intervals rest on 2 runs a side"
     return (f"{fewest} seed{'s' if fewest > 1 else ''} a side: seed-to-seed variation is {how}. Add seeds: "
             f"{add_seeds_command(sweep, fewest)} (or a `seeds` strategy, which adds them until the "
             f"interval decides)")
@@ -149,7 +149,7 @@ def verdict_table(t3, per_run, baseline: str) -> Table | None:
     where = f" ({models[0]})" if len(models) == 1 else ""
     title = f"Verdict{where}: {col}{unit}, difference from {baseline} with its 95% CI"
     notes = [f"vs {baseline}: {col} difference{' in pp' if percent else ''}, [95% CI] or (n.s.) when it holds 0; "
-             f"H/H_base: final entropy / {baseline}'s; Q4: share of clip events with A < 0 and r too high"]
+             f"H/H_base: entropy at the end / {baseline}'s; Q4: share of clip events with A < 0 and r too high"]
     return Table("verdict", title, data, display, notes, compact=True)
 
 
