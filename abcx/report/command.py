@@ -317,6 +317,20 @@ def _sweep_hint(sweep: str | None, runs) -> str | None:
     return sorted(shared)[0] if len(shared) == 1 else None
 
 
+def _long_table(rs: RunSet, per_run, keys: list, t3, baseline: str):
+    """The tidy long table of --format csv: every run's metrics, then Table 3's Gains as rows of it."""
+    from abcx.report import table as T
+    from abcx.report import verdict as V
+
+    long = T.tidy_long(rs, per_run, keys)
+    gains = V.gain_rows_long(t3, baseline) if t3 is not None else None
+    if gains is None or gains.empty:
+        return long
+    import pandas as pd
+
+    return pd.concat([long, gains], ignore_index=True)
+
+
 def _write(report: Report, tables: list, notes: list, fmt: str, out: str | None, console) -> None:
     """The tables in `fmt` to `out` or stdout. CSV is one tidy long table that `pandas.read_csv` loads
     in one call, so its notes and the verdict go to stderr rather than into the file."""
@@ -376,12 +390,8 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     sweep_dir = SW.find_sweep_dir(sources, sweep)  # what its strategy decided: rungs, seed intervals
     tables.extend(SW.tables(sweep_dir))
     if fmt == "csv":
-        long = T.tidy_long(rs, per_run, keys)
-        if t3 is not None:  # each Gain with its interval, as rows of the same long table
-            import pandas as pd
-
-            long = pd.concat([long, V.gain_rows_long(t3, baseline)], ignore_index=True)
-        tables = [Table("long", "every run's metrics, one row per value", long, None)]
+        tables = [Table("long", "every run's metrics, one row per value, then each Gain with its interval",
+                        _long_table(rs, per_run, keys, t3, baseline), None)]
     report = Report(rs, per_run, keys, tables, notes, verdict=verdict)
     if plots_dir:
         from abcx.report.plots import plot_all
