@@ -147,6 +147,9 @@ def verdict_table(t3, per_run, baseline: str) -> Table | None:
             display = display.drop(columns=c)
     unit = " in %" if percent else ""
     where = f" ({models[0]})" if len(models) == 1 else ""
+    if not gains:  # nothing to compare with: say so rather than head an empty column
+        title = f"Verdict{where}: {col}{unit} (no finished {baseline} runs to compare with: --baseline)"
+        return Table("verdict", title, data, display.drop(columns=f"vs {baseline}"), [], compact=True)
     title = f"Verdict{where}: {col}{unit}, difference from {baseline} with its 95% CI"
     notes = [f"vs {baseline}: {col} difference{' in pp' if percent else ''}, [95% CI] or (n.s.) when it holds 0; "
              f"H/H_base: entropy at the end / {baseline}'s; Q4: share of clip events with A < 0 and r too high"]
