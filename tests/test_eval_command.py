@@ -15,7 +15,7 @@ from abcx.training.train import train
 def evaluated_run(tmp_path_factory, tiny_model_path):
     results = tmp_path_factory.mktemp("results")
     cfg = compose(["train.max_steps=4", "train.per_device_train_batch_size=16", "train.steps_per_generation=2",
-                   "train.save_steps=2", "eval.every_steps=2", "eval.n=8", "eval.max_problems=20", "eval.benchmarks=[chain]",
+                   "train.save_steps=2", "eval.every_steps=2", "eval.n=8", "eval.max_problems=20", "eval.benchmarks=[chain]", "eval.seed=99",
                    "logger=none",
                    f"results_dir={results}"])
     return train(cfg, quiet=True)
@@ -44,9 +44,23 @@ def test_abcx_eval_scores_every_checkpoint_of_a_run(evaluated_run):
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [r for r in evaluated_run.evals() if r["n"] == 4]
-    for bench in ("chain", "chain_hard"):  # the testbed's two benchmarks (conf/eval/testbed.yaml)
-        assert [r["step"] for r in rows if r["benchmark"] == bench] == [2, 4, 4]  # checkpoint-2, checkpoint-4, final
+    # The run's own benchmark only (it was configured with eval.benchmarks=[chain]), at each checkpoint.
+    assert [(r["step"], r["benchmark"], r["problems"]) for r in rows] == [(2, "chain", 10), (4, "chain", 10),
+                                                                           (4, "chain", 10)]  # ckpt-2, ckpt-4, final
+    assert all(r["sampling"]["seed"] == 99 and r["overridden"] == {"n": 4, "max_problems": 10} for r in rows)
     assert "pass@4" in out.stdout and "95% CI" in out.stdout
+    assert "overridden: eval.n=4, eval.max_problems=10" in out.stderr
+
+
+def test_abcx_eval_of_a_run_keeps_its_benchmarks_sampling_and_problem_count(evaluated_run):
+    from abcx.evaluation.command import run_eval
+
+    rows = run_eval(str(evaluated_run.path), ["eval.n=2", f"results_dir={evaluated_run.path.parent.parent}"])
+    # The run's config: chain only (not the eval group's chain and chain_hard), 20 problems (not 200),
+    # its sampling seed (not 1234); only n comes from the command line, and the row says so.
+    assert [(r["benchmark"], r["problems"], r["n"], r["sampling"]["seed"]) for r in rows] == [("chain", 20, 2, 99)]
+    assert rows[0]["overridden"] == {"n": 2}
+    assert evaluated_run.evals()[-1]["overridden"] == {"n": 2}  # recorded in eval.jsonl
 
 
 def test_eval_refuses_k_larger_than_n_and_unknown_targets(tmp_path):

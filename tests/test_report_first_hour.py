@@ -26,13 +26,15 @@ def evaluation(per_problem, n, step=6, temperature=1.0):
             "metrics": summarise(per_problem, [1, 2, n]), "ci": {}, "per_problem": [list(p) for p in per_problem]}
 
 
-def record(root, method, seed, final, *, max_steps=6, logger_project="p", evals=None, eps3=None, state="finished"):
-    cfg = {"method": {"name": method, **({"eps3": eps3} if eps3 is not None else {})},
+def record(root, method, seed, final, *, max_steps=6, logger_project="p", evals=None, eps3=None, eps4=None,
+           state="finished", group=""):
+    bounds = {k: v for k, v in (("eps3", eps3), ("eps4", eps4)) if v is not None}
+    cfg = {"method": {"name": method, **bounds},
            "train": {"max_steps": max_steps}, "logger": {"project": logger_project},
            "launcher": {"name": "local"}, "results_dir": f"/abs/{seed}", "eval": {"n": 4}}
     quads = {f"clip/q{i}": np.full(6, 0.01 * i * (seed + 1)) for i in range(1, 5)}
-    run_id = f"{method}-s{seed}-{max_steps:04d}{(eps3 or 0) * 10:.0f}{logger_project}"
-    return write_record(str(root), run_id, method=method, seed=seed, steps=STEPS, state=state, config=cfg,
+    run_id = f"{method}-s{seed}-{max_steps:04d}{(eps3 or 0) * 10:.0f}{(eps4 or 0) * 10:.0f}{logger_project}"
+    return write_record(str(root), run_id, method=method, seed=seed, steps=STEPS, state=state, config=cfg, group=group,
                         metrics={"reward": np.linspace(0.1, final, 6), "entropy": np.linspace(1.0, 0.5, 6), **quads},
                         evals=evals)
 
@@ -71,26 +73,26 @@ def test_a_run_cancelled_while_queued_is_listed_and_every_format_still_renders(d
     assert "grpo-s9-queued0000" in out.read_text()
     if fmt == "csv":
         return
-    groups = report.tables[1].data.set_index("method")
+    groups = report.table("groups").data.set_index("method")
     assert groups.loc["grpo", "n"] == 2 and groups.loc["grpo", "n_other"] == 1  # listed, not averaged
 
 
 def test_runs_are_grouped_by_what_was_trained_not_by_logger_or_launcher_fields(demo):
     report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
     assert report.group_keys == ["method"]  # logger.project and results_dir differ, but train nothing
-    t3 = report.tables[2].data
+    t3 = report.table("table3").data
     gain = t3[t3["kind"] == "gain"]
     assert list(gain["method"]) == ["Gain abc_grpo vs grpo"]
 
 
 def test_gains_use_the_paired_two_level_bootstrap_over_problems_and_seeds(demo):
     report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
-    gain = report.tables[2].data.set_index("method").loc["Gain abc_grpo vs grpo"]
+    gain = report.table("table3").data.set_index("method").loc["Gain abc_grpo vs grpo"]
     est, lo, hi = bootstrap_diff_pooled([PROBLEMS_A] * 2, [PROBLEMS_B] * 2, None, iters=1000)
     assert gain["Avg@4_mean"] == pytest.approx(100 * est) and est > 0
     assert (gain["Avg@4_lo"], gain["Avg@4_hi"]) == pytest.approx((100 * lo, 100 * hi))
     assert gain["Avg@4_test"] == "paired bootstrap"
-    assert "Pass@1_mean" not in report.tables[2].data.columns  # Avg@n = Pass@1: shown once
+    assert "Pass@1_mean" not in report.table("table3").data.columns  # Avg@n = Pass@1: shown once
 
 
 def test_two_seed_intervals_carry_a_visible_caution(demo):
@@ -106,7 +108,7 @@ def test_evaluations_with_another_n_get_their_own_rows_and_never_mix(demo):
         fh.write(json.dumps(evaluation([(8, 0)] * 8, 8)) + "\n")
         fh.write(json.dumps(evaluation([(8, 8)] * 8, 8)) + "\n")
     report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
-    t3 = report.tables[2].data
+    t3 = report.table("table3").data
     rows = t3[t3["kind"] == "value"].set_index(["benchmark", "method"])
     assert rows.loc[("chain (n=8)", "grpo"), "n"] == 1 and rows.loc[("chain (n=8)", "grpo"), "Avg@8_mean"] == 100.0
     assert rows.loc[("chain (n=4)", "grpo"), "n"] == 2
@@ -122,7 +124,7 @@ def test_groups_table_keeps_eval_n_apart_from_the_runs_count_and_renders_in_rich
             open(os.path.join(path, "config.yaml"), "w").write(cfg)
     console = Console(record=True, width=250)
     report = run_report([str(tmp_path)], console=console)
-    groups = console.export_text().split("Groups:")[1]
+    groups = console.export_text().split("Groups of finished runs:")[1]
     header = next(line for line in groups.splitlines() if "eval.n" in line)
     assert "max_steps" in header and " n " in header  # the runs count and eval.n: two columns, two names
     assert "cfg.eval.n" in report.group_keys
@@ -134,18 +136,45 @@ def test_a_pivot_cell_averages_seeds_only_and_refuses_mixed_max_steps(tmp_path):
         for eps3 in (0.2, 0.4):
             record(runs, "abc_grpo", seed, 0.3 + eps3 + 0.01 * seed, eps3=eps3)
     report = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "seed"))
-    assert report.tables[-1].data.loc[0.4, 0] == pytest.approx(0.7)
+    assert report.table("pivot").data.loc[0.4, 0] == pytest.approx(0.7)
     pv = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "method.name"))
-    assert pv.tables[-1].data.loc[0.2, "abc_grpo"] == pytest.approx(0.505)
+    assert pv.table("pivot").data.loc[0.2, "abc_grpo"] == pytest.approx(0.505)
+    assert pv.table("pivot").notes == []  # every run in the grid: nothing to say
+    # Another sweep's run (max_steps 100) would share the cell eps3 = 0.2: the grid of the most cells is
+    # taken, and the run left out is named with the selection that would choose otherwise.
     record(runs, "abc_grpo", 2, 0.9, eps3=0.2, max_steps=100)
-    with pytest.raises(UserError, match=r"mixes runs with train.max_steps = 100, 6; a cell averages seeds only"):
+    pv = run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "method.name"))
+    assert pv.table("pivot").data.loc[0.2, "abc_grpo"] == pytest.approx(0.505)  # not (0.5 + 0.51 + 0.9) / 3
+    assert "1 run(s) of other settings (train.max_steps)" in pv.table("pivot").notes[0]
+    # Two grids as large as each other: which one is meant cannot be told; one line says how to choose.
+    record(runs, "abc_grpo", 2, 0.9, eps3=0.4, max_steps=100)
+    with pytest.raises(UserError, match=r"2 sets of runs fill 2 cell\(s\) each and differ in train.max_steps; "
+                                        r"a cell averages seeds only"):
         run_report([str(tmp_path)], fmt="json", out=str(tmp_path / "r.json"), pivot=("method.eps3", "method.name"))
+
+
+def test_the_readme_pivot_takes_the_eps_grid_when_results_hold_other_runs(tmp_path):
+    """`abcx report results --pivot method.eps3,method.eps4,entropy_last --format markdown` beside the
+    demo's runs (grpo has no eps3; its abc_grpo trained another max_steps): the eps grid, never a
+    `(nan, nan)` cell error."""
+    runs = tmp_path / "results" / "runs"
+    for eps3, eps4, seed in ((0.2, 0.2, 0), (0.2, 0.4, 0), (9.0, 0.2, 0), (9.0, 0.4, 0), (0.2, 0.2, 1)):
+        record(runs, "abc_grpo", seed, 0.3 + eps3 / 100 + eps4 + seed / 10, eps3=eps3, eps4=eps4)
+    record(runs, "grpo", 0, 0.5, max_steps=100)
+    record(runs, "abc_grpo", 0, 0.5, max_steps=100, eps3=0.2, eps4=0.2)
+    out = tmp_path / "pivot.md"
+    report = run_report([str(tmp_path / "results")], fmt="markdown", out=str(out),
+                        pivot=("method.eps3", "method.eps4", "entropy_last"))
+    pivot = report.table("pivot")
+    assert pivot.data.shape == (2, 2) and "1 run(s) without method.eps3 or method.eps4" in pivot.notes[0]
+    assert "entropy_last: mean over seeds, method.eps3 × method.eps4" in out.read_text()
 
 
 def test_csv_is_one_tidy_long_table_that_pandas_loads_in_one_call(demo, capsys):
     run_report([str(demo)], fmt="csv", out=str(demo / "r.csv"))
     df = pd.read_csv(demo / "r.csv")
-    assert list(df.columns) == ["run_id", "state", "method", "seed", "metric", "step", "value"]
+    assert list(df.columns) == ["run_id", "state", "method", "seed", "metric", "step", "value", "low", "high",
+                                "significance", "interval_over"]
     one = df[(df["run_id"].str.startswith("abc_grpo-s1")) & (df["metric"] == "reward")]
     assert one["step"].tolist() == [1, 2, 3, 4, 5, 6] and one["value"].iloc[-1] == pytest.approx(0.7)
     assert df.loc[df["metric"] == "eval/chain/avg@4", "value"].nunique() == 2
@@ -174,7 +203,7 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     plots = tmp_path / "plots"
     report = run_report([str(tmp_path / "results")], fmt="json", out=str(tmp_path / "r.json"), plots_dir=str(plots),
                         plot_format="svg", pivot=[("method.eps3", "seed", "q4_share"), ("method.eps3", "seed")])
-    base_row = report.tables[2].data.set_index("method").loc["base (tiny)"]  # Table 3 lists the starting model
+    base_row = report.table("table3").data.set_index("method").loc["base (tiny)"]  # Table 3 lists the starting model
     assert (base_row["n"], base_row["Avg@4_mean"]) == (1, pytest.approx(25.0))
     manifest = json.loads((plots / "plots.json").read_text())
     figures = {f["file"]: f for f in manifest["figures"]}
@@ -246,4 +275,4 @@ def test_group_keys_come_from_the_finished_runs_so_a_cancelled_sweep_does_not_le
     record(runs, "grpo", 3, 0.1, max_steps=4, state="failed")  # another sweep's run, cancelled: other max_steps
     report = run_report([str(demo)], fmt="json", out=str(demo / "r.json"))
     assert report.group_keys == ["method"]
-    assert set(report.tables[1].data["method"]) == {"grpo", "abc_grpo"}
+    assert set(report.table("groups").data["method"]) == {"grpo", "abc_grpo"}

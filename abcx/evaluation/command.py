@@ -43,11 +43,49 @@ def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, lis
     raise UserError(f"{target}: no such run, checkpoint or model folder (runs live under {runs_dir(results_dir)})")
 
 
+# The eval fields that decide what an evaluation measures: a run is evaluated with its own values of
+# these (its config.yaml) unless the command line sets them.
+EVAL_SETTINGS = ("benchmarks", "n", "temperature", "top_p", "top_k", "max_new_tokens", "max_problems",
+                 "batch_size", "seed")
+
+
+def _given_eval_fields(overrides: list[str]) -> set[str] | None:
+    """The eval fields the command line sets; None when it picks a whole eval group (`eval=paper`)."""
+    fields: set[str] = set()
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        if key == "eval":
+            return None
+        if key.startswith("eval."):
+            fields.add(key.split(".")[1])
+    return fields
+
+
+def keep_run_settings(cfg: Any, record: RunRecord | None, overrides: list[str]) -> dict:
+    """Put the run's own evaluation settings into `cfg.eval` (its benchmarks, sampling, problem count)
+    except those the command line gives; returns what differs from the run's config ({} for a model
+    that is not a run's)."""
+    from omegaconf import OmegaConf
+
+    from abcx.config.validate import validate
+
+    run_eval = (record.config().get("eval") or {}) if record is not None else {}
+    if not isinstance(run_eval, dict) or not run_eval:
+        return {}
+    given = _given_eval_fields(overrides)
+    if given is not None:
+        for key in EVAL_SETTINGS:
+            if key in run_eval and key not in given:
+                cfg.eval[key] = run_eval[key]
+        validate(cfg)  # the run's values with the command line's, checked together
+    used = OmegaConf.to_container(cfg.eval, resolve=True)
+    return {k: used[k] for k in EVAL_SETTINGS if k in run_eval and used.get(k) != run_eval[k]}
+
+
 def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False, backend: str = "auto",
              console: Any = None) -> list[dict]:
     from abcx.config.compose import compose
-    from abcx.evaluation.record import append_eval
-    from abcx.evaluation.runner import checkpoints_of, evaluate, load_for_eval
+    from abcx.evaluation.runner import checkpoints_of
     from abcx.evaluation.sampling import Sampling
 
     if backend not in ("auto", "hf", "vllm"):
@@ -58,12 +96,16 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
         if record is None or not whole_run:
             raise UserError("--all-checkpoints needs a run folder or run id as TARGET")
         targets = [(step, str(p)) for step, p in checkpoints_of(record.path)] + targets
+    overridden = keep_run_settings(cfg, record, overrides)
     sampling = Sampling.from_config(cfg.eval)
     if sampling.n < 1:
         raise UserError(f"eval.n={sampling.n} must be >= 1")
     dtype = cfg.model.dtype
     if record is not None:
         dtype = record.meta().get("trl_args", {}).get("model_init_kwargs", {}).get("dtype", dtype)
+        changed = ", ".join(f"eval.{k}={v}" for k, v in overridden.items()) or "none"
+        print(f"evaluating {record.run_id} with its own settings: {', '.join(cfg.eval.benchmarks)}, "
+              f"n={sampling.n}, max_problems={cfg.eval.max_problems}; overridden: {changed}", file=sys.stderr)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
     from abcx.paths import check_results_dir, check_writable
 
@@ -72,19 +114,30 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
     else:  # a run (wherever its folder is) keeps its evaluations in its own record
         check_writable(out_record.path, "run folder")
     out_record.path.mkdir(parents=True, exist_ok=True)
+    rows = _evaluate_targets(cfg, targets, out_record, sampling, str(dtype), backend,
+                             {"overridden": overridden} if record is not None else {})
+    print_rows(rows, out_record.eval_path, console)
+    return rows
+
+
+def _evaluate_targets(cfg: Any, targets, out_record: RunRecord, sampling, dtype: str, backend: str,
+                      extra: dict) -> list[dict]:
+    """Each distinct model of `targets` sampled on cfg.eval's benchmarks; every row appended to the record."""
+    from abcx.evaluation.record import append_eval
+    from abcx.evaluation.runner import evaluate, load_for_eval
+
     rows: list[dict] = []
     seen = set()
     for step, model_path in targets:
         if model_path in seen:
             continue
         seen.add(model_path)
-        model, tokenizer = load_for_eval(model_path, dtype=str(dtype))
+        model, tokenizer = load_for_eval(model_path, dtype=dtype)
         for row in evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
                             batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step):
-            row["model_path"] = model_path
+            row.update(model_path=model_path, **extra)
             append_eval(out_record, row)
             rows.append(row)
-    print_rows(rows, out_record.eval_path, console)
     return rows
 
 

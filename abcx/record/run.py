@@ -133,6 +133,16 @@ class RunRecord:
     def summary(self) -> dict:
         return read_json(self.path / F.SUMMARY, default={}) or {}
 
+    def config(self) -> dict:
+        """The resolved config the run trained with ({} when it never started); a malformed file is a
+        UserError naming it (abcx.yaml_io)."""
+        from abcx.yaml_io import load_yaml
+
+        if not self.has_config():
+            return {}
+        cfg = load_yaml(self.path / F.CONFIG)
+        return cfg if isinstance(cfg, dict) else {}
+
     def metrics(self) -> list[dict]:
         return list(read_jsonl(self.metrics_path))
 

@@ -26,6 +26,11 @@ class Report:
     notes: list
     text: str | None = None
     plots: list = dataclasses.field(default_factory=list)
+    verdict: list = dataclasses.field(default_factory=list)  # the lines that end the report
+
+    def table(self, key: str) -> Table:
+        """The table of that key ("verdict", "runs", "groups", "table3", "pivot", ...)."""
+        return next(t for t in self.tables if t.key == key)
 
 
 def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -> RunSet:
@@ -100,7 +105,16 @@ def _groups_table(groups, keys, metrics, last_n) -> Table:
     few = groups[(groups["n"] > 1) & (groups["n"] < FEW_RUNS)]
     if len(few):
         notes.append(_few_runs_note(len(few), int(few["n"].min())))
-    return Table("groups", "Groups: mean ± 95% CI over finished runs (seeds)", groups, display, notes)
+    return Table("groups", f"Groups of finished runs: {_over_seeds(groups['n'])}", groups, display, notes)
+
+
+def _over_seeds(n) -> str:
+    """What a mean ± CI column holds, never claiming seeds that are not there."""
+    if (n <= 1).all():
+        return "one run each, so no interval (1 seed)"
+    if (n >= 2).all():
+        return "mean ± 95% CI over seeds"
+    return "mean ± 95% CI over seeds where n ≥ 2 (n = 1: no interval)"
 
 
 def _few_runs_note(n_groups: int, n: int) -> str:
@@ -112,23 +126,15 @@ def _few_runs_note(n_groups: int, n: int) -> str:
 
 
 def _table3_display(t3) -> Any:
+    from abcx.report.verdict import gain_cell
+
     cols = t3.attrs.get("columns", [])
-    pct = "%" if t3.attrs.get("percent") else ""
+    percent = bool(t3.attrs.get("percent"))
     display = t3[["model", "benchmark", "config", "method", "n"]].copy()
     for c in cols:
-        cells = []
-        for _, r in t3.iterrows():
-            mean, hw = r[f"{c}_mean"], r[f"{c}_ci"]
-            if r["kind"] == "gain":
-                sig = r.get(f"{c}_sig", "")
-                rel = r.get(f"{c}_rel", float("nan"))
-                head = f"{rel:+.1%}" if rel == rel else ""
-                cell = "–" if mean != mean else (f"{head} ({mean:+.1f} pp)" if pct else f"{head} ({mean:+.3f})") \
-                    + {"n.s.": " (n.s.)", "one seed": " (1 seed)"}.get(sig, "")
-            else:
-                cell = fmt_ci(mean, hw, 1 if pct else 3) if mean == mean else "–"
-            cells.append(cell)
-        display[c] = cells
+        display[c] = [gain_cell(r, c, percent, relative=True) if r["kind"] == "gain" else
+                      fmt_ci(r[f"{c}_mean"], r[f"{c}_ci"], 1 if percent else 3) if r[f"{c}_mean"] == r[f"{c}_mean"]
+                      else "–" for _, r in t3.iterrows()]
     for c in ("model", "config"):
         if (display[c] == "").all():
             display = display.drop(columns=c)
@@ -193,8 +199,24 @@ def read_runs(sources, wandb_project=None, sweep=None, group=None, tags=(), *, a
                                                       sweep=sweep, group=group, tags=list(tags)), mmap))
     rs = _filter(concat(sets), sweep, group, list(tags))
     if rs.runs.empty:
-        raise UserError(f"no runs match (sweep={sweep}, group={group}, tags={list(tags)})")
+        raise UserError(_no_match(concat(sets), sweep, group, list(tags)))
     return LB.apply_labels(rs, list(label_rules), trust_pickles=trust_pickles)
+
+
+def _no_match(everything: RunSet, sweep, group, tags: list) -> str:
+    """One line naming the filters given (never Python's None or []) and what the sources hold instead."""
+    asked = " ".join([*([f"--sweep {sweep}"] if sweep else []), *([f"--group {group}"] if group else []),
+                      *(f"--tag {t}" for t in tags)])
+    runs = everything.runs
+    held = []
+    if sweep and "sweep" in runs.columns:
+        names = sorted({n for v in runs["sweep"].dropna().astype(str) for n in v.split(",") if n})
+        held.append(f"sweeps here: {', '.join(names[:10])}" if names else "no run here belongs to a sweep")
+    if group and "group" in runs.columns:
+        names = sorted(set(runs["group"].dropna().astype(str)) - {""})
+        held.append(f"groups here: {', '.join(names[:10])}" if names else "no run here has a group")
+    where = f" ({'; '.join(held)})" if held else ""
+    return f"no runs match {asked}{where}" if asked else "no runs found in the sources given"
 
 
 def _group_keys(rs: RunSet, group_by: list[str] | None) -> list[str]:
@@ -240,14 +262,15 @@ def summarise(rs: RunSet, group_by=None, baseline: str = "grpo", last_n: int = 1
         stale = abcx_records.DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
         notes.append(f"{n_stale} running run(s) have not updated status.json for over {stale / 3600:.1f} h (stale)")
     if baseline not in set(per_run["method"]):
-        notes.append(f"baseline method {baseline!r} not among the runs: no entropy ratio or gains")
+        notes.append(f"baseline method {baseline} not among the runs: no entropy ratio or gains (--baseline)")
     return keys, per_run, notes
 
 
 def build_tables(rs: RunSet, per_run, keys: list, baseline: str, last_n: int, pivots: list,
-                 many: bool) -> tuple[list, list, list]:
-    """(tables, notes, pivot tables): runs, groups, Table 3 and one table per pivot."""
+                 many: bool, sweep: str | None = None) -> tuple[list, list, list]:
+    """(tables, notes, pivot tables): the verdict, runs, groups, Table 3 and one table per pivot."""
     from abcx.report import table as T
+    from abcx.report import verdict as V
 
     notes: list[str] = []
     metrics = [m for m in T.SUMMARY_METRICS if per_run[m].notna().any()]
@@ -258,43 +281,77 @@ def build_tables(rs: RunSet, per_run, keys: list, baseline: str, last_n: int, pi
     t3, t3_notes = T.table3(rs, baseline, labels, contexts)
     notes.extend(t3_notes)
     if len(t3):
-        few = t3[(t3["kind"] == "value") & (t3["n"] > 1) & (t3["n"] < FEW_RUNS)]
+        values = t3[t3["kind"] == "value"]
+        few = values[(values["n"] > 1) & (values["n"] < FEW_RUNS)]
         t3_table_notes = [_few_runs_note(len(few), int(few["n"].min()))] if len(few) else []
-        tables.append(Table("table3", "Evaluation (Table 3 layout): mean ± 95% CI over seeds", t3,
+        tables.append(Table("table3", f"Evaluation (Table 3 layout): {_over_seeds(values['n'])}", t3,
                             _table3_display(t3), t3_table_notes))
-    pivot_tables = []
+        lead = V.verdict_table(t3, per_run, baseline)
+        if lead is not None:
+            lead.notes += [n for n in (V.interval_note(t3), V.seeds_note(t3, _sweep_hint(sweep, rs.runs)))
+                           if n and (t3["kind"] == "gain").any()]
+            tables.insert(0, lead)
     for i, spec in enumerate(pivots):
-        row, col, *rest = spec
-        pv_i = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
-        display = pv_i.map(fmt_num).reset_index()
-        rname, cname = (str(n).removeprefix("cfg.") for n in (pv_i.index.name, pv_i.columns.name))
-        display.columns = [f"{rname} \\ {cname}", *map(str, pv_i.columns)]
-        tables.append(Table("pivot" if i == 0 else f"pivot{i + 1}",
-                            f"{pv_i.attrs['metric']}: mean over seeds, {rname} × {cname}", pv_i, display))
-        pivot_tables.append(pv_i)
-    return tables, notes, pivot_tables
+        tables.append(_pivot_table(i, spec, per_run, rs, last_n))
+    return tables, notes, [t.data for t in tables if t.key.startswith("pivot")]
+
+
+def _pivot_table(i: int, spec, per_run, rs: RunSet, last_n: int) -> Table:
+    from abcx.report import table as T
+
+    row, col, *rest = spec
+    pv = T.pivot(per_run, rs, row, col, metric=rest[0] if rest else "reward_final", last_n=last_n)
+    display = pv.map(fmt_num).reset_index()
+    rname, cname = (str(n).removeprefix("cfg.") for n in (pv.index.name, pv.columns.name))
+    display.columns = [f"{rname} \\ {cname}", *map(str, pv.columns)]
+    return Table("pivot" if i == 0 else f"pivot{i + 1}", f"{pv.attrs['metric']}: mean over seeds, {rname} × {cname}",
+                 pv, display, [pv.attrs["selection"]] if pv.attrs.get("selection") else [])
+
+
+def _sweep_hint(sweep: str | None, runs) -> str | None:
+    """The sweep to add seeds to: the one reported on, else the one sweep all finished runs belong to."""
+    if sweep or "sweep" not in runs.columns:
+        return sweep
+    done = runs[runs["state"] == State.FINISHED]["sweep"].dropna().astype(str)
+    shared = set.intersection(*({n for n in v.split(",") if n} for v in done)) if len(done) else set()
+    return sorted(shared)[0] if len(shared) == 1 else None
+
+
+def _long_table(rs: RunSet, per_run, keys: list, t3, baseline: str):
+    """The tidy long table of --format csv: every run's metrics, then Table 3's Gains as rows of it."""
+    from abcx.report import table as T
+    from abcx.report import verdict as V
+
+    long = T.tidy_long(rs, per_run, keys)
+    gains = V.gain_rows_long(t3, baseline) if t3 is not None else None
+    if gains is None or gains.empty:
+        return long
+    import pandas as pd
+
+    return pd.concat([long, gains], ignore_index=True)
 
 
 def _write(report: Report, tables: list, notes: list, fmt: str, out: str | None, console) -> None:
     """The tables in `fmt` to `out` or stdout. CSV is one tidy long table that `pandas.read_csv` loads
-    in one call, so its notes go to stderr rather than into the file."""
+    in one call, so its notes and the verdict go to stderr rather than into the file."""
+    verdict = report.verdict
     if fmt == "csv":
-        for n in notes:
-            print(f"note: {n}", file=sys.stderr)
-        notes = []
+        for n in [*notes, *verdict]:
+            print(n if n.startswith("Verdict") else f"note: {n}", file=sys.stderr)
+        notes, verdict = [], []
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         if fmt == "rich":
             from rich.console import Console
 
             with open(out, "w", encoding="utf-8") as fh:
-                render(tables, notes, fmt, Console(file=fh, width=200, color_system=None))
+                render(tables, notes, fmt, Console(file=fh, width=200, color_system=None), verdict)
         else:
-            report.text = render(tables, notes, fmt)
+            report.text = render(tables, notes, fmt, verdict=verdict)
             with open(out, "w", encoding="utf-8") as fh:
                 fh.write(report.text)
     else:
-        report.text = render(tables, notes, fmt, console=console)
+        report.text = render(tables, notes, fmt, console=console, verdict=verdict)
         if report.text is not None:
             print(report.text, end="")
 
@@ -322,15 +379,20 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
                    metric_map=mmap, label_rules=rules, trust_pickles=trust_pickles)
     keys, per_run, notes = summarise(rs, group_by, baseline, last_n, stale_after_s)
     many = len(per_run) > MAX_LISTED_RUNS and fmt in ("rich", "markdown", "latex")
-    tables, table_notes, pivot_tables = build_tables(rs, per_run, keys, baseline, last_n, pivots, many)
+    tables, table_notes, pivot_tables = build_tables(rs, per_run, keys, baseline, last_n, pivots, many, sweep)
     notes.extend(table_notes)
+    from abcx.report import verdict as V
+
+    t3 = next((t.data for t in tables if t.key == "table3"), None)
+    verdict = V.verdict_lines(t3, baseline, _sweep_hint(sweep, rs.runs)) if t3 is not None else []
     from abcx.report import sweep as SW
 
     sweep_dir = SW.find_sweep_dir(sources, sweep)  # what its strategy decided: rungs, seed intervals
     tables.extend(SW.tables(sweep_dir))
     if fmt == "csv":
-        tables = [Table("long", "every run's metrics, one row per value", T.tidy_long(rs, per_run, keys), None)]
-    report = Report(rs, per_run, keys, tables, notes)
+        tables = [Table("long", "every run's metrics, one row per value, then each Gain with its interval",
+                        _long_table(rs, per_run, keys, t3, baseline), None)]
+    report = Report(rs, per_run, keys, tables, notes, verdict=verdict)
     if plots_dir:
         from abcx.report.plots import plot_all
 

@@ -26,6 +26,7 @@ class Table:
     data: Any  # pandas.DataFrame, numeric
     display: Any  # pandas.DataFrame, strings
     notes: list = dataclasses.field(default_factory=list)
+    compact: bool = False  # the verdict table: one block that fits 80 columns, never split into parts
 
 
 def fmt_num(x, digits: int = 3) -> str:
@@ -53,7 +54,7 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
-def to_markdown(tables: list[Table], notes: list[str]) -> str:
+def to_markdown(tables: list[Table], notes: list[str], verdict=()) -> str:
     out = []
     for t in tables:
         out.append(f"### {t.title}\n")
@@ -65,6 +66,8 @@ def to_markdown(tables: list[Table], notes: list[str]) -> str:
         out.extend(f"\n_{n}_" for n in t.notes)
         out.append("")
     out.extend(f"- {n}" for n in notes)
+    if verdict:
+        out += [""] + [f"**{line}**" if i == 0 else line for i, line in enumerate(verdict)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -81,7 +84,7 @@ def _latex_cell(v) -> str:
     return "--" if text in ("", "–", "nan", "None") else latex_escape(text)
 
 
-def to_latex(tables: list[Table], notes: list[str]) -> str:
+def to_latex(tables: list[Table], notes: list[str], verdict=()) -> str:
     """booktabs tables: text columns left-aligned, numeric ones right-aligned, `--` for a missing
     value, and a `\\label{tab:abcx-<key>}` to \\ref."""
     out = ["% needs \\usepackage{booktabs}"]
@@ -94,11 +97,11 @@ def to_latex(tables: list[Table], notes: list[str]) -> str:
         for row in t.display.itertuples(index=False):
             out.append(" & ".join(_latex_cell(v) for v in row) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    out.extend(f"% {n}" for n in notes)
+    out.extend(f"% {n}" for n in [*notes, *verdict])
     return "\n".join(out) + "\n"
 
 
-def to_csv(tables: list[Table], notes: list[str]) -> str:
+def to_csv(tables: list[Table], notes: list[str], verdict=()) -> str:
     """A single tidy table (the report's `long` table) as plain CSV that `pandas.read_csv` loads in
     one call; otherwise sections `# <key>: <title>` followed by each table's numeric CSV."""
     buf = io.StringIO()
@@ -109,7 +112,7 @@ def to_csv(tables: list[Table], notes: list[str]) -> str:
         buf.write(f"# {t.key}: {t.title}\n")
         t.data.to_csv(buf, index=t.key.startswith("pivot"), lineterminator="\n")
         buf.write("\n")
-    for n in notes:
+    for n in [*notes, *verdict]:
         buf.write(f"# note: {n}\n")
     return buf.getvalue()
 
@@ -122,8 +125,8 @@ def _jsonable(v):
     return v
 
 
-def to_json(tables: list[Table], notes: list[str]) -> str:
-    doc = {"tables": {}, "notes": list(notes)}
+def to_json(tables: list[Table], notes: list[str], verdict=()) -> str:
+    doc = {"verdict": list(verdict), "tables": {}, "notes": list(notes)}
     for t in tables:
         data = t.data.reset_index() if t.key.startswith("pivot") else t.data
         rows = [{str(k): _jsonable(v) for k, v in rec.items()} for rec in data.to_dict(orient="records")]
@@ -156,38 +159,53 @@ def _column_chunks(display, width: int) -> list[list]:
     return chunks
 
 
-def to_rich(tables: list[Table], notes: list[str], console=None) -> None:
+def to_rich(tables: list[Table], notes: list[str], console=None, verdict=()) -> None:
     from rich.console import Console
-    from rich.table import Table as RichTable
+    from rich.text import Text
 
     # Piped output (logs, CI, `make demo`) is never cut to a width: each table keeps its natural width
     # (rich would otherwise shrink every column to fit 80 and drop cells behind an ellipsis).
     console = console or Console(width=None if sys.stdout.isatty() else 10_000)
+    # Titles and notes are Text, printed on their own: they wrap at the console's width (a table's own
+    # title would wrap at the table's), and rich's highlighter does not colour the numbers in them.
     for t in tables:
         display = t.display[[c for c in t.display.columns if not (t.display[c].map(_cell) == "").all()]]
-        chunks = _column_chunks(display, console.width)
+        chunks = [list(display.columns)] if t.compact else _column_chunks(display, console.width)
         for part, cols in enumerate(chunks):
-            title = t.title if part == 0 else f"{t.title} (continued, {part + 1}/{len(chunks)})"
-            rt = RichTable(title=title, title_justify="left", show_lines=False)
-            for i, c in enumerate(cols):
-                numeric = i > 0 and _numeric_column(display[c])
-                # Only free text may wrap; ids and numbers are cut with an ellipsis rather than folded.
-                free = str(c) in ("detail", "left out", "path")
-                rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
-                              overflow="fold" if free else "ellipsis")
-            states = display["state"].astype(str).tolist() if "state" in display.columns else None
-            for r, row in enumerate(display[cols].itertuples(index=False)):
-                style = None
-                if states is not None:
-                    state = states[r]
-                    style = None if state == State.FINISHED else "yellow" if state.startswith(State.RUNNING.value) else "red"
-                rt.add_row(*[_cell(v) for v in row], style=style)
-            console.print(rt)
+            title = t.title if part == 0 else f"{t.title.split(':')[0]} (continued, {part + 1}/{len(chunks)})"
+            console.print(Text(title, style="bold"))
+            console.print(_rich_table(display, cols, t.compact))
         for n in t.notes:
-            console.print(f"[dim]{n}[/dim]")
+            console.print(Text(n, style="dim"))
         console.print()
     for n in notes:
-        console.print(f"note: {n}", markup=False)
+        console.print(Text(f"note: {n}"))
+    if verdict:
+        console.print()
+    for line in verdict:
+        console.print(Text(line, style="bold"))
+
+
+def _rich_table(display, cols: list, compact: bool):
+    from rich import box
+    from rich.table import Table as RichTable
+
+    # The verdict table is drawn without side borders and with its text columns allowed to wrap, so it
+    # fits 80 columns whole; the others are cut into parts (_column_chunks) and never wrap their ids.
+    rt = RichTable(box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, show_edge=not compact, pad_edge=not compact)
+    for i, c in enumerate(cols):
+        numeric = i > 0 and _numeric_column(display[c])
+        free = str(c) in ("detail", "left out", "path") or (compact and not numeric)
+        rt.add_column(str(c), justify="right" if numeric else "left", no_wrap=not free,
+                      overflow="fold" if free else "ellipsis")
+    states = display["state"].astype(str).tolist() if "state" in display.columns else None
+    for r, row in enumerate(display[cols].itertuples(index=False)):
+        style = None
+        if states is not None:
+            state = states[r]
+            style = None if state == State.FINISHED else "yellow" if state.startswith(State.RUNNING.value) else "red"
+        rt.add_row(*[_cell(v) for v in row], style=style)
+    return rt
 
 
 def _numeric_column(values) -> bool:
@@ -201,11 +219,12 @@ def _looks_numeric(v) -> bool:
     return s == "" or s.replace(".", "", 1).replace("e", "", 1).replace("-", "").isdigit()
 
 
-def render(tables: list[Table], notes: list[str], fmt: str, console=None) -> str | None:
-    """Text of the report in `fmt`; for `rich` prints to the console and returns None."""
+def render(tables: list[Table], notes: list[str], fmt: str, console=None, verdict=()) -> str | None:
+    """Text of the report in `fmt`; for `rich` prints to the console and returns None. `verdict`: the
+    lines that end the report (abcx.report.verdict.verdict_lines)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
     if fmt == "rich":
-        to_rich(tables, notes, console)
+        to_rich(tables, notes, console, verdict)
         return None
-    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](tables, notes)
+    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](tables, notes, verdict)

@@ -36,10 +36,10 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
                  steps=(), metrics: dict | None = None, state: str = State.FINISHED.value, group: str = "",
                  evals: list[dict] | None = None, updated: dt.datetime | None = None,
                  error: str | None = None, torn_tail: bool = False, summary: dict | None = None,
-                 compact: bool = True, quadrants: str | None = QUADRANT_DEFINITION) -> str:
+                 compact: bool = True, quadrants: str | None = QUADRANT_DEFINITION, sweep: str = "") -> str:
     """One record folder `root/<run_id>/`, written by RunRecord as a training run writes it; returns its
     path. `quadrants=None` writes a record as abcx did before meta.json said which quadrant definition
-    a run used."""
+    a run used; `sweep` names the sweep that ran it (`abcx report --sweep`)."""
     from abcx.record import RunRecord
 
     record = RunRecord(Path(root) / run_id)
@@ -51,7 +51,8 @@ def write_record(root: str, run_id: str, *, method: str, seed: int, config: dict
     steps = [int(x) for x in steps]
     last = steps[-1] if steps else 0
     record.start(cfg, config_hash=run_id.split("-")[1] if run_id.count("-") >= 2 else "0",
-                 extra_meta={"created": now, "group": group, **({"quadrants": quadrants} if quadrants else {})},
+                 extra_meta={"created": now, "group": group, **({"quadrants": quadrants} if quadrants else {}),
+                             **({"sweep": sweep} if sweep else {})},
                  max_steps=last)
     record._t0 = None  # a replayed record: its times are the ones given here, not this process's
     if metrics is not None:

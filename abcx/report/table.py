@@ -238,8 +238,8 @@ def _eval_columns(ev) -> list[str]:
 
 
 def _paired_gain(rs: RunSet, bench: str, runs_a, runs_b, col: str, scale: float):
-    """(gain, low, high) of a column between two sets of runs by the paired two-level bootstrap over
-    problems and seeds, or None when a side lacks per-problem counts on the same problems."""
+    """(gain, low, high, problems) of a column between two sets of runs by the paired two-level bootstrap
+    over problems and seeds, or None when a side lacks per-problem counts on the same problems."""
     from abcx.evaluation.metrics import bootstrap_diff_pooled
 
     def side(ids):
@@ -254,23 +254,27 @@ def _paired_gain(rs: RunSet, bench: str, runs_a, runs_b, col: str, scale: float)
         est, lo, hi = bootstrap_diff_pooled(a, b, None if stat == "Avg" else int(k), iters=1000)
     except (UserError, ValueError):
         return None
-    return est * scale, lo * scale, hi * scale
+    return est * scale, lo * scale, hi * scale, len(a[0])
 
 
 def _gain_row(rs, g, gm, base, label, baseline, cols, scale, head) -> dict:
-    row = {**head, "method": f"Gain {label} vs {baseline}", "kind": "gain", "n": gm["run_id"].nunique()}
+    from abcx.report.verdict import COVERS_PROBLEMS, COVERS_PROBLEMS_AND_SEEDS, COVERS_SEEDS
+
+    ids_a, ids_b = sorted(gm["run_id"].unique()), sorted(base["run_id"].unique())
+    row = {**head, "method": f"Gain {label} vs {baseline}", "kind": "gain", "n": len(ids_a), "n_base": len(ids_b)}
     for c in cols:
         a, b = gm.loc[gm["col"] == c, "value"].tolist(), base.loc[base["col"] == c, "value"].tolist()
-        paired = _paired_gain(rs, head["benchmark"], sorted(gm["run_id"].unique()), sorted(base["run_id"].unique()),
-                              c, scale) if a and b else None
+        paired = _paired_gain(rs, head["benchmark"], ids_a, ids_b, c, scale) if a and b else None
         if paired is not None:
-            gain, lo, hi = paired
+            gain, lo, hi, row[f"{c}_problems"] = paired
             row[f"{c}_test"] = "paired bootstrap"
+            covers = COVERS_PROBLEMS_AND_SEEDS if min(len(ids_a), len(ids_b)) >= 2 else COVERS_PROBLEMS
         else:
             gain, hw = diff_ci(a, b) if a and b else (math.nan, math.nan)
             lo, hi = gain - hw, gain + hw
             row[f"{c}_test"] = "Welch t"
-        row[f"{c}_mean"], row[f"{c}_lo"], row[f"{c}_hi"] = gain, lo, hi
+            covers = COVERS_SEEDS if lo == lo else ""
+        row[f"{c}_mean"], row[f"{c}_lo"], row[f"{c}_hi"], row[f"{c}_covers"] = gain, lo, hi, covers
         row[f"{c}_ci"] = (hi - lo) / 2 if lo == lo and hi == hi else math.nan
         base_mean = sum(b) / len(b) if b else math.nan
         row[f"{c}_rel"] = gain / base_mean if base_mean else math.nan  # the paper's relative Gain
@@ -307,7 +311,7 @@ def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, conte
     ev = ev.assign(col=ev["stat"].map({"avg": "Avg", "pass": "Pass"}) + "@" + ev["k"].astype(str),
                    value=ev["value"] * scale)
     cols = _eval_columns(ev)
-    rows, tests = [], set()
+    rows = []
     for (model, bench, config), g in ev.groupby(["model", "benchmark", "config"], sort=True):
         order = sorted(g["label"].unique(), key=lambda m: (m != baseline, m))
         head = {"model": model, "benchmark": bench, "config": config}
@@ -322,32 +326,27 @@ def table3(rs: RunSet, baseline: str = "grpo", labels: dict | None = None, conte
             rows.append(row)
         for label in order:
             gm = g[g["label"] == label]
-            row = {**head, "method": label, "kind": "value", "n": gm["run_id"].nunique()}
+            row = {**head, "method": label, "kind": "value", "n": gm["run_id"].nunique(),
+                   "runs": ",".join(sorted(gm["run_id"].unique()))}  # what the verdict joins H/H_base and Q4 on
             for c in cols:
                 row[f"{c}_mean"], row[f"{c}_ci"], _ = mean_ci(gm.loc[gm["col"] == c, "value"])
             rows.append(row)
         base = g[g["method"] == baseline]
         if base.empty:
             where = "/".join(x for x in (model or "model", bench, config) if x)
-            notes.append(f"Table 3: no finished {baseline!r} runs for {where}: no Gain rows")
+            notes.append(f"Table 3: no finished {baseline} runs for {where}: no Gain rows")
             continue
         for label in order:
             gm = g[g["label"] == label]
             if (gm["method"] == baseline).all():
                 continue
             rows.append(_gain_row(rs, g, gm, base, label, baseline, cols, scale, head))
-            tests |= {rows[-1][f"{c}_test"] for c in cols if rows[-1][f"{c}_mean"] == rows[-1][f"{c}_mean"]}
     table = pd.DataFrame(rows)
     table.attrs["columns"] = cols
     table.attrs["percent"] = percent
     if percent:
-        notes.append("Table 3 values in %; Gain = relative change vs the baseline (difference in percentage "
-                     "points in brackets)")
-    if tests:
-        notes.append("Table 3 Gain CIs: " + " and ".join(
-            {"paired bootstrap": "paired two-level bootstrap over problems and seeds (95%)",
-             "Welch t": "Welch t on seed means (no per-problem counts)"}[t] for t in sorted(tests))
-                     + "; (n.s.) = the interval holds 0: noise, not a win")
+        notes.append("Table 3 values in %; Gain = relative change vs the baseline, the difference in percentage "
+                     "points (pp) and its 95% interval in brackets")
     if any(c.startswith("Avg@") for c in cols):
         notes.append("Avg@n = Pass@1 (the unbiased Pass@1 is c/n), so only Avg@n is shown")
     for bench in sorted(ev["benchmark"].unique()):
@@ -373,10 +372,11 @@ def pivot(per_run, rs: RunSet, row: str, col: str, metric: str = "reward_final",
                             f"valid: {', '.join(SUMMARY_METRICS)} or one of {', '.join(rs.metrics[:20])}")
         df[metric] = series.reindex(df["run_id"]).to_numpy()
     df = df[df["state"] == State.FINISHED]
-    _refuse_mixed_cells(df, rs, row, col, metric)
+    df, note = _select_grid(df, rs, row, col, metric)
     table = df.pivot_table(index=row, columns=col, values=metric, aggfunc="mean")
     table = table.replace([np.inf, -np.inf], np.nan)
     table.attrs["metric"] = metric
+    table.attrs["selection"] = note
     return table
 
 
@@ -396,25 +396,61 @@ def _eval_label_of(rs: RunSet, metric: str) -> str:
     return labelled[0] if labelled else metric
 
 
-def _refuse_mixed_cells(df, rs: RunSet, row: str, col: str, metric: str) -> None:
-    """A pivot cell is a mean over seeds: refuse (one line) when one cell would hold runs that differ in
-    any other field that enters the config hash (e.g. max_steps 2, 12 and 100)."""
+def _select_grid(df, rs: RunSet, row: str, col: str, metric: str):
+    """(the runs a pivot averages, a note on those left out or None).
+
+    A pivot cell is a mean over seeds, so its runs vary only along the two axes (and in seed). Runs
+    without an axis (grpo has no eps3) are left out; the rest form one grid per setting of every other
+    field that enters the config hash. The grid that fills the most cells is taken and the others are
+    named in the note; two grids that fill as many cells are refused in one line that says which
+    selection to add."""
     from abcx.config.identity import enters_hash
 
     runs = _configured(rs.runs.loc[rs.runs.index.isin(df["run_id"])])
+    placed = (runs[row].notna() & runs[col].notna()).to_numpy()
+    missing, runs = int((~placed).sum()), runs[placed]
+    spec = f"--pivot {row.removeprefix('cfg.')},{col.removeprefix('cfg.')},{metric}"
+    if runs.empty:
+        raise UserError(f"{spec}: no finished run has both {row.removeprefix('cfg.')} and "
+                        f"{col.removeprefix('cfg.')}; select runs that have them (--sweep)")
     others = [c for c in runs.columns if c.startswith("cfg.") and c not in (row, col)
               and not _ID_LEAF.search(_leaf(c)) and enters_hash(c[4:])]
     if "method" not in (row, col):
         others.insert(0, "method")
-    cells = runs[row].map(str) + "\x1f" + runs[col].map(str)  # map(str): NaN becomes "nan", a value
-    for c in others:
-        spread = runs[c].map(str).groupby(cells).nunique()
-        if (spread > 1).any():
-            cell = spread[spread > 1].index[0].split("\x1f")
-            values = sorted(runs.loc[(cells == "\x1f".join(cell)).to_numpy(), c].map(str).unique())
-            raise UserError(f"--pivot {row.removeprefix('cfg.')},{col.removeprefix('cfg.')},{metric}: the cell "
-                            f"({', '.join(cell)}) mixes runs with {c.removeprefix('cfg.')} = {', '.join(values)}; "
-                            f"a cell averages seeds only: select runs with --sweep/--group/--tag or pivot on that field")
+    cell = runs[row].map(str) + "\x1f" + runs[col].map(str)  # map(str): NaN becomes "nan", a value
+    # A field that differs within a cell would mix settings there; one that is constant within each cell
+    # restates an axis (method.name beside method, a preset's eps beside the method) and is kept.
+    others = [c for c in others if runs[c].map(str).groupby(cell).nunique().max() > 1]
+    setting = runs[others].apply(lambda s: s.map(str)).agg("\x1f".join, axis=1) if others else \
+        runs["run_id"].map(lambda _: "")
+    cells = cell.groupby(setting).nunique()
+    best = cells[cells == cells.max()].index
+    if len(best) > 1:
+        tied = setting.isin(best).to_numpy()
+        differ = [c.removeprefix("cfg.") for c in others if runs.loc[tied, c].map(str).nunique() > 1]
+        raise UserError(f"{spec}: {len(best)} sets of runs fill {cells.max()} cell(s) each and differ in "
+                        f"{', '.join(differ)}; a cell averages seeds only: select one set with "
+                        f"{_selection_hint(runs[tied], setting[tied])} or pivot on that field")
+    chosen = (setting == best[0]).to_numpy()
+    left = runs[~chosen]
+    parts = [f"{missing} run(s) without {row.removeprefix('cfg.')} or {col.removeprefix('cfg.')}"] if missing else []
+    if len(left):
+        differ = [c.removeprefix("cfg.") for c in others]
+        parts.append(f"{len(left)} run(s) of other settings ({', '.join(differ)})")
+    note = (f"pivot over {int(chosen.sum())} run(s) that differ only in its axes and seed; left out: "
+            f"{' and '.join(parts)}; choose others with {_selection_hint(runs, setting)}") if parts else None
+    return df[df["run_id"].isin(runs.loc[chosen, "run_id"])], note
+
+
+def _selection_hint(runs, setting) -> str:
+    """`--sweep NAME` for each set of runs that one sweep holds whole, else the generic filters."""
+    if "sweep" not in runs.columns:
+        return "--sweep/--group/--tag"
+    names = []
+    for _, members in runs.groupby(setting.to_numpy()):
+        shared = set.intersection(*({n for n in str(v).split(",") if n and v == v} for v in members["sweep"]))
+        names += sorted(shared)[:1]
+    return " or ".join(f"--sweep {n}" for n in sorted(set(names))) or "--sweep/--group/--tag"
 
 
 def tidy_long(rs: RunSet, per_run, keys: list[str]):
