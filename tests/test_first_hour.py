@@ -108,6 +108,6 @@ def test_the_first_hour_of_a_new_user(tmp_path, tiny_model_path):
     assert {"reward.png", "entropy.png", "quadrant_shares.png", "eval_chain_n_4_.png"} <= set(figures)
     avg = figures["eval_chain_n_4_.png"]["panels"][0]
     # Step 0 is the warm start evaluated with the same settings, then the runs' own evaluation.
-    assert {s["label"]: s["points"] for s in avg["series"]} == {"abc_grpo (n=1)": 2, "grpo (n=1)": 2}
+    assert {s["label"]: s["points"] for s in avg["series"]} == {"abc_grpo": 2, "grpo": 2}
     assert all(p["xlabel"] and p["ylabel"] for f in figures.values() for p in f["panels"])
     assert all((tmp_path / "plots" / name).stat().st_size > 5000 for name in figures)

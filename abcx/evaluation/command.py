@@ -47,7 +47,7 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
              console: Any = None) -> list[dict]:
     from abcx.config.compose import compose
     from abcx.evaluation.record import append_eval
-    from abcx.evaluation.runner import checkpoints_of, evaluate, load_for_eval
+    from abcx.evaluation.runner import checkpoints_of
     from abcx.evaluation.sampling import Sampling
 
     if backend not in ("auto", "hf", "vllm"):
@@ -73,19 +73,35 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
         check_writable(out_record.path, "run folder")
     out_record.path.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    seen = set()
-    for step, model_path in targets:
-        if model_path in seen:
-            continue
-        seen.add(model_path)
-        model, tokenizer = load_for_eval(model_path, dtype=str(dtype))
-        for row in evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
-                            batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step):
-            row["model_path"] = model_path
-            append_eval(out_record, row)
-            rows.append(row)
+    from abcx.libraries import library_noise_to
+
+    # Library warnings and bars (transformers' "Loading weights") go to the record's library.log.
+    with library_noise_to(out_record.library_log):
+        for step, model_path in _unique(targets):
+            for row in _evaluate_one(cfg, model_path, step, sampling, str(dtype), backend, Path(target).name):
+                row["model_path"] = model_path
+                append_eval(out_record, row)
+                rows.append(row)
     print_rows(rows, out_record.eval_path, console)
     return rows
+
+
+def _unique(targets: list[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
+    """Each model path once (a run's final model can also be its last checkpoint's copy)."""
+    seen: set[str] = set()
+    return [(s, p) for s, p in targets if not (p in seen or seen.add(p))]
+
+
+def _evaluate_one(cfg: Any, model_path: str, step: int | None, sampling, dtype: str, backend: str,
+                  who: str) -> list[dict]:
+    from abcx import progress
+    from abcx.evaluation.runner import evaluate, load_for_eval
+
+    with progress.task(f"loading {model_path} to evaluate it", name="eval", info="importing torch and transformers") \
+            as loading:
+        model, tokenizer = load_for_eval(model_path, dtype=dtype, shown=loading)
+    return evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
+                    batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step, who=who)
 
 
 def print_rows(rows: list[dict], where: Path, console: Any = None) -> None:
