@@ -14,9 +14,10 @@ $(BIN)/abcx: pyproject.toml constraints-cpu.txt
 install: $(BIN)/abcx
 
 # The main job on the embedded default: the warm start's held-out accuracy (what RL starts from), then
-# GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B offline), evaluated, and the comparison report.
+# GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B offline), evaluated along the way with the
+# same settings (conf/eval/demo.yaml), and the comparison report.
 demo: install
-	$(BIN)/abcx eval tiny eval.benchmarks=[chain]
+	$(BIN)/abcx eval tiny eval=demo
 	$(BIN)/abcx sweep run demo --wait
 	$(BIN)/abcx report results --sweep demo
 
