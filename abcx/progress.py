@@ -283,7 +283,7 @@ class _Display:
 
     def _beat(self) -> None:
         while True:
-            time.sleep(0.5)
+            time.sleep(min(0.5, INTERVAL_S / 3))
             with self.lock:
                 if not self.tasks:
                     self.heart = None

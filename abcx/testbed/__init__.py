@@ -169,11 +169,11 @@ def _build(folder: Path, recipe: Recipe, task=None) -> dict:
     model = init_model(tok, recipe.shape, recipe.init_seed)
     train = demonstrations(w.n_sft, seed=w.task_seed, write_steps=w.write_steps, **w.task_shape())
     if task is not None:
-        task.update(0, total=w.steps, unit="steps", info="SFT on chain traces")
+        task.update(info=f"tokenizing {w.n_sft:,} demonstrations")
 
     def step_done(step: int, loss: float) -> None:
-        if task is not None:
-            task.update(step, info=f"loss {loss:.3f}")
+        if task is not None:  # the count (and its rate) starts with the first SFT step
+            task.update(step, total=w.steps, unit="SFT steps", info=f"loss {loss:.3f}")
 
     stats = sft(model, tok, train, w, log=log.debug, on_step=step_done)
     # No accuracy is measured here: `abcx eval tiny` measures the warm start with the runs' own
