@@ -78,8 +78,8 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
     # Library warnings and bars (transformers' "Loading weights") go to the record's library.log.
     with library_noise_to(out_record.library_log):
         for step, model_path in _unique(targets):
-            _set_threads(model_path, record)
-            for row in _evaluate_one(cfg, model_path, step, sampling, str(dtype), backend, Path(target).name):
+            for row in _evaluate_one(cfg, model_path, step, sampling, str(dtype), backend, Path(target).name,
+                                     record):
                 row["model_path"] = model_path
                 append_eval(out_record, row)
                 rows.append(row)
@@ -110,12 +110,13 @@ def _unique(targets: list[tuple[int | None, str]]) -> list[tuple[int | None, str
 
 
 def _evaluate_one(cfg: Any, model_path: str, step: int | None, sampling, dtype: str, backend: str,
-                  who: str) -> list[dict]:
+                  who: str, record: RunRecord | None) -> list[dict]:
     from abcx import progress
     from abcx.evaluation.runner import evaluate, load_for_eval
 
     with progress.task(f"loading {model_path} to evaluate it", name="eval", info="importing torch and transformers") \
             as loading:
+        _set_threads(model_path, record)
         model, tokenizer = load_for_eval(model_path, dtype=dtype, shown=loading)
     return evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
                     batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step, who=who)
