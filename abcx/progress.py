@@ -319,13 +319,15 @@ def display(stream: IO | None = None, plain: bool = False) -> _Display:
         return _DEFAULT
 
 
-def task(description: str, total: float | None = None, *, unit: str = "", info: str = "",
+def task(description: str, total: float | None = None, *, unit: str = "", info: str = "", done: float = 0,
          name: str | None = None, stream: IO | None = None, plain: bool = False, announce: bool = True) -> Task:
     """Start a task, said at once (`[name] description`, unless `announce` is False: its row or first
-    heartbeat says it); use as a context manager or call `done()`. `name`: the short name of its row
+    heartbeat says it); use as a context manager or call `done()`. `done`: how much is done already
+    (a run watched from its middle; the rate counts from there). `name`: the short name of its row
     and of its plain lines (default: the description). `plain`: plain lines even on a terminal."""
     d = display(stream, plain)
     t = Task(d, description, total, unit, info, name, announce)
+    t.completed, t.samples = float(done), deque([(t.started, float(done))])
     d.add(t)
     return t
 

@@ -1,7 +1,7 @@
-"""What `abcx sweep run --wait` shows while its runs train: one live row per queued or running run
-(state, step/max, s/step, ETA, the latest value of the strategy's metric, or the reward for a plain
-grid), read once a second from the run records, on a terminal; in a pipe or a CI log one plain line
-per live run every few seconds (abcx.progress). The jobs' own output goes to their job logs, so
+"""What `abcx sweep run --wait` shows while its runs train: one live row per run whose job is starting
+or running (state, step/max, s/step, ETA, the latest value of the strategy's metric, or the reward for
+a plain grid), and one row for the runs still waiting for a slot, read once a second from the run
+records, on a terminal; in a pipe or a CI log one plain line per row every few seconds (abcx.progress). The jobs' own output goes to their job logs, so
 without this the submitter's terminal would say nothing between `started` and `ended`."""
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from abcx.record.states import State
 
 POLL_S = 1.0
 LIVE = (State.PENDING, State.RUNNING)
+MAX_ROWS = 8  # a sweep of 100 parallel jobs gets 8 rows and "92 more running", not 100 lines every 3 s
+QUEUE = "\0queue"  # the summary row's key (never a run id)
 
 
 def latest(record: RunRecord, metric: str) -> float | None:
@@ -70,9 +72,10 @@ class Watch:
         return [(e["run_id"], e) for e in data.get("runs") or [] if isinstance(e, dict) and isinstance(e.get("run_id"), str)]
 
     def poll(self) -> None:
-        from abcx import progress
-
+        """One look at the records: a row per run whose job lives (at most MAX_ROWS), one summary row
+        for the runs still waiting for a slot and for those beyond MAX_ROWS."""
         root = Path(self.results_dir) / "runs"
+        shown, waiting, more = set(), 0, 0
         for run_id, entry in self._entries():
             record = RunRecord(root / run_id)
             status = record.status()
@@ -80,16 +83,41 @@ class Watch:
             # A run the supervisor started stays shown until it has seen its job end (a finished
             # run's process still closes W&B and exits: seconds in which nothing else is said).
             ending = state not in LIVE and entry.get("started") and not entry.get("ended")
-            row = self.rows.get(run_id)
-            if state not in LIVE and not ending:
-                if row is not None:
-                    self.rows.pop(run_id).done()
-                continue
-            total = status.get("max_steps")
-            if row is None:
-                row = self.rows[run_id] = progress.task(run_id, total=total, unit="steps", name=run_id, announce=False)
-            value = latest(record, self.metric) if state != State.PENDING else None
-            shown = f"{self.metric} {value:.3f}" if value is not None else ""
-            what = {State.PENDING: "pending: its job starts", State.RUNNING: "running"}.get(
-                state, f"{state}, job ending")
-            row.update(status.get("step") or 0, total=total, info="  ".join(x for x in (what, shown) if x))
+            if state == State.PENDING and not (status.get("job_id") or entry.get("job_id")):
+                waiting += 1  # submitted to the supervisor's queue, no job yet
+            elif state in LIVE or ending:
+                if len(shown) < MAX_ROWS or run_id in self.rows:
+                    shown.add(run_id)
+                    self._show(run_id, record, status, state)
+                else:
+                    more += 1
+        for run_id in set(self.rows) - shown - {QUEUE}:
+            self.rows.pop(run_id).done()
+        self._summary(waiting, more)
+
+    def _show(self, run_id: str, record: RunRecord, status: dict, state: str) -> None:
+        from abcx import progress
+
+        total = status.get("max_steps")
+        row = self.rows.get(run_id)
+        if row is None:
+            row = self.rows[run_id] = progress.task(run_id, total=total, unit="steps", name=run_id, announce=False,
+                                                    done=status.get("step") or 0)
+        value = latest(record, self.metric) if state != State.PENDING else None
+        shown = f"{self.metric} {value:.3f}" if value is not None else ""
+        what = {State.PENDING: "pending: its job starts", State.RUNNING: "running"}.get(state, f"{state}, job ending")
+        row.update(status.get("step") or 0, total=total, info="  ".join(x for x in (what, shown) if x))
+
+    def _summary(self, waiting: int, more: int) -> None:
+        from abcx import progress
+
+        text = ", ".join(x for x in (f"{more} more starting or running" if more else "",
+                                     f"{waiting} run(s) waiting for a free slot" if waiting else "") if x)
+        row = self.rows.get(QUEUE)
+        if not text:
+            if row is not None:
+                self.rows.pop(QUEUE).done()
+            return
+        if row is None:
+            row = self.rows[QUEUE] = progress.task(f"sweep {self.name}", name=f"sweep {self.name}", announce=False)
+        row.update(info=text)
