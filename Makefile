@@ -5,20 +5,26 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test bench study atlas testbed-validity clean-cluster gpu-check gpu-wheels mutate
 
+# pip -q says nothing for a minute or more: a line every 5 s says it is still at work.
 $(BIN)/abcx: pyproject.toml constraints-cpu.txt
+	@echo "installing abcx and its dependencies into $(VENV) (first time: 1-2 min)"
 	$(PY) -m venv $(VENV)
 	# torch is pinned by constraints-cpu.txt: on a CPU machine pip takes the local CPU wheel instead of GBs of CUDA.
-	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev]'
+	@$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev]' & pid=$$!; s=0; \
+	while kill -0 $$pid 2>/dev/null; do sleep 1; s=$$((s + 1)); \
+		if [ $$((s % 5)) -eq 0 ] && kill -0 $$pid 2>/dev/null; then echo "[install] pip install: $$s s so far"; fi; \
+	done; wait $$pid
 	touch $(BIN)/abcx
 
 install: $(BIN)/abcx
 
 # The main job on the embedded default: the warm start's held-out accuracy (what RL starts from), then
-# GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B offline), evaluated, and the comparison report.
+# GRPO vs ABC-GRPO on the tiny testbed (local backend, W&B offline), evaluated along the way with the
+# same settings (conf/eval/demo.yaml), and the comparison report with its figures (results/plots/demo/).
 demo: install
-	$(BIN)/abcx eval tiny eval.benchmarks=[chain]
+	$(BIN)/abcx eval tiny eval=demo
 	$(BIN)/abcx sweep run demo --wait
-	$(BIN)/abcx report results --sweep demo
+	$(BIN)/abcx report results --sweep demo --plots results/plots/demo
 
 # The whole test suite, including a real single-node SLURM cluster (installed with apt, started and
 # stopped by the tests) and real tiny-model training.

@@ -153,7 +153,7 @@ def test_the_correction_composes_with_a_method_as_a_product_on_its_per_token_los
 # ---------- config ----------
 
 @pytest.mark.parametrize("overrides,message", [
-    (["correction=tis"], "correction=tis is not a config; valid correction choices: geo_rs, k3_rs, none"),
+    (["correction=tis"], "is not a config; did you mean correction=seq_tis? valid correction choices: geo_rs, k3_rs, none"),
     (["correction.is_level=seq"], "correction.is_level='seq' is not valid; valid: none, token, sequence"),
     (["correction=token_tis", "correction.is_max=0.5"], "correction.is_max=0.5 is below 1"),
     (["correction=token_mis", "correction.rs_min=1.2"], "correction.rs_min=1.2 is above 1"),

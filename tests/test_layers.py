@@ -18,7 +18,8 @@ PACKAGE = REPO / "abcx"
 
 # Lowest first. A module may import its own layer and those before it, never one after it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("abcx", "abcx.errors", "abcx.paths", "abcx.secrets", "abcx.yaml_io")),
+    ("foundations", ("abcx", "abcx.errors", "abcx.libraries", "abcx.paths", "abcx.progress", "abcx.secrets",
+                     "abcx.yaml_io")),
     ("methods", ("abcx.methods",)),
     ("tasks", ("abcx.tasks",)),
     ("record", ("abcx.record",)),

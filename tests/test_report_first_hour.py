@@ -217,7 +217,7 @@ def test_plots_list_what_they_drew_with_labelled_axes_and_one_heatmap_per_pivot(
     assert sum(p["legend"] for f in figures.values() for p in f["panels"]) >= 4
     avg, passes, by_k = figures["eval_chain.svg"]["panels"]
     labels = {s["label"]: s["points"] for s in avg["series"]}
-    assert labels == {"abc_grpo eps3=0.2 (n=2)": 3, "abc_grpo eps3=0.4 (n=2)": 3, "grpo (n=2)": 3}  # 0 (base), 3, 6
+    assert labels == {"abc_grpo eps3=0.2": 3, "abc_grpo eps3=0.4": 3, "grpo": 3}  # 0 (base), 3, 6; n=2 each
     assert by_k["xscale"] == "log" and {"base model (step 0)": 3}.items() <= {s["label"]: s["points"] for s in by_k["series"]}.items()
     bars = figures["quadrant_shares.svg"]["panels"][0]["bars"]
     assert len(bars) == 3 and all(len(b["heights"]) == 4 for b in bars)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from abcx.config.schema import CONF_DIR, GROUPS, TrainConf, _fields_of, _in_free_dict, _register, \
-    _schema_allows, _schema_class_name, group_options
+    _schema_allows, _schema_class_name, group_options, keys_at
 from abcx.config.validate import validate
-from abcx.errors import UserError
+from abcx.errors import UserError, did_you_mean
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -38,12 +38,15 @@ def check_overrides(overrides: list[str]) -> None:
             if o.is_delete():
                 raise UserError(f"{o.input_line!r} removes the {key} group; choose one of: {', '.join(group_options(key))}")
             if not isinstance(value, str) or value not in group_options(key):
-                raise UserError(f"{key}={value} is not a config; valid {key} choices: {', '.join(group_options(key))}")
+                hint = did_you_mean(value, group_options(key), f"{key}=") if isinstance(value, str) else ""
+                raise UserError(f"{key}={value} is not a config; {hint + ' ' if hint else ''}"
+                                f"valid {key} choices: {', '.join(group_options(key))}")
             continue
         if (o.is_add() or o.is_force_add()) and not _schema_allows(key.split(".")):
+            hint = _suggest_key(key.split("."))
             raise UserError(
-                f"{o.input_line!r} adds {key!r}, which the config does not have; extra trainer options go "
-                f"under train.extra (e.g. +train.extra.{key.split('.')[-1]}=...)"
+                f"{o.input_line!r} adds {key!r}, which the config does not have; {hint + ' ' if hint else ''}"
+                f"extra trainer options go under train.extra (e.g. +train.extra.{key.split('.')[-1]}=...)"
             )
 
 
@@ -68,6 +71,7 @@ def _refuse_foreign_key(text: str, key: str) -> None:
         raise UserError(f"{text!r}: {leaf} is TRL's GRPOConfig name; in abcx it is {owner}")
 
 
+ROOT_CONFIG = "config"  # conf/config.yaml: the defaults list every group starts from
 MAX_KEY = 200  # no config key is longer; a longer one is not a key (and would reach the file system)
 
 
@@ -108,7 +112,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
+            cfg = hydra_compose(config_name=ROOT_CONFIG, overrides=overrides)
         from omegaconf import OmegaConf
 
         from abcx.secrets import check_config
@@ -119,7 +123,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Any:
         except OmegaConfBaseException as err:
             raise UserError(_explain_interpolation(cfg, err)) from None
     except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_explain_hydra_error(err)) from None
+        raise UserError(_explain_hydra_error(err, overrides)) from None
     except OSError as err:  # e.g. a key Hydra took for a config file name
         raise UserError(f"cannot compose the config: {_one_line(err)}") from None
     finally:
@@ -158,28 +162,85 @@ def _explain_interpolation(cfg: Any, err: BaseException) -> str:
         return f"cannot resolve an interpolation: {first_line(err)}"
 
 
-def _explain_hydra_error(err: BaseException) -> str:
+def _explain_hydra_error(err: BaseException, overrides: list[str] = ()) -> str:
     cause = err.__cause__ or err.__context__
     text = _one_line(cause if cause is not None and "full_key" in str(cause) else err)
     if "full_key:" in text:  # a type error inside a typed node: name the field first
         key = text.split("full_key:")[1].split()[0].rstrip(",")
         if key.startswith("method.") and "MethodConf'" in text and "not in" in text:
             return _method_key_error(key, text)
+        if "not in" in text and "Key '" in text:
+            return _unknown_key(key, overrides)
         return f"{key}: {text.split('full_key:')[0].strip().rstrip('.')}"
     if "Could not override" in text:
         key = text.split("'")[1]
-        return f"{key} is not a config field; extra trainer options go under +train.extra.<name>=<value>"
+        hint = _suggest_key(key.split("."))
+        return (f"{key} is not a config field; {hint + ' ' if hint else ''}extra trainer options go under "
+                f"+train.extra.<name>=<value>")
     return text
 
 
+def _suggest_key(path: list[str]) -> str:
+    """`did you mean train.max_steps?` for a key the schema does not have: the closest at its level,
+    else the closest field of the same name anywhere (`max_step` -> `train.max_steps`)."""
+    from abcx.config.schema import all_keys
+
+    parent = path[:-1]
+    hint = did_you_mean(path[-1], keys_at(parent), ".".join(parent) + "." if parent else "")
+    if hint:
+        return hint
+    leaves: dict[str, list[str]] = {}
+    for dotted in all_keys():
+        leaves.setdefault(dotted.rsplit(".", 1)[-1], []).append(dotted)
+    from abcx.errors import closest
+
+    near = [full for leaf in closest(path[-1], leaves) for full in leaves[leaf]]
+    return did_you_mean(path[-1], near) if near else ""
+
+
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    """A key the typed config does not have: the closest valid keys at its level (a task's options
+    from the chosen task's `build`), else where the valid keys are listed."""
+    path = key.split(".")
+    if path[:2] == ["task", "options"] and len(path) == 3:
+        from abcx.config.domains import task_parameters
+
+        task = _chosen(overrides, "task")
+        options = list(task_parameters(task)) if task else []
+        hint = did_you_mean(path[2], options, "task.options.")
+        return (f"{key} is not an option of task {task!r}; " + (hint if hint else f"its options: {', '.join(options)}")
+                if task else f"{key} is not an option of the chosen task")
+    where = ".".join(path[:-1]) or "the config"
+    hint = _suggest_key(path)
+    valid = keys_at(path[:-1])
+    listed = f"valid: {', '.join(valid)}" if valid and len(valid) <= 12 else "`abcx config show` lists every field"
+    return f"{key} is not a field of {where}; {hint + ' (' + listed + ')' if hint else listed}"
+
+
+def _chosen(overrides: list[str], group: str) -> str | None:
+    """The group's choice: the last `group=...` override, else conf/config.yaml's default."""
+    for text in reversed(list(overrides)):
+        key, sep, value = text.partition("=")
+        if sep and key.lstrip("+~") == group:
+            return value
+    from abcx.yaml_io import load_yaml
+
+    try:
+        defaults = (load_yaml(CONF_DIR / f"{ROOT_CONFIG}.yaml") or {}).get("defaults") or []
+    except Exception:  # noqa: BLE001 - only a hint; the error line stands without it
+        return None
+    return next((d[group] for d in defaults if isinstance(d, dict) and group in d), None)
+
+
 def _method_key_error(key: str, text: str) -> str:
-    """`method.<key>` that the chosen method does not have: name its parameters (from the registry)."""
+    """`method.<key>` that the chosen method does not have: the closest of its parameters (from the registry)."""
     from abcx import methods
 
     schema = text.split("object_type=")[-1].split()[0] if "object_type=" in text else ""
     for name, method in methods.registry().items():
         if _schema_class_name(name) == schema:
-            return (f"{key} does not apply to method {name!r}; its parameters: "
-                    f"{', '.join(p.name for p in method.params)}")
+            names = [p.name for p in method.params]
+            hint = did_you_mean(key.split(".")[-1], names, "method.")
+            return (f"{key} does not apply to method {name!r}; {hint + ' ' if hint else ''}its parameters: "
+                    f"{', '.join(names) or 'none'}")
     return f"{key} is not a parameter of the chosen method; `abcx methods` lists each method's parameters"
-

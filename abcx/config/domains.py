@@ -14,7 +14,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from abcx.errors import UserError
+from abcx.errors import UserError, did_you_mean
 
 MAX_COUNT = 10**8  # steps, batch sizes, lengths: beyond this a value is a typo, and would run until killed
 MAX_SEED = 2**32 - 1  # numpy's seed range (transformers' set_seed seeds numpy too)
@@ -170,8 +170,9 @@ def benchmark(field: str, value: Any) -> None:
     parts = value.split("/")
     if len(parts) == 2 and all(parts) and not value.startswith((".", "~")) and "\\" not in value:
         return  # a hub dataset id, loaded on a connected machine
-    raise UserError(f"{field}={value!r} is not a benchmark; valid: {', '.join(names)}, a local file or folder, or a "
-                    f"hub dataset id owner/name")
+    hint = did_you_mean(value, names)
+    raise UserError(f"{field}={value!r} is not a benchmark; {hint + ' ' if hint else ''}valid: {', '.join(names)}, "
+                    f"a local file or folder, or a hub dataset id owner/name")
 
 
 _NAMES: list[str] | None = None
@@ -206,8 +207,9 @@ def task_options(name: str, options: Any) -> None:
     options = dict(options or {})
     for key, value in options.items():
         if key not in params:
-            raise UserError(f"task.options.{key} is not an option of task {name!r}; its options: "
-                            f"{', '.join(params) or 'none'}")
+            hint = did_you_mean(key, params, "task.options.")
+            raise UserError(f"task.options.{key} is not an option of task {name!r}; {hint + ' ' if hint else ''}"
+                            f"its options: {', '.join(params) or 'none'}")
         default = params[key]
         if default is not None and not _same_kind(value, default):
             raise UserError(f"task.options.{key}={value!r} is a {type(value).__name__}; task {name!r} takes a "

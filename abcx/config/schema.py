@@ -219,3 +219,30 @@ def _in_free_dict(path: list[str]) -> bool:
     free = _walk_schema(path)[1]
     return free is not None and free < len(path) - 1
 
+
+
+def keys_at(path: list[str]) -> list[str]:
+    """The keys the schema has under a dotted path (the top level: its fields and groups); [] where the
+    path is not a typed node (a free-form dict, a method's own parameters)."""
+    import typing
+
+    node: Any = AbcxConf
+    for part in path:
+        node = typing.get_type_hints(node).get(part) if is_dataclass(node) else None
+    if not is_dataclass(node):
+        return []
+    names = [f.name for f in _fields_of(node)]
+    return names + [g for g in GROUPS if g not in names] if not path else names
+
+
+def all_keys() -> list[str]:
+    """Every dotted key of the typed schema (groups' fields included), for suggestions."""
+    out: list[str] = []
+
+    def walk(path: list[str]) -> None:
+        for name in keys_at(path):
+            out.append(".".join([*path, name]))
+            walk([*path, name])
+
+    walk([])
+    return out

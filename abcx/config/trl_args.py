@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +224,24 @@ def check(cfg: Any) -> None:
         if digest in _accepted_on_disk():
             _CHECKED[key] = None
         else:
-            _CHECKED[key] = _build(kwargs, set(_plain(cfg.train.extra) or {}))
+            with _said("trl" not in sys.modules):
+                _CHECKED[key] = _build(kwargs, set(_plain(cfg.train.extra) or {}))
             if _CHECKED[key] is None:
                 _remember(digest)
     if _CHECKED[key] is not None:
         raise UserError(_CHECKED[key])
+
+
+def _said(importing: bool):
+    """A progress line while TRL is imported for a check (seconds; 10+ on a busy machine)."""
+    from contextlib import nullcontext
+
+    if not importing:
+        return nullcontext()
+    from abcx import progress
+
+    return progress.task("checking the settings with TRL's GRPOConfig (new settings: TRL is imported once)",
+                         name="config", info="importing TRL")
 
 
 # Importing TRL and transformers and building the first GRPOConfig costs ~3 s, more than planning a

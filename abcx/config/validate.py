@@ -45,7 +45,11 @@ def validate(cfg: Any) -> None:
     # A backend is a launcher group of conf/launcher/ (one per entry of abcx.launch.backend.BACKENDS,
     # tests/test_layers.py keeps the two equal): the config layer never names a backend itself.
     if cfg.launcher.name not in group_options("launcher"):
-        raise UserError(f"launcher.name={cfg.launcher.name!r}; valid: {', '.join(group_options('launcher'))}")
+        from abcx.errors import did_you_mean
+
+        hint = did_you_mean(cfg.launcher.name, group_options("launcher"))
+        raise UserError(f"launcher.name={cfg.launcher.name!r}; {hint + ' ' if hint else ''}valid: "
+                        f"{', '.join(group_options('launcher'))}")
     accelerate = cfg.launcher.accelerate_config
     if accelerate is not None and not (CONF_DIR / "accelerate" / f"{accelerate}.yaml").is_file():
         valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "accelerate").glob("*.yaml")))

@@ -25,7 +25,8 @@ class PeriodicEvalCallback(TrainerCallback):
         from abcx.evaluation.runner import evaluate
 
         rows = evaluate(model, self.tokenizer, list(self.cfg.eval.benchmarks), self.sampling,
-                        max_problems=self.cfg.eval.max_problems, batch_size=self.cfg.eval.batch_size, step=step)
+                        max_problems=self.cfg.eval.max_problems, batch_size=self.cfg.eval.batch_size, step=step,
+                        who=self.record.run_id)
         for row in rows:
             append_eval(self.record, row)
             top = max((k for k in row["metrics"] if k.startswith("pass@")), key=lambda k: int(k.split("@")[1]))

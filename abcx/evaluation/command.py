@@ -114,31 +114,62 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
     else:  # a run (wherever its folder is) keeps its evaluations in its own record
         check_writable(out_record.path, "run folder")
     out_record.path.mkdir(parents=True, exist_ok=True)
-    rows = _evaluate_targets(cfg, targets, out_record, sampling, str(dtype), backend,
+    rows = _evaluate_targets(cfg, targets, out_record, sampling, str(dtype), backend, Path(target).name, record,
                              {"overridden": overridden} if record is not None else {})
     print_rows(rows, out_record.eval_path, console)
     return rows
 
 
-def _evaluate_targets(cfg: Any, targets, out_record: RunRecord, sampling, dtype: str, backend: str,
-                      extra: dict) -> list[dict]:
+def _evaluate_targets(cfg: Any, targets, out_record: RunRecord, sampling, dtype: str, backend: str, who: str,
+                      record: RunRecord | None, extra: dict) -> list[dict]:
     """Each distinct model of `targets` sampled on cfg.eval's benchmarks; every row appended to the record."""
     from abcx.evaluation.record import append_eval
-    from abcx.evaluation.runner import evaluate, load_for_eval
+    from abcx.libraries import library_noise_to
 
     rows: list[dict] = []
-    seen = set()
-    for step, model_path in targets:
-        if model_path in seen:
-            continue
-        seen.add(model_path)
-        model, tokenizer = load_for_eval(model_path, dtype=dtype)
-        for row in evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
-                            batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step):
-            row.update(model_path=model_path, **extra)
-            append_eval(out_record, row)
-            rows.append(row)
+    # Library warnings and bars (transformers' "Loading weights") go to the record's library.log.
+    with library_noise_to(out_record.library_log):
+        for step, model_path in _unique(targets):
+            for row in _evaluate_one(cfg, model_path, step, sampling, dtype, backend, who, record):
+                row.update(model_path=model_path, **extra)
+                append_eval(out_record, row)
+                rows.append(row)
     return rows
+
+
+def _set_threads(model_path: str, record: RunRecord | None) -> None:
+    """The testbed model is overhead-bound: one torch thread, as its training uses, is faster than two
+    spin-waiting on each other (measured on 2 busy cores: 5 CPU-s against 70 for 1,024 samples).
+    ABCX_TORCH_THREADS overrides."""
+    import os
+
+    from abcx.testbed import MARKER
+
+    wanted = os.environ.get("ABCX_TORCH_THREADS")
+    testbed = (Path(model_path) / MARKER).is_file() or bool(record is not None and record.meta().get("model_build"))
+    if wanted or testbed:
+        import torch
+
+        torch.set_num_threads(int(wanted or 1))
+
+
+def _unique(targets: list[tuple[int | None, str]]) -> list[tuple[int | None, str]]:
+    """Each model path once (a run's final model can also be its last checkpoint's copy)."""
+    seen: set[str] = set()
+    return [(s, p) for s, p in targets if not (p in seen or seen.add(p))]
+
+
+def _evaluate_one(cfg: Any, model_path: str, step: int | None, sampling, dtype: str, backend: str,
+                  who: str, record: RunRecord | None) -> list[dict]:
+    from abcx import progress
+    from abcx.evaluation.runner import evaluate, load_for_eval
+
+    with progress.task(f"loading {model_path} to evaluate it", name="eval", info="importing torch and transformers") \
+            as loading:
+        _set_threads(model_path, record)
+        model, tokenizer = load_for_eval(model_path, dtype=dtype, shown=loading)
+    return evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
+                    batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step, who=who)
 
 
 def print_rows(rows: list[dict], where: Path, console: Any = None) -> None:

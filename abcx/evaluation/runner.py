@@ -40,8 +40,9 @@ def ci_table(per_problem: Sequence[tuple[int, int]], ks: Sequence[int], seed: in
 
 def evaluate(model, tokenizer, benchmarks: Sequence[str], sampling: Sampling, *, max_problems: int | None = None,
              batch_size: int = 64, model_path: str | None = None, backend: str = "auto",
-             step: int | None = None) -> list[dict]:
-    """One eval row per benchmark (the eval.jsonl format of docs/architecture.md)."""
+             step: int | None = None, who: str = "") -> list[dict]:
+    """One eval row per benchmark (the eval.jsonl format of docs/architecture.md). Progress per
+    benchmark (samples done of problems x n, samples/s, ETA); `who` names what is evaluated there."""
     from abcx.evaluation.metrics import default_ks, summarise
 
     backend = backend_available() if backend == "auto" else backend
@@ -51,15 +52,9 @@ def evaluate(model, tokenizer, benchmarks: Sequence[str], sampling: Sampling, *,
     for bench in benchmarks:
         prompts, golds, check = problems_for(bench, max_problems)
         t0 = time.time()
-        texts = render_prompts(tokenizer, prompts)
-        if backend == "vllm":
-            samples = sample_vllm(model_path, texts, sampling)
-        else:
-            samples = sample_hf(model, tokenizer, texts, sampling, batch_size=batch_size)
-        t_sample = time.time() - t0
-        flat = [c for group in samples for c in group]
-        flat_gold = [g for g, group in zip(golds, samples) for _ in group]
-        correct = check(flat, flat_gold)
+        samples, correct, t_sample = _sample_and_check(model, tokenizer, bench, prompts, golds, check, sampling,
+                                                       batch_size=batch_size, model_path=model_path,
+                                                       backend=backend, step=step, who=who)
         per_problem, i = [], 0
         for group in samples:
             per_problem.append((len(group), int(sum(correct[i:i + len(group)]))))
@@ -71,15 +66,42 @@ def evaluate(model, tokenizer, benchmarks: Sequence[str], sampling: Sampling, *,
             "sampling": sampling.as_dict(), "backend": backend,
             "metrics": summarise(per_problem, ks), "ci": ci_table(per_problem, ks, sampling.seed),
             "per_problem": [list(p) for p in per_problem],
-            "elapsed_s": round(elapsed, 3), "samples_per_s": round(len(flat) / max(t_sample, 1e-9), 1),
+            "elapsed_s": round(elapsed, 3), "samples_per_s": round(len(correct) / max(t_sample, 1e-9), 1),
         })
     return rows
 
 
-def load_for_eval(path: str, dtype: str = "float32"):
+def _sample_and_check(model, tokenizer, bench: str, prompts, golds, check, sampling: Sampling, *, batch_size: int,
+                      model_path: str | None, backend: str, step: int | None, who: str):
+    """(samples per problem, whether each is right, seconds spent sampling), shown as it goes."""
+    from abcx import progress
+
+    at = f" at step {step}" if step else ""
+    total = len(prompts) * sampling.n
+    with progress.task(f"{who + ': ' if who else ''}evaluating {bench}{at}: {len(prompts)} problems x "
+                       f"{sampling.n} samples ({backend})", total=total, unit="samples", name=f"eval {bench}") as shown:
+        t0 = time.time()
+        texts = render_prompts(tokenizer, prompts)
+        if backend == "vllm":
+            shown.update(info="vLLM: one batch for all")
+            samples = sample_vllm(model_path, texts, sampling)
+        else:
+            samples = sample_hf(model, tokenizer, texts, sampling, batch_size=batch_size,
+                                on_batch=lambda done: shown.update(done * sampling.n))
+        t_sample = time.time() - t0
+        shown.update(total, info="checking the answers")
+        flat = [c for group in samples for c in group]
+        flat_gold = [g for g, group in zip(golds, samples) for _ in group]
+        return samples, check(flat, flat_gold), t_sample
+
+
+def load_for_eval(path: str, dtype: str = "float32", shown=None):
+    """(model, tokenizer) from a folder or hub id; `shown`: a progress task told what it is doing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if shown is not None:
+        shown.update(info="loading the weights")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -54,8 +54,10 @@ def backend_available() -> str:
     return "hf"
 
 
-def sample_hf(model, tokenizer, prompts: Sequence[str], sampling: Sampling, batch_size: int = 64) -> list[list[str]]:
-    """n samples per prompt with `generate`; `batch_size` bounds the rows generated at once."""
+def sample_hf(model, tokenizer, prompts: Sequence[str], sampling: Sampling, batch_size: int = 64,
+              on_batch=None) -> list[list[str]]:
+    """n samples per prompt with `generate`; `batch_size` bounds the rows generated at once.
+    `on_batch(prompts done)` after each batch (progress)."""
     import torch
 
     was_training = model.training
@@ -80,6 +82,8 @@ def sample_hf(model, tokenizer, prompts: Sequence[str], sampling: Sampling, batc
                 )
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
             outputs += [texts[i * sampling.n:(i + 1) * sampling.n] for i in range(len(chunk))]
+            if on_batch is not None:
+                on_batch(len(outputs))
     finally:
         tokenizer.padding_side = side
         if was_training:

@@ -197,7 +197,8 @@ def _supervise(spec, planned, submit, backend: str, sweep_dir: Path, results_dir
     if wait:
         out(f"running {len(submit)} job(s) from here, at most {max_parallel} at once (Ctrl-C cancels them)")
         lock.describe("abcx sweep run --wait (its supervisor)")
-        code = SUP.start(sweep_dir, wait=True)
+        with _watching(spec.name, results_dir, spec.strategy):
+            code = SUP.start(sweep_dir, wait=True)
         sweep_status(spec.name, results_dir=results_dir, out=out)
         return code
     pid = SUP.start(sweep_dir, wait=False, lock_fd=lock.fd)
@@ -234,15 +235,23 @@ def wait_for(name: str, *, results_dir: str = "results", poll_s: float = 2.0, ti
              out: Callable[[str], None] = _out) -> int:
     """Block until no run of the sweep is queued or running; print its status; 0 if all finished."""
     deadline = None if timeout_s is None else time.time() + timeout_s
-    while True:
-        runs = _runs(name, results_dir, strict=False)
-        if not any(r.state in LIVE for r in runs):
-            break
-        if deadline is not None and time.time() > deadline:
-            raise UserError(f"sweep {name}: still running after {timeout_s:.0f} s")
-        time.sleep(poll_s)
+    with _watching(name, results_dir, ST.load_strategy(M.sweep_dir(results_dir, name))):
+        while True:
+            runs = _runs(name, results_dir, strict=False)
+            if not any(r.state in LIVE for r in runs):
+                break
+            if deadline is not None and time.time() > deadline:
+                raise UserError(f"sweep {name}: still running after {timeout_s:.0f} s")
+            time.sleep(poll_s)
     sweep_status(name, results_dir=results_dir, out=out)
     return 0 if all(r.state == State.FINISHED for r in runs) else 1
+
+
+def _watching(name: str, results_dir: str, strategy):
+    """The live rows of the sweep's runs (abcx.sweep.watch) while the caller waits for them."""
+    from abcx.sweep.watch import Watch
+
+    return Watch(name, results_dir, strategy.metric)
 
 
 def _runs(name: str, results_dir: str, *, strict: bool) -> list[P.PlannedRun]:
@@ -362,6 +371,9 @@ def sweep_stop(name: str, *, run_ids: list[str] | tuple[str, ...] = (), grace_s:
     chosen = _chosen(name, runs, run_ids)
     running = [r for r in chosen if r.state == State.RUNNING]
     queued = [r for r in chosen if r.state == State.QUEUED and _job(r)] if not run_ids else []
+    if not running and not queued and not SUP.alive(data):
+        out(f"sweep {name}: nothing running, nothing stopped ({_counts_text(P.counts(runs))})")
+        return 0
     if not run_ids:
         M.update(results_dir, name, lambda m: m.update(stop={"at": now_iso(), "reason": reason}))
     backend = B.of_manifest(data)

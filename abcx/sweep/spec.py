@@ -73,13 +73,20 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
         check_name(text, "sweep")  # a bare name is a file under sweeps/, never a path
         path = SWEEPS_DIR / f"{text}.yaml"
     if not path.is_file():
-        raise UserError(f"sweep {text!r} not found (no file {path}); available: {', '.join(available()) or 'none'}")
+        from abcx.errors import did_you_mean
+
+        hint = did_you_mean(text, available())
+        raise UserError(f"sweep {text!r} not found (no file {path}); {hint + ' ' if hint else ''}"
+                        f"available: {', '.join(available()) or 'none'}")
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a sweep file is a mapping with keys {', '.join(sorted(FILE_KEYS))}")
     unknown = sorted(set(data) - FILE_KEYS)
     if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(FILE_KEYS))}")
+        from abcx.errors import did_you_mean
+
+        hint = did_you_mean(unknown[0], sorted(FILE_KEYS))
+        raise UserError(f"{path}: unknown key {unknown[0]!r}; {hint + ' ' if hint else ''}valid: {', '.join(sorted(FILE_KEYS))}")
     grid_in = data.get("grid") or {}
     if not isinstance(grid_in, dict):
         raise UserError(f"{path}: grid must map an override key to a list of values")

@@ -82,7 +82,7 @@ def ensure_testbed(recipe: Recipe, cache_dir: str | Path | None = None, force: b
     parent.mkdir(parents=True, exist_ok=True)
     with open(parent / f"{final.name}.lock", "a+") as lock:
         # The lock serialises builders; a process that dies releases it with its file descriptors.
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _wait_for_builder(lock)
         try:
             if not force and (final / MARKER).is_file():
                 return final
@@ -92,7 +92,7 @@ def ensure_testbed(recipe: Recipe, cache_dir: str | Path | None = None, force: b
             tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=parent))
             try:
                 log.info("building tiny model %s into %s", final.name, final)
-                build_testbed(tmp, recipe)
+                build_testbed(tmp, recipe, progress=True)
                 if final.exists():  # force=True, or a folder without its marker
                     old = parent / f"{final.name}.tmp-old-{os.getpid()}"
                     os.rename(final, old)
@@ -107,8 +107,38 @@ def ensure_testbed(recipe: Recipe, cache_dir: str | Path | None = None, force: b
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def build_testbed(folder: str | Path, recipe: Recipe = DEFAULT_RECIPE) -> dict:
-    """Build tokenizer + warm-started model into `folder` (no locking, no caching); returns testbed.json."""
+def _wait_for_builder(lock) -> None:
+    """Take the build lock; while another process holds it (it is building), say so as it goes."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    from abcx import progress
+
+    with progress.task("waiting for another process to build the testbed model", name="testbed model"):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+
+def build_testbed(folder: str | Path, recipe: Recipe = DEFAULT_RECIPE, progress: bool = False) -> dict:
+    """Build tokenizer + warm-started model into `folder` (no locking, no caching); returns testbed.json.
+    `progress`: show the build as it goes (said at once: the imports alone take seconds)."""
+    if not progress:
+        return _build_quietly(Path(folder), recipe, None)
+    from abcx import progress as shown
+    from abcx.libraries import quiet_progress_bars
+
+    quiet_progress_bars()  # "Writing model shards": the build's own progress says it
+    minutes = "about 2-3 min" if recipe.warm.steps >= 100 else "a few seconds"
+    started = time.monotonic()
+    with shown.task(f"building the testbed model (first use, {minutes})", name="testbed model",
+                    info="importing torch and transformers") as task:
+        info = _build_quietly(Path(folder), recipe, task)
+        task.done(f"[testbed model] built in {shown.duration(time.monotonic() - started)}")
+        return info
+
+
+def _build_quietly(folder: Path, recipe: Recipe, task) -> dict:
     import torch
 
     # One thread: bit-identical results whatever the core count, and no OpenMP spin-waiting when
@@ -116,12 +146,12 @@ def build_testbed(folder: str | Path, recipe: Recipe = DEFAULT_RECIPE) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build(Path(folder), recipe)
+        return _build(folder, recipe, task)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build(folder: Path, recipe: Recipe) -> dict:
+def _build(folder: Path, recipe: Recipe, task=None) -> dict:
     import torch
     import transformers
 
@@ -133,13 +163,24 @@ def _build(folder: Path, recipe: Recipe) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     w = recipe.warm
+    if task is not None:
+        task.update(info=f"writing {w.n_sft:,} demonstrations")
     tok = save_tokenizer(folder)
     model = init_model(tok, recipe.shape, recipe.init_seed)
     train = demonstrations(w.n_sft, seed=w.task_seed, write_steps=w.write_steps, **w.task_shape())
-    stats = sft(model, tok, train, w, log=log.debug)
+    if task is not None:
+        task.update(info=f"tokenizing {w.n_sft:,} demonstrations")
+
+    def step_done(step: int, loss: float) -> None:
+        if task is not None:  # the count (and its rate) starts with the first SFT step
+            task.update(step, total=w.steps, unit="SFT steps", info=f"loss {loss:.3f}")
+
+    stats = sft(model, tok, train, w, log=log.debug, on_step=step_done)
     # No accuracy is measured here: `abcx eval tiny` measures the warm start with the runs' own
     # evaluation (make demo runs it first), results/testbed/validity.md with CIs, and a measurement
     # here cost every first run 15-50 s of its 5-minute demo.
+    if task is not None:
+        task.update(info="saving")
     model.save_pretrained(str(folder))
     info = {
         "name": recipe.folder_name(),

@@ -73,8 +73,9 @@ def encode_examples(tokenizer, rows: list[tuple[str, str]]):
     return ids, lab, mask
 
 
-def sft(model, tokenizer, rows: list[tuple[str, str]], recipe: WarmStart, log=None) -> dict[str, Any]:
-    """Train `model` in place; returns {"loss": last loss, "seconds": wall time}."""
+def sft(model, tokenizer, rows: list[tuple[str, str]], recipe: WarmStart, log=None, on_step=None) -> dict[str, Any]:
+    """Train `model` in place; returns {"loss": last loss, "seconds": wall time}. `on_step(steps done,
+    loss)` after each step (progress; it must not touch the model)."""
     import torch
 
     ids, lab, mask = encode_examples(tokenizer, rows)
@@ -107,6 +108,8 @@ def sft(model, tokenizer, rows: list[tuple[str, str]], recipe: WarmStart, log=No
         sched.step()
         opt.zero_grad(set_to_none=True)
         loss_value = float(out.loss.detach())
+        if on_step is not None:
+            on_step(step + 1, loss_value)
         if log is not None and (step % 100 == 0 or step == recipe.steps - 1):
             log(f"sft step {step}/{recipe.steps} loss {loss_value:.4f}")
     model.eval()

@@ -254,56 +254,70 @@ class ModelCardCallback(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """A rich progress bar on a terminal; one plain line per log step otherwise (rich prints nothing
-    until done when stdout is not a terminal)."""
+    """Training progress (abcx.progress): on a terminal a live row (step/max, s/step, ETA, the last
+    reward, entropy and clipped share); otherwise one plain line per logged step, and a heartbeat
+    line while a step takes longer than abcx.progress.INTERVAL_S. `preparing`: the task that said
+    what happened before the first step (imports, the model, W&B), ended here when training begins."""
 
     KEYS = (("reward", "reward", "{:.3f}"), ("entropy", "entropy", "{:.3f}"), ("clip/clipped", "clipped", "{:.1%}"),
             ("clip/q4", "q4", "{:.1%}"))
     SHORT = (("reward", "r", "{:.3f}"), ("entropy", "H", "{:.3f}"), ("clip/clipped", "clip", "{:.1%}"))
 
-    def __init__(self, run_id: str, stream=None, plain: bool = False):
+    def __init__(self, run_id: str, stream=None, plain: bool = False, preparing=None):
+        from abcx.progress import on_terminal
+
         self.run_id = run_id
-        self.stream = stream or sys.stdout
-        self.tty = self.stream.isatty() and not plain
-        self.progress = None
+        self.stream = stream
+        self.tty = on_terminal(stream) and not plain
+        self.preparing = preparing
         self.task = None
+        self.last: dict[str, Any] = {}  # reward is logged on generation steps only: the latest stays shown
         self.t0, self.start_step = time.time(), 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.t0, self.start_step = time.time(), state.global_step
-        if self.tty and state.is_world_process_zero:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from abcx import progress
 
-            console = Console(file=self.stream)
-            narrow = console.width < 110
-            # At 80 columns: the run id without its hash, a short bar and the compact metric labels fit
-            # on one line (rich would otherwise cut the step count to "99/1…").
-            self.short = narrow
-            name = self.run_id.rsplit("-", 1)[0] if narrow and self.run_id.count("-") >= 2 else self.run_id
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=12 if narrow else 30),
-                                     MofNCompleteColumn(), TimeRemainingColumn(compact=narrow),
-                                     TextColumn("{task.fields[info]}"), console=console)
-            self.progress.start()
-            self.task = self.progress.add_task(name, total=state.max_steps, completed=state.global_step, info="")
+        self.t0, self.start_step = time.time(), state.global_step
+        if self.preparing is not None:
+            self.preparing.done()
+        if not state.is_world_process_zero:
+            return
+        # At 80 columns the run id without its hash fits beside the step count and the metrics.
+        name = self.run_id.rsplit("-", 1)[0] if self.tty and self.run_id.count("-") >= 2 else self.run_id
+        resumed = f", resumed at step {state.global_step}" if state.global_step else ""
+        self.task = progress.task(f"training to step {state.max_steps}{resumed}", total=state.max_steps, unit="steps",
+                                  name=name, stream=self.stream, plain=not self.tty)
+        self.task.update(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "train_runtime" in logs:
             return
-        keys = self.SHORT if self.progress is not None and getattr(self, "short", False) else self.KEYS
-        parts = [f"{label} {_shown(logs[key], fmt)}" for key, label, fmt in keys if key in logs]
-        info = "  ".join(parts)
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step, info=info)
-        else:
+        self.last.update({k: logs[k] for k, _label, _fmt in self.KEYS if k in logs})
+        keys = self.SHORT if self.tty else self.KEYS
+        info = (" " if self.tty else "  ").join(f"{label} {_shown(self.last[key], fmt)}" for key, label, fmt in keys
+                                                if key in self.last)
+        if self.task is None:  # logged without on_train_begin (a test feeding rows): the plain line only
+            print(f"[{self.run_id}] step {state.global_step}/{state.max_steps}  {info}", file=self.stream or sys.stderr,
+                  flush=True)
+            return
+        self.task.update(state.global_step, info=info)
+        if not self.tty:
             rate = (time.time() - self.t0) / max(state.global_step - self.start_step, 1)
-            print(f"[{self.run_id}] step {state.global_step}/{state.max_steps}  {info}  ({rate:.2f} s/step)",
-                  file=self.stream, flush=True)
+            eta = self.task.eta()
+            left = f", ETA {_duration(eta)}" if eta is not None and state.global_step < state.max_steps else ""
+            self.task.note(f"[{self.run_id}] step {state.global_step}/{state.max_steps}  {info}  "
+                           f"({rate:.2f} s/step{left})")
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if self.task is not None:
+            self.task.done()
+            self.task = None
+
+
+def _duration(seconds: float) -> str:
+    from abcx.progress import duration
+
+    return duration(seconds)
 
 
 def _shown(value: Any, fmt: str) -> str:

@@ -1,53 +1,5 @@
-"""Library noise (transformers/TRL/accelerate warnings, HF progress bars) goes to the run's own log
-file, `runs/<run id>/library.log`, instead of interleaving with abcx's lines on the terminal or in a
-job log. Errors still reach stderr: only warnings and info are moved."""
-from __future__ import annotations
+"""Library noise to the run's library.log: the implementation lives in abcx.libraries (a foundation,
+so that `abcx eval` and the testbed build, below training, route it the same way)."""
+from abcx.libraries import LIBRARIES, library_noise_to, quiet_progress_bars
 
-import logging
-from contextlib import contextmanager
-from pathlib import Path
-
-LIBRARIES = ("py.warnings", "transformers", "trl", "accelerate", "datasets", "huggingface_hub", "torch", "wandb")
-
-
-def _quiet_progress_bars() -> None:
-    """HF's tqdm bars ("Loading weights", "Writing model shards") off: abcx shows its own progress."""
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except ImportError:
-        pass
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-@contextmanager
-def library_noise_to(log: Path):
-    """Within the block: library warnings and log records below ERROR go to the file `log` (a run's
-    RunRecord.library_log)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(log, encoding="utf-8")
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    errors = logging.StreamHandler()
-    errors.setLevel(logging.ERROR)
-    saved = {}
-    for name in LIBRARIES:
-        logger = logging.getLogger(name)
-        saved[name] = (logger.handlers[:], logger.propagate)
-        logger.handlers = [to_file, errors]
-        logger.propagate = False
-    logging.captureWarnings(True)
-    _quiet_progress_bars()
-    try:
-        yield log
-    finally:
-        logging.captureWarnings(False)
-        for name, (handlers, propagate) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers, logger.propagate = handlers, propagate
-        to_file.close()
+__all__ = ["LIBRARIES", "library_noise_to", "quiet_progress_bars"]

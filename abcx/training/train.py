@@ -46,7 +46,7 @@ def wandb_env(cfg: Any, record: RunRecord, group: str) -> list[str]:
     W&B run. Returns report_to."""
     from abcx.secrets import WANDB_PRIVACY_ENV
 
-    if cfg.logger.mode == "disabled" or cfg.logger.name == "none":
+    if not report_to(cfg):
         os.environ["WANDB_MODE"] = "disabled"
         return []
     os.environ.update({
@@ -211,6 +211,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     off_policy = is_off_policy(cfg.train)
     if not off_policy:
         print(f"warning: {ON_POLICY_WARNING}", file=sys.stderr)
+    preparing = _preparing(record, quiet)  # said at once: torch alone takes seconds to import
     gpus = int(os.environ.get("ABCX_GPUS_PER_JOB", "0")) or _visible_gpus()
     checkpoint = None
     try:
@@ -225,9 +226,10 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         if checkpoint is not None and _trained_to_the_end(checkpoint):
             _finish_from_checkpoint(cfg, record, checkpoint)
             return record
-        trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet, control=control)
+        trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet, control=control, preparing=preparing)
         if checkpoint is not None:
             print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
+        preparing.update(info="starting the trainer" + (" and W&B" if report_to(cfg) else ""))
         with _guarded(trainer, cfg, record, requeue=requeue, notice=notice) as warning:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = _stopped(trainer)
@@ -253,6 +255,7 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         raise RunFailed(f"run {record.run_id} failed{during}: {error} (traceback: {record.error_path})") \
             from None
     finally:
+        preparing.done()  # ended by the progress callback once training begins; here if it never did
         _close_wandb()
     return record
 
@@ -280,6 +283,20 @@ def _guarded(trainer, cfg: Any, record: RunRecord, *, requeue: list[str] | None,
             warning.disarm()
         if beat is not None:
             beat.close()
+
+
+def _preparing(record: RunRecord, quiet: bool):
+    """Said at once, shown until the first step starts: imports, the model, the data, W&B take
+    10-60 s on a small machine before step 1."""
+    from abcx import progress
+
+    return progress.task("preparing the run: TRL, the model, the data", name=record.run_id,
+                         info="importing torch, TRL and transformers", plain=quiet)
+
+
+def report_to(cfg: Any) -> bool:
+    """Whether the run logs to W&B (its start takes seconds: the progress says so)."""
+    return not (cfg.logger.mode == "disabled" or cfg.logger.name == "none")
 
 
 def _peer_loss(error: str) -> str | None:
@@ -359,7 +376,7 @@ def _stopped(trainer) -> dict | None:
 
 
 def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bool, primary: bool = True,
-                   control: dict | None = None):
+                   control: dict | None = None, preparing=None):
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
 
@@ -369,6 +386,8 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
 
     _set_threads(cfg)
     path = model_path(cfg)
+    if preparing is not None:
+        preparing.update(info=f"building the {cfg.task.name} data")
     task = build_task(cfg.task.name, **cfg.task.options)
     report_to = wandb_env(cfg, record, group)
     args = grpo_args(cfg, record.checkpoints, report_to=report_to)
@@ -389,9 +408,11 @@ def _build_trainer(cfg: Any, record: RunRecord, group: str, bounds, *, quiet: bo
 
         callbacks.append(WandbConfigCallback(wandb_config(cfg, record, bounds)))
     # quiet (a sweep job): no live bar, but one plain line per logged step, so job logs show progress.
-    callbacks.append(ProgressCallback(record.run_id, plain=quiet))
+    callbacks.append(ProgressCallback(record.run_id, plain=quiet, preparing=preparing))
     from abcx.methods.correction import Correction
 
+    if preparing is not None:
+        preparing.update(info="loading the model")
     trainer = AbcxGRPOTrainer(model=path, args=args, processing_class=tokenizer, train_dataset=task.train,
                               reward_funcs=[task.reward], callbacks=callbacks, method=bounds,
                               logprob_path=cfg.train.logprob_path, correction=Correction.of(cfg.get("correction")))
