@@ -1,6 +1,6 @@
 """What many tests share: the CLI in a subprocess as a user runs it, one refused command's error line, a
-snapshot of a folder (to show nothing was written), a CLI function's exit code and printed lines, and
-waiting for something that happens in another process."""
+snapshot of a folder (to show nothing was written), a CLI function's exit code and printed lines,
+waiting for something that happens in another process, and a sweep supervisor killed at a named point."""
 from __future__ import annotations
 
 import os
@@ -56,3 +56,17 @@ def wait_until(predicate, timeout: float, what: str, poll_s: float = 0.2):
         if time.time() >= deadline:
             raise TimeoutError(f"not within {timeout} s: {what}")
         time.sleep(poll_s)
+
+
+def supervisor_killed_at(fault: str, sweep_file: str, results: Path, name: str) -> None:
+    """`abcx sweep run SWEEP_FILE` with ABCX_FAULT=fault: its detached supervisor kills itself at that
+    point (abcx.record.fault_occurrence); returns once it is dead. A supervisor that ended on its own
+    (the point never reached) fails the test."""
+    from abcx.launch.local import pid_alive
+    from abcx.sweep import manifest
+
+    proc = abcx("sweep", "run", sweep_file, cwd=results.parent, env={**os.environ, "ABCX_FAULT": fault})
+    assert proc.returncode == 0 and "supervisor pid" in proc.stdout, proc.stdout + proc.stderr
+    supervisor = manifest.load(results, name)["supervisor"]
+    wait_until(lambda: not pid_alive(supervisor["pid"]), 600, f"the supervisor to reach {fault}")
+    assert manifest.load(results, name)["supervisor"]["ended"] is None, f"the supervisor never reached {fault}"

@@ -13,7 +13,7 @@ from abcx.report.command import run_report
 from abcx.sweep import command, manifest
 from abcx.sweep import strategies as ST
 from tests.optuna_checks import three_trials_each_asked_once
-from tests.helpers import call
+from tests.helpers import call, supervisor_killed_at
 
 TINY = ("[model=tiny, task=chain, train=testbed, train.max_steps=4, train.save_steps=4, "
         "train.per_device_train_batch_size=16, logger=none, eval.at_end=false, launcher.max_parallel=2")
@@ -43,12 +43,52 @@ def trained_steps(record: RunRecord) -> list[int]:
     ("  name: hyperband", "name='hyperband' is not a strategy; valid: grid, halving"),
     ("  name: grid\n  health: {entropy_flor: 1}", "health.entropy_flor"),
     ("  name: grid\n  budget: {device_hours: -1}", "device_hours=-1 must be a positive"),
+    # A metric the runs never log; a near miss is named.
+    ("  name: halving\n  rungs: [4]\n  metric: bogus_metric_that_does_not_exist",
+     "metric=bogus_metric_that_does_not_exist is not a metric the runs log; valid: eval/chain/avg@4, "
+     "eval/chain/pass@1, eval/chain/pass@2, eval/chain/pass@4, "),
+    ("  name: halving\n  rungs: [4]\n  metric: rewards", "metric=rewards is not a metric the runs log "
+     "(did you mean reward?)"),
 ])
 def test_a_bad_strategy_is_one_line_naming_the_field_before_anything_is_written(tmp_path, strategy, message):
     path = sweep_file(tmp_path, "bad", "  seed: [0, 1]", strategy, ", eval.n=4, 'eval.benchmarks=[chain]'")
     with pytest.raises(UserError) as err:
         command.sweep_run(path, [], out=lambda _line: None)
     assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("strategy, grid, message", [
+    ("  name: seeds\n  compare: [abc_grpo, grpo]\n  metric: bogus_metric_that_does_not_exist",
+     "  method: [abc_grpo, grpo]", "metric=bogus_metric_that_does_not_exist is not a metric the runs log; valid: "),
+    ("  name: optuna\n  trials: 2\n  space: {train.learning_rate: {low: 1.0e-5, high: 1.0e-4}}\n  metric: entropie",
+     "  eval.every_steps: [4]", "metric=entropie is not a metric the runs log (did you mean entropy?); valid: "),
+    ("  name: halving\n  rungs: [4]\n  metric: eval/arith/pass@1", "  eval.every_steps: [4]",
+     "metric=eval/arith/pass@1 is not a metric the runs log (did you mean eval/chain/pass@1?)"),
+    # Evaluated at the rung, but not written: eval.n=4 writes avg@4 and pass@1, pass@2, pass@4.
+    ("  name: halving\n  rungs: [4]\n  metric: eval/chain/avg@2", "  eval.every_steps: [4]",
+     "metric=eval/chain/avg@2 is not a metric the runs log (did you mean eval/chain/avg@4?)"),
+    ("  name: halving\n  rungs: [4]\n  metric: eval/chain/pass@3", "  eval.every_steps: [4]",
+     "metric=eval/chain/pass@3 is not a metric the runs log"),
+])
+def test_a_strategy_metric_no_run_logs_is_refused_by_a_dry_run_for_every_ranking_strategy(tmp_path, strategy, grid,
+                                                                                         message):
+    """What the runs log is known from the config: abcx's training metrics (read from the code that logs
+    them) and eval/<benchmark>/<name> for the benchmarks and eval.n it evaluates (here chain, n=4)."""
+    from abcx.training.metric_names import may_log
+
+    path = sweep_file(tmp_path, "bad", grid, strategy, ", eval.n=4, 'eval.benchmarks=[chain]'")
+    with pytest.raises(UserError) as err:
+        command.sweep_run(path, [], dry_run=True, out=lambda _line: None)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    valid = str(err.value).split("; valid: ")[1].split(", ")
+    # Every name a testbed run logs is offered (seen in a real metrics.jsonl); eval names come first.
+    assert valid[:4] == ["eval/chain/avg@4", "eval/chain/pass@1", "eval/chain/pass@2", "eval/chain/pass@4"]
+    logged = {"reward", "reward_std", "entropy", "loss", "grad_norm", "learning_rate", "completion_length",
+              "frac_reward_zero_std", "clip/q1", "clip/q4", "clip/zero_adv_out", "grad/share_q3", "ratio/max",
+              "eps/eps3", "rewards/chain_correct/mean", "num_tokens", "step_time", "epoch"}
+    assert all(may_log(name) for name in logged) and {"reward", "entropy", "clip/q2"} <= set(valid)
+    assert not may_log("eval/chain/avg@4") and not may_log("step") and not may_log("time")
     assert not (tmp_path / "results").exists()
 
 
@@ -164,7 +204,9 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
         tmp_path, tiny_model_path):
     """Two pairs ranked by the logged learning rate, so each pair's difference is known exactly:
     pair 0 (2e-4 vs 1e-4) differs by 1e-4 on every seed (decided at min=2), pair 1 (3e-4 vs 3e-4)
-    by 0 on every seed (the interval [0, 0] covers 0: a seed is added up to max=3)."""
+    by 0 on every seed (the interval [0, 0] covers 0: a seed is added up to max=3). The supervisor is
+    killed right after adding that seed, before planning it: the rerun plans it from decisions.jsonl,
+    trains it once and takes no decision of either pair again."""
     results = tmp_path / "results"
     path = tmp_path / "seq.yaml"
     path.write_text(f"name: seq\nfixed: {TINY.replace('max_steps=4', 'max_steps=1')}, results_dir={results}]\n"
@@ -173,6 +215,7 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
                     "  - [method=grpo, train.learning_rate=3.0e-4]\n"
                     "strategy:\n  name: seeds\n  min: 2\n  max: 3\n  compare: [abc_grpo, grpo]\n"
                     "  metric: learning_rate\n  window: 1\n")
+    supervisor_killed_at("decision.seed_added@1", str(path), results, "seq")
     code, out = call(command.sweep_run, str(path), [], wait=True)
     assert code == 0, out
     decisions = list(read_jsonl(results / "sweeps" / "seq" / "decisions.jsonl"))

@@ -99,6 +99,12 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
+def logged_names(n: int) -> list[str]:
+    """The metric names an evaluation with n samples per problem logs (eval.jsonl `metrics`): those
+    `summarise` gives with the ks the evaluation runner uses, read off a one-problem summary."""
+    return list(summarise([(int(n), 0)], default_ks(n)))
+
+
 def summarise(per_problem: PerProblem, ks: Iterable[int] | None = None) -> dict[str, float]:
     """{"avg@<n>": …, "pass@<k>": … for each k}; n is the sample count (the smallest, if problems differ).
 

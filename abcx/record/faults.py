@@ -22,7 +22,10 @@ def fault_spec() -> tuple[str, int | None, int] | None:
     with a real signal; unset, nothing here does anything. Points: `row` (metrics row <step>
     appended), `checkpoint` (checkpoint-<step> written up to half its trainer_state.json),
     `final` (final model written, not yet in place), `summary` (summary.json written, run not yet
-    marked finished)."""
+    marked finished). The sweep supervisor's points have no step: there `@N` is the N-th time this
+    process reaches the point (fault_occurrence): `supervisor.ended` (a job's end seen, before the
+    strategy hears of it), `supervisor.submitted` (a job submitted, before the supervisor notes it),
+    `decision.<event>` (a decisions.jsonl row of that event written, before it is acted on)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return None
@@ -44,3 +47,14 @@ def fault_point(point: str, step: int | None = None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), spec[2])
+
+
+_REACHED: dict[str, int] = {}
+
+
+def fault_occurrence(point: str) -> None:
+    """fault_point for a point without a step (the supervisor's): `@N` is its N-th occurrence here."""
+    if fault_spec() is None:
+        return
+    _REACHED[point] = _REACHED.get(point, 0) + 1
+    fault_point(point, _REACHED[point])

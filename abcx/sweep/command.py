@@ -116,15 +116,18 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         return _search(spec, planned, backend, results_dir, sweep_dir, lock, wait=wait, out=out)
     P.refresh(planned, _liveness(backend, data, strict=True))
     counts = P.counts(planned)
+    # Never a run its strategy stopped (a rung, a cut): whether it goes on is the strategy's decision,
+    # rebuilt by the supervisor from decisions.jsonl and the records, not "anything not finished".
     submit = P.to_submit(planned)
-    if ST.of(spec.strategy).supervised:  # the strategy may promote stopped runs: it decides, given them all
-        submit = [r for r in planned if r.state not in (State.FINISHED, *LIVE)]
     skipped = len(planned) - len(submit)
     for run in planned:
         if run not in submit and RunRecord(run.path).has_meta():
             _list_in_sweep(run, spec.name)  # a finished run shared with another sweep belongs to this one too
-    if not submit:
-        live = [str(r.status["job_id"]) for r in planned if r.state in LIVE and r.status.get("job_id")]
+    live = [str(r.status["job_id"]) for r in planned if r.state in LIVE and r.status.get("job_id")]
+    # A killed supervisor may have left jobs running or a decision half done: a new one takes them up.
+    resume = not submit and ST.of(spec.strategy).supervised and (
+        bool(live) or ST.undecided(spec.strategy, sweep_dir, planned))
+    if not submit and not resume:
         jobs = f"; live job(s) {', '.join(live[:5])}{' ...' if len(live) > 5 else ''}" if live else ""
         out(f"sweep {spec.name}: nothing to submit ({_counts_text(counts)}{jobs})")
         return 0
@@ -134,7 +137,8 @@ def _submit_locked(spec, planned, backend: str, results_dir: str, sweep_dir: Pat
         # What its job follows (health limits; a later `abcx sweep stop`), also without a supervisor.
         RunRecord(run.path).set_control(sweep=spec.name, stop_at=None, health=spec.strategy.health, stop=None)
     M.update(results_dir, spec.name, lambda m: _record_plan(m, spec, planned, backend, submitted, submit))
-    out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})")
+    out(f"sweep {spec.name}: submitting {len(submit)} run(s) to {backend}, skipping {skipped} ({_counts_text(counts)})"
+        + ("; its strategy has decisions to finish" if resume else ""))
     # A budget needs a supervisor to count it; a plain grid goes in as the backend's job arrays.
     if not ST.of(spec.strategy).supervised and spec.strategy.device_hours is None and B.get(backend).submits_grid_itself:
         lock.describe(f"abcx sweep run (submitting to {backend})")
@@ -309,6 +313,9 @@ def sweep_status(name: str, *, results_dir: str = "results", out: Callable[[str]
     lines = ST.of(strategy).status_lines
     for line in lines(strategy, M.sweep_dir(results_dir, name), runs) if lines else ():
         out(line)
+    failure = ST.Decisions(M.sweep_dir(results_dir, name)).failure()
+    if failure:
+        out(f"sweep {name} failed: {failure}")
     counts = P.counts(runs)
     source = "sacct" if usage else "run records"
     budget = ST.budget_line(strategy, total)

@@ -8,6 +8,10 @@ lock (abcx.sweep.lock), records its pid in the manifest (`supervisor`), and exit
 has nothing left to start and every job has ended. Before each start it writes the run's
 control.json (where to pause, the health limits) through the run record and checks the budget.
 SIGTERM/SIGINT make it cancel its running jobs, mark the runs it had not started as cancelled, and exit.
+Killed anywhere (SIGKILL), the next one goes on where it was: it watches the jobs that outlived it
+again, and its strategy rebuilds its state from decisions.jsonl and the run records, acting on a
+decision already written instead of taking it again (abcx.sweep.strategies.base.Decisions). A
+strategy metric the runs turn out not to log fails the sweep in one line (`failed` decision).
 `abcx sweep stop NAME` sets the manifest's `stop`: it starts nothing more, lets its jobs stop at
 their checkpoints, and exits without the strategy's final decisions (the next `sweep run` goes on).
 A plain grid on SLURM needs no supervisor: it goes in as job arrays (abcx.sweep.command).
@@ -21,7 +25,7 @@ import time
 from pathlib import Path
 
 from abcx.launch import backend as B
-from abcx.record import RunRecord, now_iso, read_json
+from abcx.record import RunRecord, fault_occurrence, now_iso, read_json
 from abcx.record.states import State, StopKind
 from abcx.sweep import manifest as M
 from abcx.sweep import strategies as S
@@ -181,6 +185,7 @@ class Supervisor:
         job_id = self.backend.submit(self.sweep_dir, [run], sweep=self.sweep, results_dir=self.results_dir)[run.run_id]
         record.set_status(State.PENDING, job_id=job_id)
         self.active[job_id] = run
+        fault_occurrence("supervisor.submitted")  # tests kill the supervisor here (abcx.record.faults)
         self.note(lambda m: (M.upsert_run(m, run.run_id, job_id=job_id, started=now_iso(), ended=None,
                                           backend=self.backend.name, stop_at=go.stop_at,
                                           jobs=[*(M.run_entry(m, run.run_id) or {}).get("jobs", []), job_id]),
@@ -188,21 +193,45 @@ class Supervisor:
         until = f" to step {go.stop_at}" if go.stop_at else ""
         print(f"[supervisor] started {run.run_id}{until} as job {job_id}", flush=True)
 
-    def adopt(self, run, record: RunRecord) -> bool:
+    def adopt(self, run, record: RunRecord, alive=None) -> bool:
         """A run whose job still lives (a restarted supervisor's, e.g. after a SIGKILL: a SLURM job
         outlives its supervisor) is watched again, not submitted twice: a second job would find the
         run locked by the first and end at once."""
         status = record.status()
         job_id = status.get("job_id")
-        if not job_id or status.get("state") not in (State.RUNNING, State.PENDING) or str(job_id) in self.active:
+        if job_id and str(job_id) in self.active:
+            return True  # watched already (taken up when this supervisor started: resume)
+        if not job_id or status.get("state") not in (State.RUNNING, State.PENDING):
             return False
-        alive = self.backend.liveness(M.load(self.results_dir, self.sweep), strict=False)(run.run_id, status)
-        if not alive:
+        alive = alive or self.backend.liveness(M.load(self.results_dir, self.sweep), strict=False)
+        if not alive(run.run_id, status):
             return False
         self.active[str(job_id)] = run
         self.note(lambda m: m["supervisor"].update(queue=self.strategy.waiting()))
         print(f"[supervisor] {run.run_id}: its job {job_id} still runs; watching it again", flush=True)
         return True
+
+    def resume(self) -> None:
+        """What a killed supervisor left: its jobs that still run are watched again (so their ends are
+        seen and decided on, not run past), and health stops it saw happen but did not note are noted."""
+        alive = self.backend.liveness(M.load(self.results_dir, self.sweep), strict=False)
+        noted = {(d.get("run_id"), d.get("step")) for d in self.decisions.rows("health_stop")}
+        self.note(self._list_jobs)
+        for run in self.planned:
+            record = RunRecord(run.path)
+            self.adopt(run, record, alive)
+            stop = record.status().get("stop") or {}
+            if record.stop_kind() == StopKind.HEALTH and (run.run_id, stop.get("step")) not in noted:
+                self.decisions.add("health_stop", run_id=run.run_id, step=stop.get("step"), reason=stop.get("reason"))
+
+    def _list_jobs(self, m: dict) -> None:
+        """A supervisor killed right after submitting a job had not listed it in the manifest: listed now."""
+        for run in self.planned:
+            status = RunRecord(run.path).status()
+            job_id, entry = status.get("job_id"), M.run_entry(m, run.run_id)
+            mine = job_id and status.get("sweep") == self.sweep and entry is not None
+            if mine and str(job_id) not in entry.get("jobs", []):
+                entry.update(job_id=str(job_id), jobs=[*entry.get("jobs", []), str(job_id)])
 
     def reap(self) -> None:
         for job_id, run in list(self.active.items()):
@@ -217,6 +246,7 @@ class Supervisor:
                 error = getattr(self.backend, "job_error", lambda _j: None)(job_id)
                 record.set_status(State.FAILED, error=f"job {job_id} ended without a result: {error}".splitlines()[0])
                 state = record.state()
+            fault_occurrence("supervisor.ended")  # a job's end seen, not yet decided on (tests kill here)
             if self.retry_stalled(run, record, job_id):
                 continue
             stop = record.status().get("stop") or {}
@@ -257,13 +287,13 @@ class Supervisor:
         if not self.stop_requested():  # a stopped sweep is continued by the next `abcx sweep run`
             self.strategy.finish()
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, why: str = "cancelled by `abcx sweep cancel`") -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.backend.cancel(list(self.active))
         waiting = self.strategy.waiting()
         for run in list(self.active.values()) + [r for r in self.planned if r.run_id in waiting]:
-            RunRecord(run.path).end_if_live(State.CANCELLED, "cancelled by `abcx sweep cancel`")
+            RunRecord(run.path).end_if_live(State.CANCELLED, why)
         print(f"[supervisor] cancelled {len(self.active)} running and {len(waiting)} queued job(s)", flush=True)
 
 
@@ -278,10 +308,15 @@ def supervise(sweep_dir: Path) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        sup.resume()
         sup.loop()
     except _Stop:
         sup.cancel_all()
         return 130
+    except S.MetricMissing as err:  # nothing can be ranked: the sweep fails in one line, its jobs stop
+        sup.decisions.fail(str(err))
+        sup.cancel_all(f"cancelled: the sweep failed: {err}")
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -304,7 +339,11 @@ def main(argv: list[str]) -> int:
             print(f"[supervisor] {sweep_dir.name} is already being run by {lock.holder()}; exiting", flush=True)
             return 0
     lock.describe("the sweep's supervisor")
-    return supervise(sweep_dir)
+    try:
+        return supervise(sweep_dir)
+    except S.MetricMissing as err:
+        print(f"error: {err}", flush=True)
+        return 2
 
 
 if __name__ == "__main__":

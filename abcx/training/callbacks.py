@@ -14,9 +14,8 @@ from transformers import TrainerCallback
 from abcx.record import RunRecord, fault_point, fault_spec, warn
 from abcx.record.states import StopKind
 from abcx.record.states import State
+from abcx.training.metric_names import RENAME  # TRL's names -> abcx's
 
-# TRL's names -> abcx's (docs/architecture.md); every other key is kept as TRL logs it.
-RENAME = {"completions/mean_length": "completion_length"}
 END_OF_TRAINING_KEYS = ("train_runtime", "train_loss", "train_samples_per_second")
 
 

@@ -13,19 +13,19 @@ of sweeps/<name>.yaml; default `grid`).
 
 One registry (registry.STRATEGIES) gives the names, their keys, the parsers, the checks and the
 runners; every check runs on the planned points before anything is written. A strategy's state is
-read back from the run records (steps reached, eval rows at rung steps), so a restarted supervisor
-continues where one stopped. Modules: base (the spec, Start, decisions, the metric at a step),
+read back from decisions.jsonl and the run records (steps reached, eval rows at rung steps), so a
+restarted supervisor continues where one stopped and decides nothing twice. Modules: base (the spec, Start, decisions, the metric at a step),
 registry, grid, halving, seeds, search (optuna), health, budget.
 """
-from abcx.sweep.strategies.base import DECISIONS_FILE, Decisions, Start, StrategySpec, metric_at
+from abcx.sweep.strategies.base import DECISIONS_FILE, Decisions, MetricMissing, Start, StrategySpec, metric_at
 from abcx.sweep.strategies.budget import budget_line, spent_device_hours
 from abcx.sweep.strategies.halving import Halving, rungs_to
 from abcx.sweep.strategies.registry import (STRATEGIES, check, describe, load_strategy, make, of, parse,
-                                            points_of, to_json)
+                                            points_of, to_json, undecided)
 from abcx.sweep.strategies.search import OPTUNA_DB, Optuna
 from abcx.sweep.strategies.seeds import Seeds, paired_interval, pairs_of, seed_points
 
-__all__ = ["DECISIONS_FILE", "Decisions", "Start", "StrategySpec", "metric_at", "budget_line", "spent_device_hours",
+__all__ = ["DECISIONS_FILE", "Decisions", "MetricMissing", "Start", "StrategySpec", "metric_at", "budget_line", "spent_device_hours",
            "Halving", "rungs_to", "STRATEGIES", "check", "describe", "load_strategy", "make", "of", "parse", "points_of",
-           "to_json",
+           "to_json", "undecided",
            "OPTUNA_DB", "Optuna", "Seeds", "paired_interval", "pairs_of", "seed_points"]

@@ -4,16 +4,14 @@
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from abcx.errors import UserError
 from abcx.record import RunRecord
-from abcx.record.states import State
-from abcx.sweep.plan import user_stopped
-from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, parse_metric, whole
-from abcx.record.states import StopKind
+from abcx.record.states import State, StopKind, stop_kind
+from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, parse_metric, require_metric, whole
 
 
 def parse_halving(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
@@ -46,12 +44,8 @@ def check_rungs(spec: StrategySpec, planned: list, where: str) -> None:
                             f"{cycle} optimizer steps (train.steps_per_generation={train.steps_per_generation} x "
                             f"num_iterations={train.num_iterations} / gradient_accumulation_steps="
                             f"{train.gradient_accumulation_steps}); use rungs that are multiples of {cycle}")
-        if not spec.metric.startswith("eval/"):
+        if not spec.metric.startswith("eval/"):  # its name is checked for every strategy (base.check_metric)
             continue
-        parts = spec.metric.split("/")
-        if len(parts) != 3 or parts[1] not in ev.benchmarks or not _eval_metric_ok(parts[2], ev.n):
-            raise UserError(f"{where}.metric={spec.metric}: {point} evaluates eval/<benchmark>/<avg@k|pass@k> with "
-                            f"benchmark in {list(ev.benchmarks)} and k <= eval.n={ev.n}")
         for rung in (*spec.rungs, train.max_steps):
             at_end = rung == train.max_steps and ev.at_end
             if not at_end and not (ev.every_steps and rung % ev.every_steps == 0):
@@ -59,9 +53,29 @@ def check_rungs(spec: StrategySpec, planned: list, where: str) -> None:
                                 f"{ev.every_steps} of {point} must divide every rung (e.g. eval.every_steps={spec.rungs[0]})")
 
 
-def _eval_metric_ok(name: str, n: int) -> bool:
-    kind, _, k = name.partition("@")
-    return kind in ("avg", "pass") and k.isdigit() and 1 <= int(k) <= n
+@dataclass
+class _Said:
+    """What decisions.jsonl says of a halving sweep: (run, rung index) pairs ranked and promoted from,
+    the cut runs (their `stopped` row) and the latest `best`."""
+    ranked: set = field(default_factory=set)
+    promoted: set = field(default_factory=set)
+    cut: dict = field(default_factory=dict)
+    best: dict | None = None
+
+    @classmethod
+    def of(cls, decisions: Decisions) -> "_Said":
+        rows: dict[str, list[dict]] = {"rung": [], "promoted": [], "stopped": [], "best": []}
+        for row in decisions.rows(*rows):
+            rows[row["event"]].append(row)
+
+        def key(row: dict) -> tuple:
+            return row.get("run_id"), row.get("rung")
+
+        return cls({key(r) for r in rows["rung"]}, {key(r) for r in rows["promoted"]},
+                   {r.get("run_id"): r for r in rows["stopped"]}, rows["best"][-1] if rows["best"] else None)
+
+
+CUT_DETAIL = ("rung", "step", "value", "rank", "of", "cut", "metric")
 
 
 class Halving:
@@ -70,14 +84,21 @@ class Halving:
     rung that is in the top floor(n/eta) of the n runs that reached that rung and has not gone on
     yet is promoted (resumes from its checkpoint to the next rung); if none is, a new point starts.
     No worker waits for a rung to fill. When nothing is left, the paused runs stay `stopped` with
-    the rung, their value, rank and the cut in their record and in decisions.jsonl."""
+    the rung, their value, rank and the cut in their record and in decisions.jsonl.
+
+    Its state is read, at every decision, from decisions.jsonl and the run records, so a supervisor
+    killed anywhere and started again (or a rerun of the sweep) goes on exactly where it was: a run
+    may train to the rung after the highest one it was promoted from (the first rung if none) and
+    never again once cut; a run whose job ended at that rung waits there, is ranked once (`rung`),
+    then promoted or cut once; a promotion or cut decided but not yet acted on is acted on, not
+    decided again; `best` is written once per outcome."""
 
     def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None,
                  plan=None) -> None:
         self.spec, self.planned, self.decisions = spec, list(planned), decisions
         max_steps = max(r.cfg.train.max_steps for r in planned)
         self.rungs = rungs_to(spec, max_steps)
-        self.tried: set[tuple[str, int | None]] = set()  # (run, target) started by this supervisor
+        self.tried: set[tuple[str, int | None]] = set()  # (run, target) this supervisor started: once each
         self.values: dict[tuple[str, int], float | None] = {}
 
     @classmethod
@@ -106,92 +127,160 @@ class Halving:
         reached = [(v, r) for r in self.planned if (v := self.value(r, k)) is not None]
         return sorted(reached, key=lambda vr: vr[0], reverse=self.spec.mode == "max")
 
-    def _paused_at(self, run) -> int | None:
-        """The rung index a run waits at (stopped there by its rung), None otherwise."""
-        status = self._record(run).status()
-        stop = status.get("stop") or {}
-        if status.get("state") != State.STOPPED or stop.get("kind") not in (StopKind.RUNG, StopKind.CUT):
+    # --- the state, from decisions.jsonl and the records ----------------------------------------
+    def _limit(self, run, said: _Said) -> int | None:
+        """The step the run may train to: the rung after the highest it was promoted from (None: cut)."""
+        if run.run_id in said.cut or self._record(run).stop_kind() == StopKind.CUT:
             return None
+        above = max((k for rid, k in said.promoted if rid == run.run_id and isinstance(k, int)), default=-1)
+        return self.rungs[min(above + 1, len(self.rungs) - 1)]
+
+    def _waiting_at(self, run, said: _Said) -> int | None:
+        """The rung index where the run waits for its ranking, promotion or cut: its job ended at the
+        step it may train to, a rung before the last."""
+        status = self._record(run).status()
         step = int(status.get("step") or 0)
-        return self.rungs.index(step) if step in self.rungs[:-1] else None
+        if status.get("state") in (State.RUNNING, State.FINISHED) or stop_kind(status) in FINAL_STOPS \
+                or step not in self.rungs[:-1] or self._limit(run, said) != step:
+            return None
+        return self.rungs.index(step)
 
+    def _due(self, run, said: _Said) -> Start | None:
+        """A Start for a run short of the step it may train to whose job has ended (or never started):
+        a new point, a promotion decided but not started, a run whose job failed or was cancelled."""
+        record = self._record(run)
+        status, limit = record.status(), self._limit(run, said)
+        if limit is None or status.get("state") in (State.RUNNING, State.FINISHED) or record.stop_kind() in FINAL_STOPS \
+                or int(status.get("step") or 0) >= limit:
+            return None
+        return Start(run, None if limit == self.rungs[-1] else limit)
+
+    def _promoted(self, run, said: _Said) -> bool:
+        return any(rid == run.run_id for rid, _k in said.promoted)
+
+    # --- the decisions ------------------------------------------------------------------------
     def next(self, active: set[str]) -> Start | None:
-        return self._promotion(active) or self._fresh(active)
+        said = self._said_after_ranking(active)
+        return self._start_due(active, said, promoted=True) or self._promotion(active, said) or \
+            self._start_due(active, said, promoted=False)
 
-    def _promotion(self, active: set[str]) -> Start | None:
-        """The best paused run within the cut of the highest rung that has one."""
+    def _said_after_ranking(self, active: set[str], only: list | None = None) -> _Said:
+        """Rank every run waiting at a rung that has not been ranked there (once each), then the state."""
+        said = _Said.of(self.decisions)
+        ranked = False
+        for run in only or self.planned:
+            k = self._waiting_at(run, said)
+            if run.run_id in active or k is None or (run.run_id, k) in said.ranked:
+                continue
+            require_metric(self._record(run), self.spec.metric, self.rungs[k])
+            ranking = self.ranking(k)
+            rank = next((i for i, (_v, r) in enumerate(ranking, start=1) if r.run_id == run.run_id), None)
+            self.decisions.add("rung", run_id=run.run_id, rung=k, step=self.rungs[k], value=self.value(run, k),
+                               rank=rank, of=len(ranking), cut=len(ranking) // self.spec.eta)
+            ranked = True
+        return _Said.of(self.decisions) if ranked else said
+
+    def _start_due(self, active: set[str], said: _Said, *, promoted: bool) -> Start | None:
+        """The first due run (promoted ones first: a promotion decided before a restart goes first)."""
+        for run in self.planned:
+            go = None if run.run_id in active or self._promoted(run, said) != promoted else self._due(run, said)
+            if go is not None and (run.run_id, go.stop_at) not in self.tried:
+                self.tried.add((run.run_id, go.stop_at))
+                return go
+        return None
+
+    def _promotion(self, active: set[str], said: _Said) -> Start | None:
+        """The best run waiting within the cut of the highest rung that has one."""
         for k in reversed(range(len(self.rungs) - 1)):
             ranking = self.ranking(k)
             cut = len(ranking) // self.spec.eta
             for rank, (value, run) in enumerate(ranking[:cut], start=1):
-                target = self._target(k + 1)
-                if run.run_id in active or self._paused_at(run) != k or (run.run_id, target) in self.tried:
+                if run.run_id in active or self._waiting_at(run, said) != k or (run.run_id, k) not in said.ranked:
                     continue
-                self.tried.add((run.run_id, target))
+                target = self._target(k + 1)
                 why = {"rung": k, "step": self.rungs[k], "value": value, "rank": rank, "of": len(ranking), "cut": cut}
                 self.decisions.add("promoted", run_id=run.run_id, to_step=self.rungs[k + 1], **why)
-                return Start(run, target, why)
-        return None
-
-    def _fresh(self, active: set[str]) -> Start | None:
-        """A point not started yet (or one whose job died), to its next rung."""
-        for run in self.planned:
-            state = self._record(run).state()
-            step = int(self._record(run).status().get("step") or 0)
-            startable = state in (State.PENDING, State.FAILED, State.CANCELLED, State.NEW) or \
-                user_stopped(state, self._record(run).status())
-            if run.run_id in active or not startable:
-                continue
-            k = next((i for i, r in enumerate(self.rungs) if r > step), len(self.rungs) - 1)
-            target = self._target(k)
-            if (run.run_id, target) not in self.tried:
                 self.tried.add((run.run_id, target))
-                return Start(run, target)
+                return Start(run, target, why)
         return None
 
     def _target(self, k: int) -> int | None:
         return None if k >= len(self.rungs) - 1 else self.rungs[k]
 
     def waiting(self) -> list[str]:
-        return [r.run_id for r in self.planned if self._record(r).state() in (State.PENDING, State.NEW)
-                and not any(t[0] == r.run_id for t in self.tried)]
+        said = _Said.of(self.decisions)
+        return [r.run_id for r in self.planned if (go := self._due(r, said)) is not None
+                and (r.run_id, go.stop_at) not in self.tried]
 
     def ended(self, run, record: RunRecord) -> None:
-        k = self._paused_at(run)
-        if k is None:
-            return
-        ranking = self.ranking(k)
-        rank = next((i for i, (_v, r) in enumerate(ranking, start=1) if r.run_id == run.run_id), None)
-        self.decisions.add("rung", run_id=run.run_id, rung=k, step=self.rungs[k], value=self.value(run, k),
-                           rank=rank, of=len(ranking), cut=len(ranking) // self.spec.eta)
+        if record.state() == State.FINISHED:  # the end is its last rung: the metric must be there too
+            require_metric(record, self.spec.metric, int(record.status().get("step") or 0))
+        self._said_after_ranking(set(), only=[run])
 
     def finish(self) -> None:
-        """Nothing more will be promoted: each paused run is stopped below the cut of its rung."""
-        best = None
-        for k in reversed(range(len(self.rungs))):
-            ranking = self.ranking(k)
-            if ranking and best is None:
-                best = {"run_id": ranking[0][1].run_id, "rung": k, "step": self.rungs[k], "value": ranking[0][0],
-                        "of": len(ranking)}
-            self._cut(k, ranking)
-        if best is not None:
+        """Nothing more will be promoted: each waiting run is stopped below the cut of its rung."""
+        said = self._said_after_ranking(set())
+        best = self._best()
+        for k in reversed(range(len(self.rungs) - 1)):
+            self._cut(k, self.ranking(k), said)
+        if best is not None and not _same_best(best, said.best, self.spec):
             self.decisions.add("best", metric=self.spec.metric, mode=self.spec.mode, **best)
 
-    def _cut(self, k: int, ranking: list[tuple[float, Any]]) -> None:
-        """Record the runs paused at rung k as stopped below its cut (once: a restart says nothing again)."""
-        cut = len(ranking) // self.spec.eta
-        for rank, (value, run) in enumerate(ranking, start=1):
-            if self._paused_at(run) != k:
+    def _best(self) -> dict | None:
+        for k in reversed(range(len(self.rungs))):
+            ranking = self.ranking(k)
+            if ranking:
+                return {"run_id": ranking[0][1].run_id, "rung": k, "step": self.rungs[k], "value": ranking[0][0],
+                        "of": len(ranking)}
+        return None
+
+    def _cut(self, k: int, ranking: list[tuple[float, Any]], said: _Said) -> None:
+        """Stop the runs waiting at rung k below its cut: the decision first, then the record (a cut
+        decided before a restart reaches the record now, without a second decision)."""
+        ranks = {run.run_id: (rank, value) for rank, (value, run) in enumerate(ranking, start=1)}
+        for run in self.planned:
+            record, row = self._record(run), said.cut.get(run.run_id)
+            if row is not None:
+                if row.get("rung") == k and record.stop_kind() != StopKind.CUT:
+                    record.stop(row.get("reason", ""), kind=StopKind.CUT.value, **{f: row.get(f) for f in CUT_DETAIL})
                 continue
-            record = self._record(run)
+            if self._waiting_at(run, said) != k:
+                continue
+            rank, value = ranks.get(run.run_id, (None, None))
             detail = {"rung": k, "step": self.rungs[k], "value": value, "rank": rank, "of": len(ranking),
-                      "cut": cut, "metric": self.spec.metric}
-            if (record.status().get("stop") or {}).get("kind") == StopKind.CUT:
-                continue  # said already (a restarted supervisor)
+                      "cut": len(ranking) // self.spec.eta, "metric": self.spec.metric}
             reason = (f"below the cut at rung {k + 1} (step {self.rungs[k]}): {self.spec.metric} {value:.4g}, "
-                      f"rank {rank} of {len(ranking)}; the cut is the top {cut} (ASHA may have promoted more earlier)")
-            record.stop(reason, kind=StopKind.CUT.value, **detail)
+                      f"rank {rank} of {len(ranking)}; the cut is the top {detail['cut']} (ASHA may have promoted "
+                      f"more earlier)") if value is not None else \
+                f"stopped at rung {k + 1} (step {self.rungs[k]}): no finite {self.spec.metric} there"
             self.decisions.add("stopped", run_id=run.run_id, reason=reason, **detail)
+            record.stop(reason, kind=StopKind.CUT.value, **detail)
+
+    def undecided(self) -> bool:
+        """Whether a supervisor has work here although no run needs submitting: a run waiting at a
+        rung or due to start, a cut not yet in its record, or a best not yet said."""
+        said = _Said.of(self.decisions)
+        for run in self.planned:
+            row = said.cut.get(run.run_id)
+            if self._waiting_at(run, said) is not None or self._due(run, said) is not None or \
+                    (row is not None and self._record(run).stop_kind() != StopKind.CUT):
+                return True
+        best = self._best()
+        return best is not None and not _same_best(best, said.best, self.spec)
+
+
+FINAL_STOPS = (StopKind.HEALTH, StopKind.PRUNED)  # stops no halving decision undoes
+
+
+def _same_best(best: dict, said: dict | None, spec: StrategySpec) -> bool:
+    """Whether the latest `best` row already says this (a rerun that changed nothing adds none)."""
+    return said is not None and all(said.get(k) == best[k] for k in ("run_id", "step", "value")) \
+        and said.get("metric") == spec.metric and said.get("mode") == spec.mode
+
+
+def undecided(spec: StrategySpec, decisions: Decisions, planned: list) -> bool:
+    """The registry's question for a rerun with nothing to submit (Halving.undecided)."""
+    return Halving(spec, planned, decisions).undecided()
 
 
 def rungs_to(spec: StrategySpec, max_steps: int) -> list[int]:

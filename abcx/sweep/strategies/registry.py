@@ -9,13 +9,15 @@ from typing import Any, Callable
 
 from abcx.errors import UserError
 from abcx.record import read_json
-from abcx.sweep.strategies.base import Decisions, StrategySpec
+from abcx.sweep.strategies.base import Decisions, StrategySpec, check_metric
 from abcx.sweep.strategies.budget import parse_budget
 from abcx.sweep.strategies.grid import Grid, parse_grid
 from abcx.sweep.strategies.halving import Halving, check_rungs, parse_halving, rung_status, rung_table
+from abcx.sweep.strategies.halving import undecided as halving_undecided
 from abcx.sweep.strategies.health import parse_health
 from abcx.sweep.strategies.search import Optuna, check_space, parse_optuna
 from abcx.sweep.strategies.seeds import Seeds, check_seeds, pair_status, pair_table, parse_seeds, seed_points
+from abcx.sweep.strategies.seeds import undecided as seeds_undecided
 
 COMMON_KEYS = ("name", "health", "budget")
 
@@ -54,6 +56,9 @@ class Strategy:
     # (spec, sweep_dir, runs) -> lines for `abcx sweep status`
     status_lines: Callable[..., list[str]] | None = None
     plots_rungs: bool = False       # the report's `rungs` figure applies
+    # (spec, decisions, planned) -> whether a supervisor has work with no run to submit (a decision
+    # a killed supervisor left unfinished, a run waiting at a rung); None: never
+    undecided: Callable[..., bool] | None = None
 
     @property
     def keys(self) -> set[str]:
@@ -72,12 +77,12 @@ STRATEGIES: dict[str, Strategy] = {
     "halving": Strategy(
         "asynchronous successive halving: a run pauses at each rung; the top 1/eta go on, the rest stay `stopped`",
         (("rungs", "rungs"), ("eta", "eta"), *RANKED), parse_halving, Halving, check_rungs,
-        table=rung_table, status_lines=rung_status, plots_rungs=True),
+        table=rung_table, status_lines=rung_status, plots_rungs=True, undecided=halving_undecided),
     "seeds": Strategy(
         "sequential seeds: a seed is added to a compared pair while the paired t-interval of its difference covers 0",
         (("min", "min_seeds"), ("max", "max_seeds"), ("compare", "compare"), ("metric", "metric"),
          ("alpha", "alpha"), ("window", "window")), parse_seeds, Seeds, check_seeds, points=seed_points,
-        table=pair_table, status_lines=pair_status),
+        table=pair_table, status_lines=pair_status, undecided=seeds_undecided),
     "optuna": Strategy(
         "an optuna study (any sampler) over `space`, in SQLite beside the sweep; optional pruning at rungs",
         (("space", "space"), ("trials", "trials"), ("sampler", "sampler"), ("sampler_seed", "sampler_seed"),
@@ -123,10 +128,20 @@ def to_json(spec: StrategySpec) -> dict:
 
 
 def check(spec: StrategySpec, planned: list, where: str = "strategy") -> None:
-    """What the planned points must allow for the strategy (before anything is written)."""
+    """What the planned points must allow for the strategy (before anything is written): a ranking
+    metric they log (base.check_metric), then the strategy's own check."""
+    if spec.metric:  # a ranking strategy: its metric is one the runs log
+        check_metric(spec, planned, where)
     checker = STRATEGIES[spec.name].check
     if checker is not None:
         checker(spec, planned, where)
+
+
+def undecided(spec: StrategySpec, sweep_dir: Path, planned: list) -> bool:
+    """Whether the sweep's strategy has work left although no run needs submitting (a rerun after a
+    supervisor was killed between a decision and acting on it): then a supervisor runs anyway."""
+    ask = STRATEGIES[spec.name].undecided
+    return bool(ask and ask(spec, Decisions(sweep_dir), planned))
 
 
 def make(spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None, plan=None):

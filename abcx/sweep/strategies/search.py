@@ -12,10 +12,12 @@ from typing import Any
 from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.record.states import State
-from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, number, parse_metric, whole
 from abcx.record.states import StopKind
+from abcx.sweep.strategies.base import Decisions, Start, StrategySpec, metric_at, number, parse_metric, require_metric, \
+    whole
 
 OPTUNA_DB = "optuna.db"
+TOLD = ("trial_complete", "trial_failed", "pruned")  # the decisions that end a trial
 
 
 def parse_optuna(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
@@ -91,7 +93,9 @@ class Optuna:
     resumes it: trials left RUNNING are the runs it had started (their params give the same run id)
     and are resumed from their checkpoints, never asked again; new trials are asked only while fewer
     than `trials` exist. Each trial is an ordinary run with its own record. With `rungs`, a trial
-    pauses at each, reports the metric there and is pruned (state `stopped`) where the pruner says."""
+    pauses at each, reports the metric there and is pruned (state `stopped`) where the pruner says.
+    A trial's end is written to decisions.jsonl before the study is told it, so it is told once; a
+    pause a killed supervisor had not reported is reported when the next one resumes the trial."""
 
     def __init__(self, spec: StrategySpec, planned: list, decisions: Decisions, todo: list | None = None,
                  plan=None) -> None:
@@ -116,14 +120,26 @@ class Optuna:
 
     def _resume(self, trial) -> None:
         """A trial a killed supervisor left RUNNING: resumed (or watched again, if its job lives on);
-        one whose run finished meanwhile (a SLURM job outlives its supervisor) is told its value."""
+        one whose run finished meanwhile (a SLURM job outlives its supervisor) is told its value; one
+        paused at a rung that was not reported is reported (and pruned or not) now; one whose value
+        decisions.jsonl holds already is told the study that value, without a second decision."""
         run = self._run_for(trial.params)
-        self.number[run.run_id] = trial.number
-        self.decisions.add("trial_resumed", trial=trial.number, run_id=run.run_id, params=trial.params)
+        number = trial.number
+        self.number[run.run_id] = number
+        told = next((r for r in reversed(self.decisions.rows(*TOLD)) if r.get("trial") == number), None)
         record = RunRecord(run.path)
+        if told is not None:
+            return self._act(number, record, told)
+        if self.decisions.said("trial", trial=number) is None:  # asked, killed before it was written
+            self.decisions.add("trial", trial=number, run_id=run.run_id, params=trial.params)
+        self.decisions.add("trial_resumed", trial=number, run_id=run.run_id, params=trial.params)
+        stop = record.status().get("stop") or {}
         if record.state() == State.FINISHED:
-            return self._tell(trial.number, run, self._value(run, record), "finished while no supervisor watched it")
-        self.queue.append(Start(run, self._target(record), {"trial": trial.number}))
+            return self._tell(number, run, self._value(run, record), "finished while no supervisor watched it")
+        unreported = self.decisions.said("rung", trial=number, step=stop.get("step")) is None
+        if record.stop_kind() == StopKind.RUNG and unreported:  # paused, not reported before the kill
+            return self._at_rung(number, run, record, int(stop["step"]))
+        self.queue.append(Start(run, self._target(record), {"trial": number}))
 
     def _run_for(self, params: dict):
         from abcx.sweep.overrides import value_text
@@ -162,23 +178,35 @@ class Optuna:
         return None
 
     def _value(self, run, record: RunRecord) -> float | None:
+        require_metric(record, self.spec.metric, int(run.cfg.train.max_steps))
         return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
 
-    def _tell(self, number: int, run, value: float | None, why: str = "", pruned: bool = False) -> None:
+    def _tell(self, number: int, run, value: float | None, why: str = "", pruned: bool = False, **more) -> None:
+        """Decide the trial's end: the decision first, then the study (and a pruned run's record) follow."""
+        event = "pruned" if pruned else "trial_failed" if value is None else "trial_complete"
+        row = self.decisions.add(event, trial=number, run_id=run.run_id, value=value, **({"why": why} if why else {}),
+                                 **more)
+        self._act(number, RunRecord(run.path), row)
+
+    def _act(self, number: int, record: RunRecord, row: dict) -> None:
+        """Carry out a trial's told end (decisions.jsonl `row`) in the study and the run's record."""
         TrialState = self.optuna.trial.TrialState
-        if pruned:
+        if row["event"] == "pruned":
+            if record.stop_kind() != StopKind.PRUNED:
+                record.stop(row.get("why", "pruned"), kind=StopKind.PRUNED.value, step=row.get("step"),
+                            value=row.get("value"), trial=number)
             self.study.tell(number, state=TrialState.PRUNED)
-        elif value is None:
+        elif row["event"] == "trial_failed":
             self.study.tell(number, state=TrialState.FAIL)
         else:
-            self.study.tell(number, value)
-        event = "pruned" if pruned else "trial_failed" if value is None else "trial_complete"
-        self.decisions.add(event, trial=number, run_id=run.run_id, value=value, **({"why": why} if why else {}))
+            self.study.tell(number, row["value"])
 
     def ended(self, run, record: RunRecord) -> None:
         number = self.number.get(run.run_id)
         if number is None:
             return
+        # A resumed trial whose job outlived the last supervisor was watched, not started: its queued start goes.
+        self.queue = [go for go in self.queue if go.run.run_id != run.run_id]
         state, stop = record.state(), record.status().get("stop") or {}
         if state == State.FINISHED:
             return self._tell(number, run, self._value(run, record))
@@ -190,14 +218,14 @@ class Optuna:
 
     def _at_rung(self, number: int, run, record: RunRecord, step: int) -> None:
         """A trial paused at a rung: report its value there, then prune it or let it go on."""
+        require_metric(record, self.spec.metric, step)
         value = metric_at(record, self.spec.metric, step, self.spec.window)
         trial = self.optuna.trial.Trial(self.study, self.study.get_trials(deepcopy=False)[number]._trial_id)
         if value is not None:
             trial.report(value, step)
         if value is None or trial.should_prune():
             reason = f"pruned at step {step} by {self.spec.pruner}: {self.spec.metric} {value}"
-            record.stop(reason, kind=StopKind.PRUNED.value, step=step, value=value, trial=number)
-            return self._tell(number, run, value, reason, pruned=True)
+            return self._tell(number, run, value, reason, pruned=True, step=step)
         self.decisions.add("rung", trial=number, run_id=run.run_id, step=step, value=value)
         self.queue.append(Start(run, self._target(record), {"trial": number}))
         return None
@@ -209,5 +237,8 @@ class Optuna:
         done = [t for t in self.study.get_trials(deepcopy=False) if t.value is not None]
         if done:
             best = self.study.best_trial
-            self.decisions.add("best", trial=best.number, value=best.value, params=best.params,
-                               metric=self.spec.metric, mode=self.spec.mode)
+            said = self.decisions.said("best")
+            if said is None or (said.get("trial"), said.get("value"), said.get("metric")) != \
+                    (best.number, best.value, self.spec.metric):  # once per outcome: a rerun adds none
+                self.decisions.add("best", trial=best.number, value=best.value, params=best.params,
+                                   metric=self.spec.metric, mode=self.spec.mode)

@@ -12,7 +12,8 @@ from typing import Any
 from abcx.errors import UserError
 from abcx.record import RunRecord
 from abcx.record.states import State
-from abcx.sweep.strategies.base import Decisions, Queue, Start, StrategySpec, metric_at, number, parse_metric
+from abcx.sweep.strategies.base import Decisions, Queue, Start, StrategySpec, metric_at, number, parse_metric, \
+    require_metric
 
 
 def parse_seeds(raw: dict, spec: StrategySpec, where: str) -> StrategySpec:
@@ -94,10 +95,24 @@ class Seeds(Queue):
         self.planned = list(planned)
         self.pairs = pairs_of(spec, planned)
         self.todo = [r for r in (planned if todo is None else todo)]
-        self.closed: set[int] = {i for i, _p in enumerate(self.pairs) if self._said(i)}
+        self.closed: set[int] = closed_pairs(decisions)
+        if plan is not None:
+            self._replan_added()
 
-    def _said(self, i: int) -> bool:
-        return any(d.get("pair") == i and d["event"] in ("decided", "undecided") for d in self.decisions.rows())
+    def _replan_added(self) -> None:
+        """The seeds an earlier supervisor added (its `seed_added` decisions): planned again, and those
+        not finished started, so a pair goes on from its last decision instead of taking it again."""
+        for row in self.decisions.rows("seed_added"):
+            i, seed = row.get("pair"), row.get("seed")
+            if not isinstance(i, int) or not 0 <= i < len(self.pairs) or not isinstance(seed, int):
+                continue
+            known = {r.run_id for r in self.planned}
+            a, b = self.pairs[i]
+            for run in self.plan([(*a, f"seed={seed}"), (*b, f"seed={seed}")], start_index=len(self.planned)):
+                if run.run_id not in known:
+                    self.planned.append(run)
+                    if RunRecord(run.path).state() != State.FINISHED:
+                        self.todo.append(run)
 
     def _runs(self, side: tuple[str, ...]) -> dict[int, Any]:
         from abcx.sweep.overrides import override_key
@@ -106,8 +121,11 @@ class Seeds(Queue):
                 if tuple(o for o in r.overrides if override_key(o) != "seed") == side}
 
     def next(self, active: set[str]) -> Start | None:
-        if self.todo:
-            return Start(self.todo.pop(0), None)
+        while self.todo:
+            run = self.todo.pop(0)
+            # One a restarted supervisor watches again (its job outlived the last one) is not started twice.
+            if run.run_id not in active and RunRecord(run.path).state() != State.FINISHED:
+                return Start(run, None)
         for i, (a, b) in enumerate(self.pairs):
             if i in self.closed:
                 continue
@@ -148,7 +166,18 @@ class Seeds(Queue):
         record = RunRecord(run.path)
         if record.state() != State.FINISHED:
             return None
+        require_metric(record, self.spec.metric, int(run.cfg.train.max_steps))
         return metric_at(record, self.spec.metric, int(run.cfg.train.max_steps), self.spec.window)
+
+
+def closed_pairs(decisions: Decisions) -> set[int]:
+    """The pairs decided (or left undecided at max): never judged again."""
+    return {d.get("pair") for d in decisions.rows("decided", "undecided") if isinstance(d.get("pair"), int)}
+
+
+def undecided(spec: StrategySpec, decisions: Decisions, planned: list) -> bool:
+    """Whether a pair is still open (a supervisor was killed before its decision): a rerun judges it."""
+    return len(closed_pairs(decisions)) < len(pairs_of(spec, planned))
 
 
 def _latest_pairs(sweep_dir: Path) -> dict[int, dict]:
