@@ -1,6 +1,6 @@
-"""What many tests share: the CLI in a subprocess as a user runs it, one refused command's error line, a
-snapshot of a folder (to show nothing was written), a CLI function's exit code and printed lines, and
-waiting for something that happens in another process."""
+"""What many tests share: the CLI in a subprocess as a user runs it (or in this process, faster), one
+refused command's error line, a snapshot of a folder (to show nothing was written), a CLI function's
+exit code and printed lines, and waiting for something that happens in another process."""
 from __future__ import annotations
 
 import os
@@ -24,6 +24,29 @@ def abcx(*args: str, cwd: Path, timeout: float = 300, limit_bytes: int | None = 
 
     return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=limit if limit_bytes else None)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """`abcx ARGS` in this process, through abcx.cli.main as the console script runs it: (exit code,
+    stdout, stderr). About 50x faster than a subprocess (no interpreter and library start-up per call);
+    an exception main() lets through propagates, as the traceback a user would see."""
+    import contextlib
+    import io
+
+    from abcx.cli import main
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["abcx", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

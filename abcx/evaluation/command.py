@@ -46,12 +46,16 @@ def resolve_target(target: str, results_dir: str) -> tuple[RunRecord | None, lis
 def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False, backend: str = "auto",
              console: Any = None) -> list[dict]:
     from abcx.config.compose import compose
+    from abcx.evaluation.models import check_model
     from abcx.evaluation.record import append_eval
     from abcx.evaluation.runner import checkpoints_of, evaluate, load_for_eval
     from abcx.evaluation.sampling import Sampling
 
+    from abcx.secrets import check_free_text
+
     if backend not in ("auto", "hf", "vllm"):
         raise UserError(f"--backend {backend!r}; valid: auto, hf, vllm")
+    check_free_text("TARGET", target, into="the evaluation's rows and folder name")  # before any line echoes it
     cfg = compose(overrides)
     record, targets, whole_run = resolve_target(target, cfg.results_dir)
     if all_checkpoints:
@@ -66,12 +70,14 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
         dtype = record.meta().get("trl_args", {}).get("model_init_kwargs", {}).get("dtype", dtype)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
     from abcx.paths import check_results_dir, check_writable
-
     if record is None:  # a model path or hub id: results go to results_dir/evals/<name>
         check_results_dir(cfg.results_dir, out_record.path)
     else:  # a run (wherever its folder is) keeps its evaluations in its own record
         check_writable(out_record.path, "run folder")
-    out_record.path.mkdir(parents=True, exist_ok=True)
+    targets = list(dict.fromkeys(targets))
+    for _step, model_path in targets:  # every model loadable before anything is written (a torn final/)
+        check_model(model_path, f"TARGET {target}" if model_path == target else f"TARGET {target}: {model_path}",
+                    local="evaluate a local folder")
     rows: list[dict] = []
     seen = set()
     for step, model_path in targets:
@@ -79,6 +85,7 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
             continue
         seen.add(model_path)
         model, tokenizer = load_for_eval(model_path, dtype=str(dtype))
+        out_record.path.mkdir(parents=True, exist_ok=True)
         for row in evaluate(model, tokenizer, list(cfg.eval.benchmarks), sampling, max_problems=cfg.eval.max_problems,
                             batch_size=cfg.eval.batch_size, model_path=model_path, backend=backend, step=step):
             row["model_path"] = model_path
