@@ -167,7 +167,7 @@ def _broken(results: Path, how: str) -> Path:
         (path / "metrics.jsonl").mkdir()
         return path
     name, field, value = {"meta seed": ("meta.json", "seed", {"a": 1}), "meta tags": ("meta.json", "tags", 5),
-                          "status step": ("status.json", "step", "five")}[how]
+                          "meta sweep": ("meta.json", "sweep", 1), "status step": ("status.json", "step", "five")}[how]
     data = json.loads((path / name).read_text())
     data[field] = value
     (path / name).write_text(json.dumps(data))
@@ -178,6 +178,7 @@ def _broken(results: Path, how: str) -> Path:
     ("metrics.jsonl is a folder", "metrics.jsonl: not a file"),
     ("meta seed", "meta.json: seed is {'a': 1}; valid: an integer"),
     ("meta tags", "meta.json: tags is 5; valid: a list of strings"),
+    ("meta sweep", "meta.json: sweep is 1; valid: a string"),  # found by tests/test_cli_contract.py
     ("status step", "status.json: step is 'five'; valid: an integer"),
 ])
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -234,3 +235,24 @@ def test_labels_and_metric_map_name_what_they_were_given(results, option, given,
     (results.parent / "folder").mkdir()
     line = refused(["report", str(results), option, given], results.parent)
     assert line.startswith(f"error: {option} {given}") and says in line
+
+
+# --- a sweep's manifest (found by tests/test_cli_contract.py) -------------------------------------------
+
+@pytest.mark.parametrize("field,value", [("results_dir", [None]), ("runs", [{"run_id": 5}]),
+                                         ("runs", [{"run_id": "grpo-s0-0123456789", "index": "x"}])])
+def test_a_manifest_field_of_the_wrong_type_is_rebuilt_from_the_records_and_kept_aside(results, field, value):
+    from abcx.record import RunRecord
+    from abcx.sweep import manifest
+
+    for i, run in enumerate(sorted((results / "runs").iterdir())):
+        RunRecord(run).mark_submitted(sweep="s", point=[f"seed={i}"], index=i, backend="local", submitted="then")
+    path = manifest.manifest_path(results, "s")
+    path.parent.mkdir(parents=True)
+    bad = json.dumps({"name": "s", "backend": "local", field: value})
+    path.write_text(bad)
+    code, out, err = cli("sweep", "status", "s", "--results-dir", str(results))
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert f"warning: {path}: {field}" in err and "ignored (rebuilt from the run records)" in err
+    assert "grpo-s0-0123456789" in out and "grpo-s1-0123456789" in out and "2 run(s)" in out
+    assert path.with_name("manifest.json.bad").read_text() == bad  # nothing written is lost

@@ -251,8 +251,9 @@ def _failed(record: RunRecord, err: BaseException, checkpoint: Path | None) -> N
     # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
     during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
     todo = "; free space, then run the same command again: it resumes from the newest whole checkpoint" if full else ""
-    where = f" (traceback: {record.error_path})" if recorded else \
-        f"; the record could not be updated either (its status.json may still say {record.state()})"
+    where = "" if recorded else f"; the record could not be updated either (its status.json may still say " \
+                                f"{record.state()})"
+    where = f" (traceback: {record.error_path})" if recorded and record.error_path.exists() else where
     raise RunFailed(f"run {record.run_id} failed{during}: {error}{todo}{where}") from None
 
 
