@@ -256,3 +256,24 @@ def test_a_manifest_field_of_the_wrong_type_is_rebuilt_from_the_records_and_kept
     assert f"warning: {path}: {field}" in err and "ignored (rebuilt from the run records)" in err
     assert "grpo-s0-0123456789" in out and "grpo-s1-0123456789" in out and "2 run(s)" in out
     assert path.with_name("manifest.json.bad").read_text() == bad  # nothing written is lost
+
+
+# --- found by tests/test_cli_contract.py with other examples (ABCX_PROPERTY_RANDOM=1) ------------------
+
+@pytest.mark.parametrize("option", ["--sweep", "--tag"])
+def test_a_sweep_or_tag_filter_passes_over_a_broken_record(results, option):
+    broken = _broken(results, "status step")
+    code, out, err = cli("report", str(results), option, "s", "--format", "json")
+    assert code == 2 and err.strip() == "error: no runs match " + (
+        "(sweep=s, group=None, tags=[])" if option == "--sweep" else "(sweep=None, group=None, tags=['s'])"), err
+    assert broken.exists()
+
+
+def test_a_trainer_state_without_one_usable_row_is_reported_beside_abcx_records(results):
+    state = results.parent / "trainer" / "trainer_state.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"log_history": [{"step": "x", "loss": 1}, {"step": 2, "loss": "nan"}, 7]}))
+    code, out, err = cli("report", str(results), str(state.parent), "--format", "json")
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    rows = json.loads(out)["tables"]["runs"]["rows"]
+    assert sorted(r["run_id"] for r in rows) == ["grpo-s0-0123456789", "grpo-s1-0123456789", "trainer"]

@@ -35,11 +35,11 @@ def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -
         keep &= runs["group"].astype(str) == group
     if sweep:
         in_sweep = runs["group"].astype(str) == sweep
-        if "sweep" in runs.columns:
-            in_sweep |= runs["sweep"].astype(str).str.split(",").apply(lambda names: sweep in names)
+        if "sweep" in runs.columns:  # an unreadable record's row has no sweep (NaN): in none
+            in_sweep |= runs["sweep"].fillna("").astype(str).str.split(",").apply(lambda names: sweep in names)
         keep &= in_sweep
     for tag in tags:
-        keep &= runs["tags"].astype(str).map(lambda t, tag=tag: tag in t.split(","))
+        keep &= runs["tags"].fillna("").astype(str).map(lambda t, tag=tag: tag in t.split(","))
     if not keep.all():
         rs = rs.select(runs.index[keep])
     return rs
