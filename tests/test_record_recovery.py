@@ -242,6 +242,26 @@ def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_mod
         assert "could not be resumed" in (record.checkpoints / name / "abcx-note.txt").read_text()
 
 
+def test_the_writers_that_drop_the_errno_are_read_as_a_full_disk_and_only_on_one(small_disk, tmp_path):
+    """torch's zip writer says "[enforce fail at inline_container.cc] . unexpected pos", without ENOSPC:
+    a failure while the disk has less room than the reserve is a full disk; the same error elsewhere is not."""
+    import torch
+
+    record = RunRecord(small_disk / "results" / "runs" / "grpo-s0-0123456789")
+    record.path.mkdir(parents=True)
+    fill(small_disk)
+    with pytest.raises(Exception) as torn:
+        torch.save({"weights": torch.zeros(1 << 18)}, record.path / "optimizer.pt")
+    assert "unexpected pos" in str(torn.value)  # the issue's error: no errno, no "space"
+    assert record.no_space(torn.value) == f"no space left on device under {small_disk / 'results'}"
+    elsewhere = RunRecord(tmp_path / "results" / "runs" / "grpo-s0-0123456789")
+    elsewhere.path.mkdir(parents=True)
+    assert elsewhere.no_space(torn.value) is None and elsewhere.no_space(RuntimeError("a bug")) is None
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(28, "No space left on device")
+    assert elsewhere.no_space(wrapped) == f"no space left on device under {tmp_path / 'results'}"
+
+
 def test_a_checkpoint_torn_again_at_the_same_step_is_removed_not_kept_twice(tmp_path, capsys):
     record = RunRecord(tmp_path / "run")
     kept = record.checkpoints / "corrupt-checkpoint-8"
