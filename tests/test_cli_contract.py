@@ -108,14 +108,15 @@ def template():
 def sandbox(template, monkeypatch):
     """A fresh copy of the template per example (the working directory), offline, and the tripwires."""
     import abcx.evaluation.runner as runner
-    import abcx.training.train as training
+    from abcx.record import RunRecord
 
     def tripwire(what):
         def fail(*_a, **_k):
             raise AssertionError(f"the contract test must not {what}: a generated input was not refused")
         return fail
 
-    monkeypatch.setattr(training, "_train_locked", tripwire("train"))
+    # Where training starts, before the run's folder or lock is made; sampling for an evaluation.
+    monkeypatch.setattr(RunRecord, "exclusive", tripwire("train"))
     monkeypatch.setattr(runner, "evaluate", tripwire("evaluate"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(template / "no-hub-cache"))
@@ -180,20 +181,31 @@ BASE = ["model=tiny", "task=chain", "train=testbed", "logger=none", "eval.at_end
 
 def _finished_record_for(overrides: list[str], root: Path) -> None:
     """A finished record of the config `abcx train OVERRIDES` composes, where it composes and its
-    results_dir lies in root: the command then ends at "already finished" instead of training."""
+    results_dir lies in root: the command then ends at "already finished" instead of training. A
+    results_dir elsewhere that abcx could write to (root may write /etc) is no example for this test."""
+    from hypothesis import assume
+
     from abcx.config.compose import compose
     from abcx.config.identity import run_id
     from abcx.errors import UserError
+    from abcx.paths import check_results_dir
     from abcx.report.synth import write_record
 
     try:
         cfg = compose(overrides)
-        results = Path(str(cfg.results_dir)).absolute()
-        if os.path.commonpath([results, root]) != str(root):
-            return
+    except UserError:
+        return
+    results = Path(str(cfg.results_dir)).absolute()
+    if os.path.commonpath([results, root]) != str(root):
+        try:
+            check_results_dir(results)
+        except UserError:
+            return  # refused by abcx too
+        assume(False)
+    try:
         write_record(str(results / "runs"), run_id(cfg), method=str(cfg.method.name), seed=int(cfg.seed), steps=[1],
                      metrics={"reward": [0.5]})
-    except (UserError, OSError, ValueError):
+    except (OSError, ValueError):
         return
 
 

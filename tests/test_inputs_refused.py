@@ -277,3 +277,25 @@ def test_a_trainer_state_without_one_usable_row_is_reported_beside_abcx_records(
     assert code == 0 and "Traceback" not in err, err[-3000:]
     rows = json.loads(out)["tables"]["runs"]["rows"]
     assert sorted(r["run_id"] for r in rows) == ["grpo-s0-0123456789", "grpo-s1-0123456789", "trainer"]
+
+
+def test_record_files_nested_100000_levels_are_unreadable_lines_or_a_broken_record(results):
+    """json's decoder recurses per level: a RecursionError is an unreadable line (metrics.jsonl, with the
+    rest of the file kept) or an unreadable record (status.json), like any other bad JSON."""
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = results / "runs" / "grpo-s0-0123456789" / "metrics.jsonl"
+    (lines.parent / "metrics.arrow").unlink()
+    lines.write_text(lines.read_text() + deep + "\n" + '{"step": 4, "reward": 0.9}\n' + '{"step": 5, "x": ' + deep)
+    status = results / "runs" / "grpo-s1-0123456789" / "status.json"
+    status.write_text(deep)
+    code, out, err = cli("report", str(results), "--format", "csv")
+    assert code == 0 and "Traceback" not in err, err[-3000:]
+    assert f"warning: {lines}: skipped 1 unreadable line(s) (line 4: not valid JSON)" in err
+    assert f"{status}: nested too deeply to be a record file (listed, left out of the aggregates)" in err
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(out))
+    rewards = table[(table["run_id"] == "grpo-s0-0123456789") & (table["metric"] == "reward")]
+    assert rewards["step"].tolist() == [1, 2, 3, 4] and rewards["value"].tolist()[-1] == pytest.approx(0.9)
