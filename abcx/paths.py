@@ -94,7 +94,11 @@ def _read_only_fs(path: Path) -> bool:
 
 def check_results_dir(results_dir: str | os.PathLike, *inner: str | os.PathLike, write: bool = True) -> Path:
     """results_dir, and the folders inside it that a command will write (each checked to lie inside it
-    and to be writable), before the command does any work."""
+    and to be writable), before the command does any work. Its path is written into manifests and
+    configs, so it is never a credential either."""
+    from abcx.secrets import check_free_text
+
+    check_free_text("results_dir", str(results_dir), into="the manifests and configs that name it")
     root = check_writable(results_dir, "results_dir", write=write)
     for folder in inner:
         check_writable(inside(root, folder), "folder", write=write)

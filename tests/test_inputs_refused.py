@@ -299,3 +299,13 @@ def test_record_files_nested_100000_levels_are_unreadable_lines_or_a_broken_reco
     table = pd.read_csv(io.StringIO(out))
     rewards = table[(table["run_id"] == "grpo-s0-0123456789") & (table["metric"] == "reward")]
     assert rewards["step"].tolist() == [1, 2, 3, 4] and rewards["value"].tolist()[-1] == pytest.approx(0.9)
+
+
+def test_an_error_that_echoes_a_control_character_stays_one_line(results):
+    """A `\r` or a record separator typed into a value is shown escaped, not acted on by the terminal."""
+    line = refused(["report", str(results), "--sweep", "a\rb"], results.parent)
+    assert line == "error: no runs match (sweep=a\\rb, group=None, tags=[])"
+    sweep = results.parent / "sweep.yaml"
+    sweep.write_text('name: ok\nfixed: [model=tiny, train=testbed]\ngrid: {seed: ["0"]}\npoints: [["\\x1e"]]\n')
+    line = refused(["sweep", "run", str(sweep), "--dry-run"], results.parent)
+    assert "\\x1e" in line and "cannot parse override" in line

@@ -209,6 +209,8 @@ def _free_text_cases(root: Path) -> dict[str, tuple[list[str], str]]:
         "sweep status NAME": (["sweep", "status", TOKEN], "sweep name looks like"),
         "sweep cancel NAME": (["sweep", "cancel", TOKEN], "sweep name looks like"),
         "sweep stop NAME": (["sweep", "stop", TOKEN], "sweep name looks like"),
+        "sweep status --results-dir": (["sweep", "status", "s", "--results-dir", str(root / TOKEN)],
+                                       "results_dir looks like"),
         "report --label": ([*report, "--label", f"*=model:{TOKEN}"], "--label: [0] looks like"),
         "report --labels": ([*report, "--labels", str(labels)], "--labels"),
         "report --metric-map": ([*report, "--metric-map", str(mmap)], "--metric-map"),
@@ -223,7 +225,8 @@ def _free_text_cases(root: Path) -> dict[str, tuple[list[str], str]]:
 
 
 FREE_TEXT = ("sweep name", "sweep name (file name)", "sweep description", "sweep strategy", "SLURM profile",
-             "sweep stop --reason", "sweep status NAME", "sweep cancel NAME", "sweep stop NAME", "report --label",
+             "sweep stop --reason", "sweep status NAME", "sweep cancel NAME", "sweep stop NAME",
+             "sweep status --results-dir", "report --label",
              "report --labels", "report --metric-map", "report --tag", "report --sweep", "report --group",
              "report --baseline", "report --group-by", "report --pivot", "eval TARGET")
 

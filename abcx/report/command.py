@@ -356,7 +356,7 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
 
     pivots = _check_args(fmt, last_n, pivot, out, plots_dir, plot_format, smooth, sources, wandb_project)
     _check_free_text(label=list(label_rules), tag=list(tags), sweep=sweep, group=group, group_by=group_by,
-                     pivot=[list(p) for p in pivots], baseline=baseline)
+                     pivot=[list(p) for p in pivots], baseline=baseline, wandb_project=wandb_project)
     mmap = M.load(metric_map)
     rules = [LB.parse_rule(r) for r in label_rules] + (LB.load_rules(labels_file) if labels_file else [])
     rs = read_runs(sources, wandb_project, sweep, group, tags, api=api, stale_after_s=stale_after_s,
