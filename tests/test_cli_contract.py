@@ -164,7 +164,7 @@ def holds(args: list[str], root: Path, *, writes: bool = True) -> int:
 
 KEYS = ("seed", "train.max_steps", "train.learning_rate", "train.save_steps", "method", "method.eps3", "method.eta",
         "model.path", "results_dir", "train.use_vllm", "name", "group", "tags", "eval.n", "eval.benchmarks", "task",
-        "logger", "+train.extra.foo", "launcher.max_parallel", "~seed", "method.schedule", "eval.max_problems")
+        "logger", "+train.extra.foo", "launcher.max_parallel", "~seed", "method.schedule", "eval.max_problems", "")
 VALUES = ("0", "1", "-1", "2", "1e9", "inf", "nan", "null", "true", "grpo", "abc_grpo", "abc_adaptive", "[chain]",
           "[nope]", "/etc", "/nonexistent", "/proc/abcx", "/sys/abcx", "someone/uncached", "file.txt", "folder",
           "file.txt/below", "{a: 1}", "''", "[a, b]", "linear", "none", "chain", "arith")

@@ -309,3 +309,10 @@ def test_an_error_that_echoes_a_control_character_stays_one_line(results):
     sweep.write_text('name: ok\nfixed: [model=tiny, train=testbed]\ngrid: {seed: ["0"]}\npoints: [["\\x1e"]]\n')
     line = refused(["sweep", "run", str(sweep), "--dry-run"], results.parent)
     assert "\\x1e" in line and "cannot parse override" in line
+
+
+@pytest.mark.parametrize("override", ["=null", "=x", "+=1"])
+def test_an_override_without_a_key_is_one_line(here, override):
+    """`=null` reached Hydra's defaults list as a config group named '' (a ValueError traceback)."""
+    line = refused(["config", "show", override], here)
+    assert line == f"error: {override!r} names no field; an override is KEY=VALUE, e.g. train.max_steps=20"
