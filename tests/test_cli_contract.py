@@ -172,7 +172,8 @@ VALUES = ("0", "1", "-1", "2", "1e9", "inf", "nan", "null", "true", "grpo", "abc
 
 def _override():
     value = mostly(None, _text()).flatmap(lambda v: st.sampled_from(VALUES) if v is None else st.just(v))
-    return st.tuples(st.sampled_from(KEYS), value).map(lambda kv: kv[0] if kv[0].startswith("~") else f"{kv[0]}={kv[1]}")
+    return st.tuples(st.sampled_from(KEYS), value).map(
+        lambda kv: kv[0] if kv[0].startswith("~") else f"{kv[0]}={kv[1]}")
 
 
 OVERRIDES = st.lists(_override(), max_size=3)
@@ -301,7 +302,8 @@ RECORD_FILES = ("status.json", "meta.json", "summary.json", "metrics.jsonl", "ev
 STATUS_FIELDS = ("state", "step", "max_steps", "error", "updated", "stop", "gpu_hours", "elapsed_s")
 META_FIELDS = ("run_id", "method", "seed", "group", "sweep", "sweeps", "tags", "config_hash", "quadrants")
 LINE = st.one_of(
-    st.fixed_dictionaries({"step": st.integers(-1, 5)}, optional={"reward": st.floats(), "entropy": JSON}).map(json.dumps),
+    st.fixed_dictionaries({"step": st.integers(-1, 5)},
+                          optional={"reward": st.floats(), "entropy": JSON}).map(json.dumps),
     st.fixed_dictionaries({"step": JSON}, optional={"reward": JSON}).map(json.dumps),
     JSON.map(json.dumps), st.sampled_from(["", "{", "\xff\xfe", "[1, 2]", '{"step": 1, "reward": NaN}']))
 RECORD_DAMAGE = st.one_of(
@@ -349,8 +351,8 @@ def _no_pids(value) -> bool:
     return "job_id" not in text and "supervisor" not in text
 
 
-REPORT_SOURCES = ("results", "results", f"results/runs/{RUN_IDS[0]}", "results/runs/*", "trainer", "trainer/checkpoint-3",
-                  "nope", "file.txt", "/proc/self", "folder", TOKEN)
+REPORT_SOURCES = ("results", "results", f"results/runs/{RUN_IDS[0]}", "results/runs/*", "trainer",
+                  "trainer/checkpoint-3", "nope", "file.txt", "/proc/self", "folder", TOKEN)
 OUT = mostly(None, st.sampled_from(["report.out", "new/dir/report.out"]),
              st.sampled_from(["folder", "/proc/report.md", "/dev/full", "file.txt/below", TOKEN]))
 YAML_FILE = mostly(None, st.sampled_from(["folder", "/dev/zero", "missing.yaml"]),

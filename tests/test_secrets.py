@@ -193,7 +193,8 @@ def _free_text_cases(root: Path) -> dict[str, tuple[list[str], str]]:
     mmap.write_text(f"rename: {{my_reward_{TOKEN}: reward}}\n")
     (root / "named.yaml").write_text(f"name: {TOKEN}\n{SWEEP}")
     (root / "described.yaml").write_text(f"name: described\ndescription: 'compares with {KEY}'\n{SWEEP}")
-    (root / "strategy.yaml").write_text(f"name: strat\n{SWEEP}strategy: {{name: halving, rungs: [1], metric: {TOKEN}}}\n")
+    (root / "strategy.yaml").write_text(
+        f"name: strat\n{SWEEP}strategy: {{name: halving, rungs: [1], metric: {TOKEN}}}\n")
     (root / f"{TOKEN}.yaml").write_text(SWEEP)  # no name: the file's name is the sweep's
     (root / "clean.yaml").write_text(f"name: clean\n{SWEEP}")
     (root / "site.yaml").write_text(f"partition: cpu\nsetup: ['export HF_TOKEN={TOKEN}']\n")  # a SLURM profile
@@ -203,8 +204,8 @@ def _free_text_cases(root: Path) -> dict[str, tuple[list[str], str]]:
         "sweep name (file name)": (["sweep", "run", str(root / f"{TOKEN}.yaml")], "the sweep's file name looks like"),
         "sweep description": (["sweep", "run", str(root / "described.yaml")], "description looks like an API key"),
         "sweep strategy": (["sweep", "run", str(root / "strategy.yaml")], "strategy.metric looks like"),
-        "SLURM profile": (["sweep", "run", str(root / "clean.yaml"), "--dry-run",
-                           "launcher=slurm", f"launcher.profile={root / 'site.yaml'}"], "site.yaml: setup[0] looks like"),
+        "SLURM profile": (["sweep", "run", str(root / "clean.yaml"), "--dry-run", "launcher=slurm",
+                           f"launcher.profile={root / 'site.yaml'}"], "site.yaml: setup[0] looks like"),
         "sweep stop --reason": (["sweep", "stop", "s", "--reason", f"see {TOKEN}"], "--reason looks like"),
         "sweep status NAME": (["sweep", "status", TOKEN], "sweep name looks like"),
         "sweep cancel NAME": (["sweep", "cancel", TOKEN], "sweep name looks like"),

@@ -81,6 +81,10 @@ def _object(path: str, name: str, required: bool) -> dict | None:
     return value
 
 
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -101,16 +105,19 @@ def _optional(check):
 # a record with `seed: {a: 1}` or `step: "five"` is listed as unreadable, never averaged or written
 # into a CSV column of integers.
 FIELD_TYPES = {
-    F.META: {"run_id": (lambda v: isinstance(v, str), "a string"), "method": (lambda v: isinstance(v, str), "a string"),
-             "seed": (_is_int, "an integer"), "group": (_optional(lambda v: isinstance(v, str)), "a string or null"),
-             "sweep": (_optional(lambda v: isinstance(v, str)), "a string"), "sweeps": (_is_names, "a list of names"),
-             "tags": (_is_names, "a list of strings"), "config_hash": (lambda v: isinstance(v, str), "a string")},
-    F.STATUS: {"step": (_optional(_is_int), "an integer"), "max_steps": (_optional(_is_int), "an integer or null"),
-               "error": (_optional(lambda v: isinstance(v, str)), "a string or null"),
-               "updated": (_optional(lambda v: isinstance(v, str)), "an ISO time"),
-               "gpu_hours": (_optional(_is_number), "a number"), "device_hours": (_optional(_is_number), "a number"),
-               "elapsed_s": (_optional(_is_number), "a number"),
-               "stop": (_optional(lambda v: isinstance(v, dict)), "an object or null")},
+    F.META: {
+        "run_id": (_is_str, "a string"), "method": (_is_str, "a string"), "seed": (_is_int, "an integer"),
+        "group": (_optional(_is_str), "a string or null"), "sweep": (_optional(_is_str), "a string"),
+        "sweeps": (_is_names, "a list of names"), "tags": (_is_names, "a list of strings"),
+        "config_hash": (_is_str, "a string"),
+    },
+    F.STATUS: {
+        "step": (_optional(_is_int), "an integer"), "max_steps": (_optional(_is_int), "an integer or null"),
+        "error": (_optional(_is_str), "a string or null"), "updated": (_optional(_is_str), "an ISO time"),
+        "gpu_hours": (_optional(_is_number), "a number"), "device_hours": (_optional(_is_number), "a number"),
+        "elapsed_s": (_optional(_is_number), "a number"),
+        "stop": (_optional(lambda v: isinstance(v, dict)), "an object or null"),
+    },
     F.SUMMARY: {},
 }
 
