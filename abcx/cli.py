@@ -251,14 +251,20 @@ def report(
                labels_file=labels, metric_map=metric_map, trust_pickles=trust_pickles)
 
 
+def _one_line(message: str) -> str:
+    """The message as one terminal line: a control character or line separator it echoes from the input
+    (a `\r` in a --sweep value, a `\x1e` in an override) is shown escaped, never acted on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main() -> None:
     try:
         app()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except RunFailed as err:  # the run record holds the details (error.txt)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
         sys.exit(err.exit_code)
 
 

@@ -37,12 +37,33 @@ def quiet_progress_bars() -> None:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
+class _LogFile(logging.FileHandler):
+    """The library log: once it cannot be written (a full disk) it stops, silently. logging's default
+    prints a traceback to stderr for every record that fails (28 of them on a disk that filled at the
+    start); the run's own failure line says what happened."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # flushing onto a full disk
+            pass
+
+
 @contextmanager
 def library_noise_to(log: Path):
     """Within the block: library warnings and log records below ERROR go to the file `log` (a run's
     RunRecord.library_log)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(log, encoding="utf-8")
+    to_file = _LogFile(log, encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     errors = logging.StreamHandler()
     errors.setLevel(logging.ERROR)

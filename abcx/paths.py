@@ -18,6 +18,9 @@ def check_name(name: str, what: str = "sweep name") -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name) or name in (".", ".."):
         raise UserError(f"{what} {name!r} is not a plain name: use letters, digits, '.', '_' and '-' only "
                         f"(one folder name, not a path)")
+    from abcx.secrets import check_free_text
+
+    check_free_text(what, name, into="a folder name (and every file that names it)")  # `hf_...` is a plain name
     return name
 
 
@@ -50,11 +53,36 @@ def check_writable(folder: str | os.PathLike, what: str = "results_dir", *, writ
     if not existing.is_dir():
         where = "" if existing == folder else f" ({existing} is a file, so {folder} cannot be made)"
         raise UserError(f"{what} {folder} is not a folder{where}; give a folder path")
+    kernel = _kernel_fs(existing)
+    if kernel:  # /proc, /sys: root's access(2) says writable, yet no folder or file can be made there
+        raise UserError(f"{what} {folder} lies on {kernel}, the kernel's own file system (no files can be made "
+                        f"there); give a folder on a disk")
     if write and not os.access(existing, os.W_OK | os.X_OK):
         made = "" if existing == folder else f": {folder} cannot be made in {existing}"
         reason = "a read-only file system" if _read_only_fs(existing) else "no write permission"
         raise UserError(f"{what} {folder} is not writable ({reason}{made}); give a folder abcx can write to")
     return folder
+
+
+# File systems the kernel serves from memory of its own state: nothing abcx writes can live there.
+KERNEL_FS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
+                       "configfs", "efivarfs", "fusectl", "binfmt_misc", "devpts", "mqueue", "autofs", "nsfs"})
+
+
+def _kernel_fs(path: Path) -> str | None:
+    """The type of the kernel file system `path` lies on (by the mount table), None for any other."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            mounts = [line.split()[1:3] for line in fh if len(line.split()) >= 3]
+    except OSError:  # no /proc (not Linux): nothing to tell
+        return None
+    real = os.path.realpath(path)
+    best = ("", None)
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+            best = (point, fstype)
+    return best[1] if best[1] in KERNEL_FS else None
 
 
 def _read_only_fs(path: Path) -> bool:
@@ -66,7 +94,11 @@ def _read_only_fs(path: Path) -> bool:
 
 def check_results_dir(results_dir: str | os.PathLike, *inner: str | os.PathLike, write: bool = True) -> Path:
     """results_dir, and the folders inside it that a command will write (each checked to lie inside it
-    and to be writable), before the command does any work."""
+    and to be writable), before the command does any work. Its path is written into manifests and
+    configs, so it is never a credential either."""
+    from abcx.secrets import check_free_text
+
+    check_free_text("results_dir", str(results_dir), into="the manifests and configs that name it")
     root = check_writable(results_dir, "results_dir", write=write)
     for folder in inner:
         check_writable(inside(root, folder), "folder", write=write)

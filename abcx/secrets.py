@@ -143,20 +143,38 @@ def env_secrets(environ: Any = None) -> dict[str, str]:
 _ENV_CACHE: tuple[int, dict[str, str], dict[str, str]] = (-1, {}, {})
 
 
-def check_text(field: str, text: str, secrets: dict[str, str] | None = None) -> None:
-    """Refuse a config string (or an override's value) that carries a credential or interpolates one."""
+CONFIG = "a config"
+
+
+def check_text(field: str, text: str, secrets: dict[str, str] | None = None, *, into: str = CONFIG) -> None:
+    """Refuse a config string (or an override's value) that carries a credential or interpolates one.
+    `into` says where the text would be written, for free text that is no config value (a sweep's
+    description, a stop reason, a label): `check_free_text`. The field's name is shown redacted (a
+    key may hold the token)."""
     for name in _ENV_REF.findall(text):
         if is_secret_env(name):
-            raise UserError(f"{field} interpolates the environment variable {name}, which holds a credential; the "
-                            f"resolved config is saved with every run, so it is refused: {_where_for_env(name)}")
+            saved = "the resolved config is saved with every run" if into == CONFIG else f"it is written to {into}"
+            raise UserError(f"{redact(field)} interpolates the environment variable {name}, which holds a "
+                            f"credential; {saved}, so it is refused: {_where_for_env(name)}")
     found = shape_of(text, field=field)
     if found:
-        raise UserError(f"{field} looks like {found[0]} (value not shown); credentials never go into a config: "
-                        f"{found[1]}")
+        raise UserError(f"{redact(field)} looks like {found[0]} (value not shown); credentials never go into "
+                        f"{into}: {found[1]}")
     for value, name in (secrets if secrets is not None else env_secrets()).items():
         if value in text:
-            raise UserError(f"{field} contains the value of the environment variable {name} (a credential); leave it "
-                            f"in the environment, where the tools read it")
+            raise UserError(f"{redact(field)} contains the value of the environment variable {name} (a "
+                            f"credential); leave it in the environment, where the tools read it")
+
+
+def check_free_text(field: str, value: Any, *, into: str) -> None:
+    """Free text that abcx writes outside a config (a sweep's name and description, a stop reason, a
+    report's labels and filters, a name that becomes a folder): the same refusals as a config value,
+    strings at any depth of a list or mapping included, before anything is written. `into` names what
+    it would be written to ("the sweep's manifest")."""
+    if isinstance(value, str):
+        check_text(field, value, into=into)
+    elif isinstance(value, (dict, list, tuple)):
+        check_config(value, prefix=field, into=into)
 
 
 def _where_for_env(name: str) -> str:
@@ -167,23 +185,27 @@ def _where_for_env(name: str) -> str:
     return f"leave {name} in the environment and let the tool read it there"
 
 
-def check_config(data: Any) -> None:
+def check_config(data: Any, *, prefix: str = "", into: str = CONFIG) -> None:
     """Walk a resolved config (dicts, lists, scalars) and refuse the first credential in it. It runs
-    for every point of a sweep: one search over the config as JSON decides whether a walk is needed."""
+    for every point of a sweep: one search over the config as JSON decides whether a walk is needed.
+    `prefix` names where the data came from (a file), `into` where it would be written."""
     secrets = env_secrets()
     try:
         blob = json.dumps(data, default=str)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         blob = None
     if blob is not None and not _suspicious(blob, secrets):
         return
     for path, key, value in _leaves(data, ""):
+        path = f"{prefix}: {path}" if prefix else path
         if key is not None and is_credential_field(key) and value not in (None, "", False, {}):
-            raise refuse_field(path)
+            raise refuse_field(redact(path)) if into == CONFIG else UserError(
+                f"{redact(path)} holds a credential, and credentials never go into {into}; "
+                f"{_where_for_field(str(key))}")
         if key is not None:
-            check_text(f"{path} (key)", str(key), secrets)
+            check_text(f"{path} (key)", str(key), secrets, into=into)
         if isinstance(value, str):
-            check_text(path, value, secrets)
+            check_text(path, value, secrets, into=into)
 
 
 def _leaves(data: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:

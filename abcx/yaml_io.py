@@ -27,7 +27,14 @@ def _loader():
 
 
 def _read_text(path: Path, max_bytes: int) -> str:
+    import stat
+
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):  # a device (/dev/zero) or a pipe: endless or blocking, never a file's content
+            raise UserError(f"{path}: not a regular file (a device or a pipe); expected a YAML file")
         with open(path, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except IsADirectoryError:

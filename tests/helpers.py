@@ -1,6 +1,7 @@
-"""What many tests share: the CLI in a subprocess as a user runs it, one refused command's error line, a
-snapshot of a folder (to show nothing was written), a CLI function's exit code and printed lines,
-waiting for something that happens in another process, and a sweep supervisor killed at a named point."""
+"""What many tests share: the CLI in a subprocess as a user runs it (or in this process, faster), one
+refused command's error line, a snapshot of a folder (to show nothing was written), a CLI function's
+exit code and printed lines, waiting for something that happens in another process, and a sweep
+supervisor killed at a named point."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,31 @@ def abcx(*args: str, cwd: Path, timeout: float = 300, limit_bytes: int | None = 
 
     return subprocess.run([sys.executable, "-m", "abcx.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=limit if limit_bytes else None)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """`abcx ARGS` in this process, through abcx.cli.main as the console script runs it: (exit code,
+    stdout, stderr). 5 to 40 times faster than a subprocess, which starts an interpreter and imports the
+    libraries each time (measured for #26 on this 2-core machine, same load: report 0.06 s against 0.97 s,
+    sweep run --dry-run 0.12 s against 0.60 s, sweep status 0.006 s against 0.23 s); an exception main()
+    lets through propagates, as the traceback a user would see."""
+    import contextlib
+    import io
+
+    from abcx.cli import main
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["abcx", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -164,8 +164,8 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-def fill(disk: Path) -> Path:
-    """Write until the disk is full; the filler file."""
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Write until the disk is full, then give `leave` bytes back; the filler file."""
     filler = disk / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
     for chunk in (1 << 20, 1 << 12):  # then page by page, to the last free page
@@ -175,14 +175,41 @@ def fill(disk: Path) -> Path:
         except OSError:
             pass
     os.close(fd)
+    if leave:
+        os.truncate(filler, os.path.getsize(filler) - leave)
     return filler
 
 
+def only_error_line(stderr: str) -> str:
+    """A failed command's whole stderr: one `error:` line (warnings aside), no traceback."""
+    assert "Traceback" not in stderr and "Logging error" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
+    return lines[0]
+
+
+def test_a_disk_full_at_the_start_fails_the_run_in_one_line_with_its_record_saying_so(small_disk, tiny_model_path):
+    """40 KB free: not room for one checkpoint. W&B offline (the default logger) used to fill the rest and
+    log 28 tracebacks, leaving status.json `running` at step 0."""
+    results = small_disk / "results"
+    fill(small_disk, leave=40 * 1024)
+    proc = abcx_train(results, "eval.at_end=false", "logger=wandb_offline")
+    assert proc.returncode == 1
+    line = only_error_line(proc.stderr)
+    assert f"no space left on device under {results}" in line and "free space, then run the same command" in line
+    status = the_run(results).status()
+    assert status["state"] == "failed" and status["error"] == f"no space left on device under {results}", status
+
+
 def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_model_path):
+    """Filled while training (whichever write hits it: a metric line, W&B, torch's checkpoint writer,
+    which only says "unexpected pos"): `failed` at the step reached, in one line; a checkpoint torn
+    by it is moved aside once, however often the run is retried on the full disk; once space is freed
+    the run resumes exactly."""
     results = small_disk / "results"
     steps = 30
     cmd = [sys.executable, "-m", "abcx.cli", "train", *RUN, f"train.max_steps={steps}", "train.save_steps=4",
-           "train.save_total_limit=1", "eval.at_end=false", f"results_dir={results}"]
+           "train.save_total_limit=1", "eval.at_end=false", "logger=wandb_offline", f"results_dir={results}"]
     proc = subprocess.Popen(cmd, cwd=small_disk, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list(results.glob("runs/*/checkpoints/checkpoint-4/trainer_state.json")):
@@ -191,26 +218,84 @@ def test_a_full_disk_is_recorded_as_the_failure_in_one_line(small_disk, tiny_mod
     stdout, stderr = proc.communicate(timeout=300)
     record = the_run(results)
     assert proc.returncode == 1, stderr[-3000:]
-    assert "Traceback" not in stderr
-    (line,) = error_lines(stderr)
-    assert "No space left on device" in line
+    line = only_error_line(stderr)
+    assert f"no space left on device under {results}" in line, line
     status = record.status()
-    assert status["state"] == "failed" and "No space left on device" in status["error"], status
-    assert "No space left on device" in (record.path / "error.txt").read_text()
-    # Started again on the still full disk (the space the failure freed is soon used up): it fails the
-    # same way, and the record still holds each step once.
-    again = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
-                       "train.save_total_limit=1")
-    assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
-    (line,) = error_lines(again.stderr)
-    assert "No space left on device" in line and record.state() == "failed"
-    assert metric_steps(record) == list(range(1, len(record.metrics()) + 1))
-
+    assert status["state"] == "failed" and status["error"] == f"no space left on device under {results}", status
+    assert 4 <= status["step"] < steps
+    # Started again on the still full disk, twice (the space a failure frees is soon used up): it fails
+    # the same way, the record still holds each step once, and no step's checkpoint is kept twice.
+    for _ in range(2):
+        again = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
+                           "train.save_total_limit=1", "logger=wandb_offline")
+        assert again.returncode == 1
+        assert "no space left on device under" in only_error_line(again.stderr) and record.state() == "failed"
+        assert metric_steps(record) == list(range(1, len(record.metrics()) + 1))
     filler.unlink()
     resumed = abcx_train(results, "eval.at_end=false", f"train.max_steps={steps}", "train.save_steps=4",
-                         "train.save_total_limit=1")
+                         "train.save_total_limit=1", "logger=wandb_offline")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_trained_exactly(record, resumed.stdout, steps=steps, evals=False)
+    aside = sorted(p.name for p in record.checkpoints.iterdir() if p.name.startswith("corrupt-"))
+    assert not any(name.endswith("-") for name in aside), aside
+    for name in aside:
+        assert "could not be resumed" in (record.checkpoints / name / "abcx-note.txt").read_text()
+
+
+def test_the_writers_that_drop_the_errno_are_read_as_a_full_disk_and_only_on_one(small_disk, tmp_path):
+    """torch's zip writer says "[enforce fail at inline_container.cc] . unexpected pos", without ENOSPC:
+    a failure while the disk has less room than the reserve is a full disk; the same error elsewhere is not."""
+    import torch
+
+    record = RunRecord(small_disk / "results" / "runs" / "grpo-s0-0123456789")
+    record.path.mkdir(parents=True)
+    fill(small_disk)
+    with pytest.raises(Exception) as torn:
+        torch.save({"weights": torch.zeros(1 << 18)}, record.path / "optimizer.pt")
+    assert "unexpected pos" in str(torn.value)  # the issue's error: no errno, no "space"
+    assert record.no_space(torn.value) == f"no space left on device under {small_disk / 'results'}"
+    elsewhere = RunRecord(tmp_path / "results" / "runs" / "grpo-s0-0123456789")
+    elsewhere.path.mkdir(parents=True)
+    assert elsewhere.no_space(torn.value) is None and elsewhere.no_space(RuntimeError("a bug")) is None
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(28, "No space left on device")
+    assert elsewhere.no_space(wrapped) == f"no space left on device under {tmp_path / 'results'}"
+
+
+def test_a_checkpoint_torn_again_at_the_same_step_is_removed_not_kept_twice(tmp_path, capsys):
+    record = RunRecord(tmp_path / "run")
+    kept = record.checkpoints / "corrupt-checkpoint-8"
+    kept.mkdir(parents=True)
+    (kept / "model.safetensors").write_bytes(b"first torn copy")
+    whole = record.checkpoints / "checkpoint-4"
+    whole.mkdir()
+    (whole / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    (whole / "model.safetensors").write_bytes(b"\x02\0\0\0\0\0\0\0{}")  # an empty, well-formed safetensors
+    torn = record.checkpoints / "checkpoint-8"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"second torn copy")
+    assert record.latest_checkpoint(quarantine=True) == whole
+    assert sorted(p.name for p in record.checkpoints.iterdir()) == ["checkpoint-4", "corrupt-checkpoint-8"]
+    assert (kept / "model.safetensors").read_bytes() == b"first torn copy"
+    assert "already kept as corrupt-checkpoint-8" in capsys.readouterr().err
+
+
+def test_a_disk_too_full_to_write_the_status_is_said_in_the_failure_line(small_disk):
+    """Not one page free, even after the reserve is given back: the record cannot say `failed`, so the
+    command's one line says that it could not."""
+    from abcx.errors import RunFailed
+    from abcx.training.train import _failed
+
+    record = RunRecord(small_disk / "results" / "runs" / "grpo-s0-0123456789")
+    record.path.mkdir(parents=True)
+    record.set_status("running", step=3)
+    fill(small_disk)
+    with pytest.raises(RunFailed) as failed:
+        _failed(record, OSError(28, "No space left on device"), None)
+    line = str(failed.value)
+    assert "\n" not in line and f"no space left on device under {small_disk / 'results'}" in line
+    assert "the record could not be updated either (its status.json may still say running)" in line
+    assert record.state() == "running"
 
 
 def test_a_destroyed_policy_fails_the_run_under_nan_policy_fail(tmp_path, tiny_model_path):

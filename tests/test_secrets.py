@@ -177,3 +177,84 @@ def test_no_file_written_by_a_training_a_sweep_and_an_eval_holds_an_environment_
     assert _files_holding(run / "wandb", b"train.save_steps=1") == []
     # The credential-name scrub no longer drops fields that merely contain "token".
     assert "max_new_tokens: 16" in (run / "config.yaml").read_text()
+
+
+# --- free text: every text abcx writes besides the config, checked the same way before anything is written
+
+TOKEN = "hf_" + _random(34)  # token-shaped values, fresh per session
+KEY = "sk-" + _random(40)
+SWEEP = "fixed: [logger=none, train.max_steps=2]\ngrid: {seed: [0]}\n"
+
+
+def _free_text_cases(root: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (abcx arguments, what the one error line names)."""
+    labels, mmap = root / "labels.yaml", root / "map.yaml"
+    labels.write_text(f"'*': {{model: {TOKEN}}}\n")
+    mmap.write_text(f"rename: {{my_reward_{TOKEN}: reward}}\n")
+    (root / "named.yaml").write_text(f"name: {TOKEN}\n{SWEEP}")
+    (root / "described.yaml").write_text(f"name: described\ndescription: 'compares with {KEY}'\n{SWEEP}")
+    (root / "strategy.yaml").write_text(
+        f"name: strat\n{SWEEP}strategy: {{name: halving, rungs: [1], metric: {TOKEN}}}\n")
+    (root / f"{TOKEN}.yaml").write_text(SWEEP)  # no name: the file's name is the sweep's
+    (root / "clean.yaml").write_text(f"name: clean\n{SWEEP}")
+    (root / "site.yaml").write_text(f"partition: cpu\nsetup: ['export HF_TOKEN={TOKEN}']\n")  # a SLURM profile
+    report = ["report", str(root / "results"), "--out", str(root / "report.md")]
+    return {
+        "sweep name": (["sweep", "run", str(root / "named.yaml")], "name looks like a Hugging Face token"),
+        "sweep name (file name)": (["sweep", "run", str(root / f"{TOKEN}.yaml")], "the sweep's file name looks like"),
+        "sweep description": (["sweep", "run", str(root / "described.yaml")], "description looks like an API key"),
+        "sweep strategy": (["sweep", "run", str(root / "strategy.yaml")], "strategy.metric looks like"),
+        "SLURM profile": (["sweep", "run", str(root / "clean.yaml"), "--dry-run", "launcher=slurm",
+                           f"launcher.profile={root / 'site.yaml'}"], "site.yaml: setup[0] looks like"),
+        "sweep stop --reason": (["sweep", "stop", "s", "--reason", f"see {TOKEN}"], "--reason looks like"),
+        "sweep status NAME": (["sweep", "status", TOKEN], "sweep name looks like"),
+        "sweep cancel NAME": (["sweep", "cancel", TOKEN], "sweep name looks like"),
+        "sweep stop NAME": (["sweep", "stop", TOKEN], "sweep name looks like"),
+        "sweep status --results-dir": (["sweep", "status", "s", "--results-dir", str(root / TOKEN)],
+                                       "results_dir looks like"),
+        "report --label": ([*report, "--label", f"*=model:{TOKEN}"], "--label: [0] looks like"),
+        "report --labels": ([*report, "--labels", str(labels)], "--labels"),
+        "report --metric-map": ([*report, "--metric-map", str(mmap)], "--metric-map"),
+        "report --tag": ([*report, "--tag", TOKEN], "--tag: [0] looks like"),
+        "report --sweep": ([*report, "--sweep", TOKEN], "--sweep looks like"),
+        "report --group": ([*report, "--group", KEY], "--group looks like an API key"),
+        "report --baseline": ([*report, "--baseline", KEY], "--baseline looks like"),
+        "report --group-by": ([*report, "--group-by", f"cfg.{TOKEN}"], "--group-by: [0] looks like"),
+        "report --pivot": ([*report, "--pivot", f"method,{TOKEN}"], "--pivot: [0][1] looks like"),
+        "eval TARGET": (["eval", f"models/{TOKEN}"], "TARGET looks like"),
+    }
+
+
+FREE_TEXT = ("sweep name", "sweep name (file name)", "sweep description", "sweep strategy", "SLURM profile",
+             "sweep stop --reason", "sweep status NAME", "sweep cancel NAME", "sweep stop NAME",
+             "sweep status --results-dir", "report --label",
+             "report --labels", "report --metric-map", "report --tag", "report --sweep", "report --group",
+             "report --baseline", "report --group-by", "report --pivot", "eval TARGET")
+
+
+@pytest.mark.parametrize("case", FREE_TEXT)
+def test_a_credential_in_free_text_is_refused_unechoed_before_anything_is_written(case, tmp_path, capsys, monkeypatch):
+    from abcx.cli import main
+    from abcx.report.synth import write_record
+    from abcx.sweep import manifest
+    from tests.helpers import tree
+
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    write_record(str(results / "runs"), "grpo-s0-0123456789", method="grpo", seed=0, steps=[1, 2],
+                 metrics={"reward": [0.1, 0.2]})
+    manifest.update(results, "s", lambda m: m.update(name="s", backend="local", runs=[
+        {"run_id": "grpo-s0-0123456789", "overrides": ["seed=0"], "index": 0}]))
+    (tmp_path / "models" / TOKEN).mkdir(parents=True)
+    cases = _free_text_cases(tmp_path)
+    assert set(cases) == set(FREE_TEXT)
+    args, names = cases[case]
+    before = tree(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["abcx", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2, err
+    assert err.startswith("error: ") and err.strip().count("\n") == 0, err
+    assert names in err and (TOKEN not in err + out and KEY not in err + out), err
+    assert tree(tmp_path) == before, "nothing is written for refused free text"

@@ -11,7 +11,7 @@ from abcx.errors import UserError
 from abcx.launch.local import pid_alive
 from abcx.record import RunRecord, read_jsonl
 from abcx.sweep import command, manifest
-from tests.helpers import call, wait_until
+from tests.helpers import call, tree, wait_until
 
 # 8 optimizer steps per rollout (steps_per_generation 8, GA 1): a stop can only land on 8, 16, 24.
 CYCLE = 8
@@ -74,16 +74,22 @@ def test_a_stopped_run_pauses_at_a_rollout_boundary_and_resumes_onto_the_uninter
     assert logged(first) == logged(whole)  # every logged number of every step, bit for bit
 
 
-def test_stop_names_a_bad_run_or_grace_in_one_line_before_anything_is_written(tmp_path):
+HF_TOKEN_SHAPED = "hf_" + "Ab3" * 12  # shaped like a Hugging Face token, not one
+
+
+def test_stop_names_a_bad_run_grace_or_reason_in_one_line_before_anything_is_written(tmp_path):
     results = tmp_path / "results"
     (results / "sweeps" / "s").mkdir(parents=True)
     manifest.update(results, "s", lambda m: m.update(name="s", backend="local", runs=[
         {"run_id": "grpo-s0-abc", "overrides": ["seed=0"], "index": 0}]))
-    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    before = tree(results)
     for kwargs, message in (({"run_ids": ["nope"]}, "--run nope is not a run of sweep s; its runs: grpo-s0-abc"),
                             ({"run_ids": ["grpo-s0-abc"]}, "--run grpo-s0-abc is new, not running"),
-                            ({"grace_s": -1}, "--grace=-1 must be a number of seconds >= 0")):
+                            ({"grace_s": -1}, "--grace -1: valid: seconds from 0 to 86400"),
+                            ({"grace_s": float("inf")}, "--grace inf: valid: seconds from 0 to 86400"),
+                            ({"grace_s": float("nan")}, "--grace nan: valid"),
+                            ({"reason": f"because {HF_TOKEN_SHAPED}"}, "--reason looks like a Hugging Face token")):
         with pytest.raises(UserError) as err:
             command.sweep_stop("s", results_dir=str(results), out=lambda _l: None, **kwargs)
-        assert message in str(err.value) and "\n" not in str(err.value)
-    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before
+        assert message in str(err.value) and "\n" not in str(err.value) and HF_TOKEN_SHAPED not in str(err.value)
+    assert tree(results) == before

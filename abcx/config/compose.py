@@ -27,6 +27,8 @@ def check_overrides(overrides: list[str]) -> None:
         raise UserError(f"cannot parse override: {_one_line(err)}") from None
     for o in parsed:
         key = o.key_or_group
+        if not key:  # `=null` reaches Hydra's defaults list as a group named '' (a ValueError there)
+            raise UserError(f"{o.input_line!r} names no field; an override is KEY=VALUE, e.g. train.max_steps=20")
         _refuse_foreign_key(o.input_line, key)
         if o.is_delete() and key not in GROUPS and not _in_free_dict(key.split(".")):
             raise UserError(f"{o.input_line!r} removes {key}, which every run needs; set a value instead "

@@ -85,11 +85,15 @@ def keep_run_settings(cfg: Any, record: RunRecord | None, overrides: list[str]) 
 def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False, backend: str = "auto",
              console: Any = None) -> list[dict]:
     from abcx.config.compose import compose
+    from abcx.evaluation.models import check_model
     from abcx.evaluation.runner import checkpoints_of
     from abcx.evaluation.sampling import Sampling
 
+    from abcx.secrets import check_free_text
+
     if backend not in ("auto", "hf", "vllm"):
         raise UserError(f"--backend {backend!r}; valid: auto, hf, vllm")
+    check_free_text("TARGET", target, into="the evaluation's rows and folder name")  # before any line echoes it
     cfg = compose(overrides)
     record, targets, whole_run = resolve_target(target, cfg.results_dir)
     if all_checkpoints:
@@ -108,11 +112,14 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
               f"n={sampling.n}, max_problems={cfg.eval.max_problems}; overridden: {changed}", file=sys.stderr)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
     from abcx.paths import check_results_dir, check_writable
-
     if record is None:  # a model path or hub id: results go to results_dir/evals/<name>
         check_results_dir(cfg.results_dir, out_record.path)
     else:  # a run (wherever its folder is) keeps its evaluations in its own record
         check_writable(out_record.path, "run folder")
+    targets = list(dict.fromkeys(targets))
+    for _step, model_path in targets:  # every model loadable before anything is written (a torn final/)
+        check_model(model_path, f"TARGET {target}" if model_path == target else f"TARGET {target}: {model_path}",
+                    local="evaluate a local folder")
     out_record.path.mkdir(parents=True, exist_ok=True)
     rows = _evaluate_targets(cfg, targets, out_record, sampling, str(dtype), backend, Path(target).name, record,
                              {"overridden": overridden} if record is not None else {})

@@ -96,16 +96,23 @@ def _sample_and_check(model, tokenizer, bench: str, prompts, golds, check, sampl
 
 
 def load_for_eval(path: str, dtype: str = "float32", shown=None):
-    """(model, tokenizer) from a folder or hub id; `shown`: a progress task told what it is doing."""
+    """(model, tokenizer) from a folder or hub id (checked first: abcx.evaluation.models.check_model);
+    what the loaders still refuse (no tokenizer, an unknown architecture) is one line naming the path.
+    `shown`: a progress task told what it is doing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if shown is not None:
         shown.update(info="loading the weights")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except Exception as err:  # noqa: BLE001 - the loaders refuse a folder with many types (OSError, SafetensorError)
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"{path}: cannot be loaded as a model ({type(err).__name__}: {first}); valid: a folder "
+                        f"holding a saved model (config.json, weights, tokenizer) or a cached hub id") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     if torch.cuda.is_available():
         model = model.cuda()
     return model, tokenizer

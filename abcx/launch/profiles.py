@@ -27,6 +27,9 @@ def load_profile(name: str | None) -> dict:
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a profile is a mapping of {', '.join(sorted(PROFILE_KEYS))}")
+    from abcx.secrets import check_free_text
+
+    check_free_text(str(path), data, into="job scripts and logs")  # e.g. a setup line exporting a token
     unknown = sorted(set(data) - PROFILE_KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(PROFILE_KEYS))}")

@@ -83,7 +83,8 @@ METADATA = {
         "params": {
             **{k: {"doc": doc, "domain": "(0, 1)" if k in ("eps2", "eps4") else "> 0"} for k, doc in _EPS.items()},
             **{f"target_q{i}": {**_TARGET, "doc": _TARGET["doc"].format(q=f"Q{i}")} for i in range(1, 5)},
-            "eta": {"doc": "controller gain: log-eps change per unit of fraction error", "domain": ">= 0"},
+            # Finite: at eta=inf any error, however small, throws eps from one bound to the other every step.
+            "eta": {"doc": "controller gain: log-eps change per unit of fraction error", "domain": "[0, 100]"},
             "eps_min": {"doc": "smallest eps the controller may reach", "domain": "> 0"},
             "eps_max": {"doc": "largest eps (a lower bound's also stays below 0.99)", "domain": "> 0"},
             "importance_sampling_level": {"doc": "ratio per token or per sequence", "domain": "token|sequence"},

@@ -7,7 +7,9 @@ tolerant JSON readers, shared with the sweep's own files), `checkpoints` (which 
 `faults` (fault injection for the recovery tests), `many` and `columns` (many records at once).
 The names below are the package's public API.
 """
-from abcx.record.checkpoints import checkpoint_problem, checkpoint_step, checkpoints_of  # noqa: F401
+from abcx.record.checkpoints import (  # noqa: F401
+    checkpoint_problem, checkpoint_step, checkpoints_of, model_folder_problem,
+)
 from abcx.record.faults import FAULT_ENV, fault_occurrence, fault_point, fault_spec  # noqa: F401
 from abcx.record.io import (  # noqa: F401
     atomic_write_json, atomic_write_text, now_iso, parse_jsonl, read_json, read_jsonl, rewrite_jsonl, step_of,

@@ -38,10 +38,15 @@ def checkpoint_problem(path: Path) -> str | None:
         state = json.loads((path / _CHECKPOINT_STATE).read_bytes())
     except FileNotFoundError:
         return f"{_CHECKPOINT_STATE} missing (the write was cut short)"
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return f"{_CHECKPOINT_STATE} is not valid JSON"
     if not isinstance(state, dict) or str(state.get("global_step")) != step:
         return f"{_CHECKPOINT_STATE} does not hold global_step {step}"
+    return _files_problem(path, [path / n for n in _TORCH_FILES if (path / n).exists()])
+
+
+def _files_problem(path: Path, extra: list[Path]) -> str | None:
+    """Why the weights of a model folder (and `extra` torch files) are not whole, None if they are."""
     weights = [path / n for n in _WEIGHTS if (path / n).exists()]
     for index in (path / n for n in _INDEXES if (path / n).exists()):
         shards = (read_json(index, {}) or {}).get("weight_map")
@@ -53,11 +58,26 @@ def checkpoint_problem(path: Path) -> str | None:
             return "no model weights"
     except FileNotFoundError:  # renamed or rotated away meanwhile
         return "vanished"
-    for file in weights + [path / n for n in _TORCH_FILES if (path / n).exists()]:
+    for file in weights + extra:
         problem = _weights_problem(file)
         if problem:
             return f"{file.name}: {problem}"
     return None
+
+
+def model_folder_problem(path: str | Path) -> str | None:
+    """Why a saved model folder (a run's final/, a checkpoint, any `save_pretrained` output) cannot be
+    loaded, None where the cheap checks pass: config.json is a JSON object, the weights are whole."""
+    path = Path(path)
+    try:
+        config = json.loads((path / "config.json").read_bytes())
+    except FileNotFoundError:
+        return "no config.json (not a model folder)"
+    except (OSError, ValueError, RecursionError):
+        return "config.json is not valid JSON (torn or garbage)"
+    if not isinstance(config, dict):
+        return "config.json is not a JSON object"
+    return _files_problem(path, [])
 
 
 def _weights_problem(file: Path) -> str | None:
@@ -78,7 +98,8 @@ def _weights_problem(file: Path) -> str | None:
         return None
     except FileNotFoundError:
         return "missing"
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError, struct.error,
+            zipfile.BadZipFile) as exc:
         return f"unreadable ({type(exc).__name__})"
 
 

@@ -22,7 +22,7 @@ def read_bytes_tolerant(path: str) -> bytes:
         tail = data[cut:]
         try:
             ok = isinstance(json.loads(tail), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             ok = False
         data = data + b"\n" if ok else data[:cut]
     if b"\n\n" in data or data.startswith(b"\n") or b"\r" in data:
@@ -111,7 +111,7 @@ def _first_line_schema(buf):
 
     try:
         first = json.loads(bytes(buf[:bytes(buf[:65536]).index(b"\n")]))
-    except ValueError:
+    except (ValueError, RecursionError):
         return pj.ParseOptions()
     if not isinstance(first, dict):  # not a row: the slow path skips it
         return pj.ParseOptions()

@@ -77,7 +77,7 @@ def read_json(path: Path, default: Any = None) -> Any:
         value = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return default
-    except (OSError, ValueError) as exc:  # ValueError covers bad UTF-8 and bad JSON
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 or JSON; Recursion: too deep
         warn(path, f"not readable as JSON ({type(exc).__name__}); ignored")
         return default
     if not isinstance(value, dict):
@@ -99,7 +99,7 @@ def parse_jsonl(data: bytes) -> tuple[list[dict], list[str]]:
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json's decoder goes
             if i < len(lines):
                 problems.append(f"line {i}: not valid JSON")
             continue

@@ -21,6 +21,7 @@ RESERVE = ".reserve"          # disk held back to record a failure on a full dis
 SUPERSEDED = ".superseded"    # runs/.superseded/<run id>-<UTC time>/: records moved aside, never read by reports
 WANDB = "wandb"               # W&B's own offline run folder
 CORRUPT_PREFIX = "corrupt-"   # a checkpoint found broken on resume, kept for inspection
+CORRUPT_NOTE = "abcx-note.txt"  # inside a corrupt-checkpoint-<step>/: when and why it was moved aside
 
 # Folders inside a record that hold no other run (a scan for runs need not descend into them; wandb/ does hold
 # a run, the W&B copy of this one, which a scan of W&B folders reads).

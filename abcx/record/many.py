@@ -73,9 +73,61 @@ def _object(path: str, name: str, required: bool) -> dict | None:
             value = json.load(fh)
     except (OSError, ValueError) as exc:
         raise RecordUnreadable(f"{file}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RecordUnreadable(f"{file}: nested too deeply to be a record file") from None
     if not isinstance(value, dict):
         raise RecordUnreadable(f"{file}: expected a JSON object, got {type(value).__name__}")
+    _check_types(file, value, FIELD_TYPES[name])
     return value
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_names(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+# What the fields a report reads must hold, where present (records of older versions may lack some):
+# a record with `seed: {a: 1}` or `step: "five"` is listed as unreadable, never averaged or written
+# into a CSV column of integers.
+FIELD_TYPES = {
+    F.META: {
+        "run_id": (_is_str, "a string"), "method": (_is_str, "a string"), "seed": (_is_int, "an integer"),
+        "group": (_optional(_is_str), "a string or null"), "sweep": (_optional(_is_str), "a string"),
+        "sweeps": (_is_names, "a list of names"), "tags": (_is_names, "a list of strings"),
+        "config_hash": (_is_str, "a string"),
+    },
+    F.STATUS: {
+        "step": (_optional(_is_int), "an integer"), "max_steps": (_optional(_is_int), "an integer or null"),
+        "error": (_optional(_is_str), "a string or null"), "updated": (_optional(_is_str), "an ISO time"),
+        "gpu_hours": (_optional(_is_number), "a number"), "device_hours": (_optional(_is_number), "a number"),
+        "elapsed_s": (_optional(_is_number), "a number"),
+        "stop": (_optional(lambda v: isinstance(v, dict)), "an object or null"),
+    },
+    F.SUMMARY: {},
+}
+
+
+def _check_types(file: str, data: dict, types: dict) -> None:
+    for field, (ok, what) in types.items():
+        if field in data and not ok(data[field]):
+            shown = repr(data[field])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise RecordUnreadable(f"{file}: {field} is {shown}; valid: {what}")
 
 
 def _config(path: str) -> dict:
@@ -105,6 +157,10 @@ def read_view(path: str) -> RecordView:
     unstarted = status["state"] in (State.PENDING, State.CANCELLED, State.FAILED) and \
         not os.path.exists(os.path.join(path, F.CONFIG))
     cfg = {} if unstarted else _config(path)
+    for name in (F.METRICS, F.METRICS_ARROW, F.EVAL):  # a folder (or a device) where a file belongs
+        file = os.path.join(path, name)
+        if os.path.exists(file) and not os.path.isfile(file):
+            raise RecordUnreadable(f"{file}: not a file")
     return RecordView(path, meta, status, cfg, _object(path, F.SUMMARY, required=False), unstarted)
 
 
@@ -113,7 +169,7 @@ def recorded_state(path: str) -> str | None:
     try:
         with open(os.path.join(path, F.STATUS), "rb") as fh:
             status = json.load(fh)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     raw = status.get("state") if isinstance(status, dict) else None
     return raw if isinstance(raw, str) and raw in STATUS_STATES else None

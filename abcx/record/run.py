@@ -13,6 +13,7 @@ Each run owns its folder; nothing here is shared between runs.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -168,20 +169,34 @@ class RunRecord:
 
     def latest_checkpoint(self, *, quarantine: bool = False) -> Path | None:
         """The checkpoint a resume really uses: the newest complete one (checkpoint_problem). Newer
-        broken ones are skipped; with `quarantine` (the process that owns the record) with a warning,
-        and renamed `corrupt-checkpoint-<step>`, kept for inspection but out of the
-        trainer's way (it would write the same step into that folder, and rotates `checkpoint-*`)."""
+        broken ones are skipped; with `quarantine` (the process that owns the record) moved aside
+        (`_quarantine`), out of the trainer's way (it would write the same step into that folder, and
+        rotates `checkpoint-*`)."""
         for _step, path in reversed(checkpoints_of(self.checkpoints)):
             problem = checkpoint_problem(path)
             if problem is None:
                 return path
             if quarantine:
-                warn(path, f"{problem}: skipped, resuming from an earlier checkpoint (or the start)")
-                target = path.with_name(f"{F.CORRUPT_PREFIX}{path.name}")
-                while target.exists():
-                    target = target.with_name(target.name + "-")
-                path.rename(target)
+                self._quarantine(path, problem)
         return None
+
+    def _quarantine(self, path: Path, problem: str) -> None:
+        """A broken checkpoint is kept once, as `corrupt-checkpoint-<step>` with a note saying why. A
+        step torn again (a retry on a disk still full) is removed: the first copy shows what went wrong,
+        and a second would only take the space the run needs."""
+        target = path.with_name(f"{F.CORRUPT_PREFIX}{path.name}")
+        if target.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            warn(path, f"{problem}: skipped and removed (a broken copy of this step is already kept as "
+                       f"{target.name}); resuming from an earlier checkpoint (or the start)")
+            return
+        path.rename(target)
+        warn(path, f"{problem}: skipped, moved aside to {target.name} (its {F.CORRUPT_NOTE} says why); "
+                   f"resuming from an earlier checkpoint (or the start)")
+        try:
+            (target / F.CORRUPT_NOTE).write_text(f"{now_iso()}: {path.name} could not be resumed: {problem}\n")
+        except OSError:  # a full disk: the warning line is the note
+            pass
 
     def checkpoint_list(self) -> list[tuple[int, Path]]:
         """(step, path) of every checkpoint folder, oldest first (complete or not: `latest_checkpoint` judges)."""
@@ -311,16 +326,33 @@ class RunRecord:
 
     def reserve_space(self) -> None:
         """Hold RESERVE_BYTES of disk in `.reserve` while the run trains: when the disk fills up, the
-        failure path frees it first, so status.json and error.txt can still say what happened."""
+        failure path frees it first, so status.json and error.txt can still say what happened. A disk
+        without that much room fails the start (an OSError ENOSPC): the run could not save one checkpoint."""
         try:
             fd = os.open(self.path / F.RESERVE, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
             finally:
                 os.close(fd)
-        except OSError as exc:  # already full, or a filesystem without fallocate: train anyway
+        except OSError as exc:  # a filesystem without fallocate: train anyway
             (self.path / F.RESERVE).unlink(missing_ok=True)
+            if exc.errno in NO_SPACE:
+                raise
             warn(self.path, f"cannot reserve space to record a failure ({exc.strerror})")
+
+    @property
+    def results_dir(self) -> Path:
+        """The results_dir this record lives in (`<results_dir>/runs/<run_id>`)."""
+        return self.path.parent.parent
+
+    def no_space(self, err: BaseException) -> str | None:
+        """The failure line when `err` came from a full disk under the record's results_dir, else None.
+        ENOSPC (or a quota's EDQUOT) anywhere in its chain says so; torch's zip writer ("unexpected pos")
+        and safetensors drop the errno, so a failure while less than RESERVE_BYTES are free (the reserve
+        itself still held) counts too."""
+        if not (_no_space_error(err) or _free_bytes(self.path) < self.RESERVE_BYTES):
+            return None
+        return f"no space left on device under {self.results_dir}"
 
     def release_space(self) -> None:
         (self.path / F.RESERVE).unlink(missing_ok=True)
@@ -350,16 +382,21 @@ class RunRecord:
         self.set_status(State.FINISHED)
         self.release_space()
 
-    def fail(self, error: str, state: str = State.FAILED.value, *, details: str | None = None) -> None:
+    def fail(self, error: str, state: str = State.FAILED.value, *, details: str | None = None) -> bool:
         """Record why the run stopped, even on a full disk (the reserve is freed first). `details`
-        (a traceback) goes to error.txt; status.json's `error` is one line."""
+        (a traceback) goes to error.txt; status.json's `error` is one line. Returns whether the status
+        was written (the caller says so in its own line when not: a disk with not one page free)."""
         self.release_space()
         try:
             self.set_status(state, error=error)
-            if details is not None:
+        except OSError:
+            return False
+        if details is not None:
+            try:
                 atomic_write_text(self.error_path, details)
-        except OSError as exc:
-            warn(self.path, f"could not record the failure ({exc})")
+            except OSError:  # the status says why; the traceback is the part a full disk may cost
+                pass
+        return True
 
     def move_aside(self) -> Path | None:
         """`abcx train --rerun`: move an ended record to runs/.superseded/<run id>-<UTC time>/ (never
@@ -464,6 +501,29 @@ class RunRecord:
         status = self.status()
         return status.get("stall") if status.get("state") == State.FAILED and isinstance(status.get("stall"), dict) \
             else None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space_error(err: BaseException | None) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            return True
+        if "No space left on device" in str(err) or "os error 28" in str(err):  # safetensors' Rust errors
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _free_bytes(path: Path) -> float:
+    try:
+        st = os.statvfs(path if path.exists() else path.parent)
+    except OSError:
+        return float("inf")
+    return st.f_bavail * st.f_frsize
 
 
 def device_hours(status: dict) -> float:

@@ -40,11 +40,11 @@ def _filter(rs: RunSet, sweep: str | None, group: str | None, tags: list[str]) -
         keep &= runs["group"].astype(str) == group
     if sweep:
         in_sweep = runs["group"].astype(str) == sweep
-        if "sweep" in runs.columns:
-            in_sweep |= runs["sweep"].astype(str).str.split(",").apply(lambda names: sweep in names)
+        if "sweep" in runs.columns:  # an unreadable record's row has no sweep (NaN): in none
+            in_sweep |= runs["sweep"].fillna("").astype(str).str.split(",").apply(lambda names: sweep in names)
         keep &= in_sweep
     for tag in tags:
-        keep &= runs["tags"].astype(str).map(lambda t, tag=tag: tag in t.split(","))
+        keep &= runs["tags"].fillna("").astype(str).map(lambda t, tag=tag: tag in t.split(","))
     if not keep.all():
         rs = rs.select(runs.index[keep])
     return rs
@@ -155,6 +155,16 @@ def _check_outputs(out: str | None, plots_dir: str | None) -> None:
         if os.path.exists(plots_dir) and not os.path.isdir(plots_dir):
             raise UserError(f"--plots {plots_dir}: is a file; give a folder for the PNG panels")
         check_writable(plots_dir, "--plots folder")
+
+
+def _check_free_text(**options) -> None:
+    """Options whose text the report prints or writes (labels, filters named in its notes, field names
+    in its headers): never a credential."""
+    from abcx.secrets import check_free_text
+
+    for name, value in options.items():
+        if value:
+            check_free_text(f"--{name.replace('_', '-')}", value, into="the report")
 
 
 def _check_args(fmt: str, last_n: int, pivot, out, plots_dir, plot_format: str, smooth: int, sources,
@@ -340,20 +350,49 @@ def _write(report: Report, tables: list, notes: list, fmt: str, out: str | None,
             print(n if n.startswith("Verdict") else f"note: {n}", file=sys.stderr)
         notes, verdict = [], []
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         if fmt == "rich":
+            import io
+
             from rich.console import Console
 
-            with open(out, "w", encoding="utf-8") as fh:
-                render(tables, notes, fmt, Console(file=fh, width=200, color_system=None), verdict)
+            buffer = io.StringIO()
+            render(tables, notes, fmt, Console(file=buffer, width=200, color_system=None), verdict)
+            _write_out(out, buffer.getvalue())
         else:
             report.text = render(tables, notes, fmt, verdict=verdict)
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(report.text)
+            _write_out(out, report.text)
     else:
         report.text = render(tables, notes, fmt, console=console, verdict=verdict)
         if report.text is not None:
             print(report.text, end="")
+
+
+def _write_out(out: str, text: str) -> None:
+    """--out whole or not at all: a regular file is written beside and renamed into place; a device or
+    pipe (/dev/stdout) is written directly. A write that fails (a full disk, /dev/full) is one line."""
+    import tempfile
+
+    target = os.path.realpath(out)  # a symlink's target is written, the link stays
+    try:
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot be written ({err.strerror or err}); give a file path in a writable "
+                        f"folder with free space") from None
 
 
 def run_report(sources: list[str], wandb_project: str | None = None, sweep: str | None = None,
@@ -373,6 +412,8 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     from abcx.report import table as T
 
     pivots = _check_args(fmt, last_n, pivot, out, plots_dir, plot_format, smooth, sources, wandb_project)
+    _check_free_text(label=list(label_rules), tag=list(tags), sweep=sweep, group=group, group_by=group_by,
+                     pivot=[list(p) for p in pivots], baseline=baseline, wandb_project=wandb_project)
     mmap = M.load(metric_map)
     rules = [LB.parse_rule(r) for r in label_rules] + (LB.load_rules(labels_file) if labels_file else [])
     rs = read_runs(sources, wandb_project, sweep, group, tags, api=api, stale_after_s=stale_after_s,

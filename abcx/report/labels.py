@@ -75,11 +75,18 @@ def load_rules(path: str) -> list[LabelRule]:
     """A --labels YAML file: {GLOB: {method: ..., model: ..., seed: ...}, ...}, applied in file order."""
     from abcx.yaml_io import load_yaml
 
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise UserError(f"--labels {path}: no such file")
-    data = load_yaml(path)
+    try:
+        data = load_yaml(path)  # a folder or a device (/dev/zero) is one line too
+    except UserError as err:
+        raise UserError(f"--labels {err}; valid: a YAML file of {{GLOB: {{method: ..., model: ..., seed: ...}}}}") \
+            from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise UserError(f"--labels {path}: expected a mapping GLOB -> {{method: ..., model: ..., seed: ...}}")
+    from abcx.secrets import check_free_text
+
+    check_free_text(f"--labels {path}", data, into="the report")  # labels are printed and written as given
     return [LabelRule(str(glob), {k: _coerce(k, v, f"--labels {path} [{glob}]") for k, v in values.items()},
                       f"user rule {glob!r} ({os.path.basename(path)})") for glob, values in data.items()]
 
@@ -146,7 +153,7 @@ def _beside_trainer_state(path: str, trust_pickles: bool) -> tuple[dict, list[st
                 with open(model_cfg, encoding="utf-8") as fh:
                     data = json.load(fh)
                 cfg.update({k: v for k, v in data.items() if k in (*MODEL_KEYS, "model_type")})
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 notes.append(f"{model_cfg}: not readable JSON, left out")
         args = os.path.join(where, "training_args.bin")
         if os.path.isfile(args) and "epsilon" not in cfg:

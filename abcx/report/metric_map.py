@@ -23,6 +23,7 @@ from abcx.errors import UserError
 DEFAULT_MAP = Path(__file__).with_name("metric_map.yaml")
 SECTIONS = ("rename", "derive", "percent_like", "layouts", "use_layout")
 QUADRANTS = ("clip/q1", "clip/q2", "clip/q3", "clip/q4")
+RESERVED = ("step", "run_id")  # the history's key columns: no metric is renamed onto them, or from them
 OWN = "abcx"  # the layout of a run that logs abcx's own quadrant names
 NONE = "none"  # what a run that logs no layout's fields shows as its quadrant source
 # An abcx record written before Q3/Q4 left out A = 0 (its meta.json has no "quadrants"; abcx.methods.stats).
@@ -52,6 +53,10 @@ def _check_entry(section: str, name, target, path) -> None:
         want = "an abcx metric name" if section == "rename" else "a list of logged metric names (their product)"
         raise UserError(f"--metric-map {path}: {section}.{name}={target!r}; valid: {want}, or null to remove it")
     abcx_name = target if section == "rename" else name
+    for given in (name, abcx_name):
+        if given in RESERVED:
+            raise UserError(f"--metric-map {path}: {section}.{name}: {given!r} is a column of every run's history, "
+                            f"not a metric; valid: a metric name other than {', '.join(RESERVED)}")
     if abcx_name in QUADRANTS:
         raise UserError(f"--metric-map {path}: {section}.{name}: Q1..Q4 come from one layout per run; put it under "
                         f"layouts (e.g. layouts: {{mine: {{{abcx_name}: [{name if section == 'rename' else '...'}]}}}})")
@@ -70,6 +75,10 @@ def _check_layouts(layouts, path) -> None:
                     isinstance(fields, list) and fields and all(isinstance(f, str) for f in fields))):
                 raise UserError(f"--metric-map {path}: layouts.{name}.{target}={fields!r}; valid: a list of logged "
                                 f"metric names (their product), or null to remove it")
+            named = [target, *([fields] if isinstance(fields, str) else fields or [])]
+            if any(n in RESERVED for n in named):
+                raise UserError(f"--metric-map {path}: layouts.{name}.{target}: {', '.join(RESERVED)} are columns of "
+                                f"every run's history, not metrics; valid: metric names")
 
 
 def _check(data, path) -> dict:
@@ -120,9 +129,16 @@ def load(extra: str | os.PathLike | None = None) -> MetricMap:
 
     rename, derive, percent, layouts, use, files = {}, {}, [], {}, {}, []
     for path in [DEFAULT_MAP, *([Path(extra)] if extra else [])]:
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise UserError(f"--metric-map {path}: no such file")
-        data = _check(load_yaml(path), path)
+        try:
+            data = load_yaml(path)  # a folder or a device is one line too
+        except UserError as err:
+            raise UserError(f"--metric-map {err}; valid: a YAML file with sections {', '.join(SECTIONS)}") from None
+        from abcx.secrets import check_free_text
+
+        check_free_text(f"--metric-map {path}", data, into="the report")  # its names are printed as given
+        data = _check(data, path)
         for section, target in (("rename", rename), ("derive", derive)):
             for name, value in (data.get(section) or {}).items():
                 if value is None:

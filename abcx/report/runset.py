@@ -224,7 +224,9 @@ def concat(sets: list[RunSet]) -> RunSet:
     else:
         from pandas.api.types import union_categoricals
 
-        run_cat = union_categoricals([h["run_id"] for h in hist_parts])
+        # As text, whatever each part's categories were made from (an empty history has object ones).
+        run_cat = union_categoricals([h["run_id"].cat.set_categories(h["run_id"].cat.categories.astype(str))
+                                      for h in hist_parts])
         wide = pd.concat([h.drop(columns="run_id") for h in hist_parts], ignore_index=True)
         wide.insert(0, "run_id", run_cat)
     return RunSet(runs, wide.reset_index(drop=True), summaries, notes, evals, settings, base)

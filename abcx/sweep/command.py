@@ -370,9 +370,8 @@ def sweep_stop(name: str, *, run_ids: list[str] | tuple[str, ...] = (), grace_s:
     boundary); a job that has not ended after --grace seconds is cancelled (scancel on SLURM).
     Without --run: every running run, the supervisor starts nothing more, and queued SLURM jobs are
     cancelled before they start. Stopped runs are `stopped`; the next `abcx sweep run` resumes them."""
+    check_stop_request(grace_s, reason)
     check_results_dir(results_dir, M.sweep_dir(results_dir, name), runs_dir(results_dir))  # it writes records
-    if not (isinstance(grace_s, (int, float)) and grace_s >= 0):
-        raise UserError(f"--grace={grace_s!r} must be a number of seconds >= 0")
     data = M.load_or_rebuild(results_dir, name)
     runs = _runs(name, results_dir, strict=True)
     chosen = _chosen(name, runs, run_ids)
@@ -401,6 +400,19 @@ def sweep_stop(name: str, *, run_ids: list[str] | tuple[str, ...] = (), grace_s:
         + ("; the supervisor starts nothing more" if not run_ids and SUP.alive(data) else "")
         + f"; `abcx sweep run` resumes {'them' if stopped or queued or cancelled else 'the sweep'}")
     return 0
+
+
+MAX_GRACE_S = 86_400.0  # a day: a run that has not reached a checkpoint by then is not going to
+
+
+def check_stop_request(grace_s: float, reason: str) -> None:
+    """--grace in [0, a day] (inf would wait forever for a run that never checkpoints); --reason, kept in
+    the manifest and the runs' records, never a credential."""
+    from abcx.secrets import check_free_text
+
+    if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not 0 <= grace_s <= MAX_GRACE_S:
+        raise UserError(f"--grace {grace_s!r}: valid: seconds from 0 to {MAX_GRACE_S:.0f} (a day)")
+    check_free_text("--reason", reason, into="the sweep's manifest and its runs' records")
 
 
 def _job(run: P.PlannedRun) -> str | None:

@@ -42,14 +42,56 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def load(results_dir: str | Path, name: str) -> dict | None:
-    """The manifest, or None when there is none or it is not a JSON object (read_json warns; the sweep
-    is then rebuilt from the run records and the bad file kept beside it as manifest.json.bad)."""
-    return read_json(manifest_path(results_dir, name))
+    """The manifest, or None when there is none, it is not a JSON object or a field has the wrong type
+    (a warning says which; the sweep is then rebuilt from the run records and the bad file kept beside
+    it as manifest.json.bad)."""
+    return _read(manifest_path(results_dir, name))
+
+
+def _is(kind, optional: bool = True):
+    return lambda v: (optional and v is None) or (isinstance(v, kind) and not isinstance(v, bool))
+
+
+# What readers index into, by field: a hand-edited `results_dir: [1]` or `index: "x"` is an unreadable
+# manifest (rebuilt from the records), never a traceback.
+FIELDS = {"name": _is(str), "results_dir": _is(str), "backend": _is(str), "runs": _is(list),
+          "submissions": _is(list), "supervisor": _is(dict), "stop": _is(dict)}
+ENTRY = {"run_id": _is(str, optional=False), "index": _is(int), "overrides": _is(list), "job_id": _is((str, int))}
+
+
+def _problem(data: dict) -> str | None:
+    for field, ok in FIELDS.items():
+        if not ok(data.get(field)):
+            return f"{field} is {type(data[field]).__name__}"
+    for i, entry in enumerate(data.get("runs") or []):
+        if not isinstance(entry, dict):
+            return f"runs[{i}] is not an object"
+        for field, ok in ENTRY.items():
+            if not ok(entry.get(field)):
+                return f"runs[{i}].{field} is {type(entry.get(field)).__name__}"
+        if not _strings(entry.get("overrides")):
+            return f"runs[{i}].overrides holds a non-string"
+    return None
+
+
+def _strings(values) -> bool:
+    return all(isinstance(v, str) for v in values or ())
+
+
+def _read(path: Path) -> dict | None:
+    from abcx.record import warn
+
+    data = read_json(path)
+    problem = _problem(data) if data is not None else None
+    if problem:
+        warn(path, f"{problem}; ignored (rebuilt from the run records)")
+        return None
+    return data
 
 
 def _keep_bad(path: Path) -> None:
     """Move an unreadable manifest aside instead of overwriting it: nothing written is lost."""
-    if path.is_file() and read_json(path) is None:
+    if path.is_file() and _read(path) is None:
         path.replace(path.with_name(path.name + ".bad"))
 
 
@@ -57,7 +99,7 @@ def update(results_dir: str | Path, name: str, change: Callable[[dict], Any]) ->
     """Read (or start) the manifest, let `change` edit it in place, write it back atomically."""
     path = manifest_path(results_dir, name)
     with _locked(path.parent):
-        data = read_json(path)
+        data = _read(path)
         if data is None:
             _keep_bad(path)
             data = new(name, results_dir)
@@ -93,10 +135,13 @@ def rebuild(results_dir: str | Path, name: str) -> dict | None:
 
     runs = []
     for folder, meta, status in sweep_members(runs_dir(Path(results_dir).expanduser()), name):
-        runs.append({
-            "run_id": folder.name, "overrides": meta.get("sweep_point", []),
-            "index": meta.get("sweep_index", len(runs)), "backend": status.get("backend"),
-            "job_id": status.get("job_id"), "submitted": status.get("submitted"),
+        point, index = meta.get("sweep_point"), meta.get("sweep_index")
+        runs.append({  # a record's own fields of the wrong type are left out, as a broken manifest is
+            "run_id": folder.name, "overrides": point if ENTRY["overrides"](point) and _strings(point) else [],
+            "index": index if ENTRY["index"](index) and index is not None else len(runs),
+            "backend": status.get("backend") if isinstance(status.get("backend"), str) else None,
+            "job_id": status.get("job_id") if ENTRY["job_id"](status.get("job_id")) else None,
+            "submitted": status.get("submitted"),
         })
     if not runs:
         return None

@@ -65,9 +65,11 @@ def _override_list(where: str, value: Any) -> tuple[str, ...]:
 def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     """Read a sweep file: a path, or a name under sweeps/."""
     from abcx.paths import check_name
+    from abcx.secrets import check_free_text
     from abcx.yaml_io import load_yaml
 
     text = str(name_or_path)
+    check_free_text("the sweep's file name", text, into="the sweep's manifest")  # it names the sweep, it is kept
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         check_name(text, "sweep")  # a bare name is a file under sweeps/, never a path
@@ -81,6 +83,8 @@ def load_sweep(name_or_path: str | os.PathLike) -> SweepSpec:
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a sweep file is a mapping with keys {', '.join(sorted(FILE_KEYS))}")
+    # Its name, description and strategy reach the manifest, the queue, job pickles and logs as written.
+    check_free_text(str(path), data, into="the sweep's files (manifest, queue, jobs)")
     unknown = sorted(set(data) - FILE_KEYS)
     if unknown:
         from abcx.errors import did_you_mean

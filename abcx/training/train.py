@@ -247,17 +247,27 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
     except (KeyboardInterrupt, SystemExit) as err:
         _interrupted(record, err, checkpoint)
     except BaseException as err:  # noqa: BLE001 - recorded, then one line instead of chained tracebacks
-        error = f"{type(err).__name__}: {err}".splitlines()[0]
-        error = _peer_loss(error) or error
-        record.fail(error, details=traceback.format_exc())
-        # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
-        during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
-        raise RunFailed(f"run {record.run_id} failed{during}: {error} (traceback: {record.error_path})") \
-            from None
+        _failed(record, err, checkpoint)
     finally:
         preparing.done()  # ended by the progress callback once training begins; here if it never did
         _close_wandb()
     return record
+
+
+def _failed(record: RunRecord, err: BaseException, checkpoint: Path | None) -> None:
+    """Record the failure and raise it as one line. A full disk is named as such (torch's writer says
+    "unexpected pos"), with what to do; a status that could not be written either is said, not hidden."""
+    full = record.no_space(err)
+    error = full or _peer_loss(f"{type(err).__name__}: {err}".splitlines()[0]) or \
+        f"{type(err).__name__}: {err}".splitlines()[0]
+    recorded = record.fail(error, details=traceback.format_exc())
+    # Failing before the record was reconciled: loading the checkpoint failed (the rows are all kept).
+    during = f" resuming from {checkpoint}" if checkpoint is not None and record.reconciled_at is None else ""
+    todo = "; free space, then run the same command again: it resumes from the newest whole checkpoint" if full else ""
+    where = "" if recorded else f"; the record could not be updated either (its status.json may still say " \
+                                f"{record.state()})"
+    where = f" (traceback: {record.error_path})" if recorded and record.error_path.exists() else where
+    raise RunFailed(f"run {record.run_id} failed{during}: {error}{todo}{where}") from None
 
 
 @contextmanager

@@ -31,6 +31,9 @@ def read_state(path: str, run_id: str | None = None):
             state = json.load(fh)
     except ValueError as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # json's decoder recurses per level: 200,000 nested lists are no trainer state
+        raise UserError(f"{path}: nested too deeply to be a trainer_state.json (an object with a "
+                        f"'log_history' list of log rows)") from None
     if not isinstance(state, dict) or not isinstance(state.get("log_history"), list):
         raise UserError(f"{path}: not a trainer_state.json (no 'log_history' list)")
     folder = os.path.dirname(os.path.abspath(path))
