@@ -264,8 +264,8 @@ def test_a_manifest_field_of_the_wrong_type_is_rebuilt_from_the_records_and_kept
 def test_a_sweep_or_tag_filter_passes_over_a_broken_record(results, option):
     broken = _broken(results, "status step")
     code, out, err = cli("report", str(results), option, "s", "--format", "json")
-    assert code == 2 and err.strip() == "error: no runs match " + (
-        "(sweep=s, group=None, tags=[])" if option == "--sweep" else "(sweep=None, group=None, tags=['s'])"), err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: no runs match {option} s"), err
     assert broken.exists()
 
 
@@ -304,7 +304,7 @@ def test_record_files_nested_100000_levels_are_unreadable_lines_or_a_broken_reco
 def test_an_error_that_echoes_a_control_character_stays_one_line(results):
     """A `\r` or a record separator typed into a value is shown escaped, not acted on by the terminal."""
     line = refused(["report", str(results), "--sweep", "a\rb"], results.parent)
-    assert line == "error: no runs match (sweep=a\\rb, group=None, tags=[])"
+    assert line.startswith("error: no runs match --sweep a\\rb ")
     sweep = results.parent / "sweep.yaml"
     sweep.write_text('name: ok\nfixed: [model=tiny, train=testbed]\ngrid: {seed: ["0"]}\npoints: [["\\x1e"]]\n')
     line = refused(["sweep", "run", str(sweep), "--dry-run"], results.parent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,7 +184,8 @@ def fill(disk: Path, leave: int = 0) -> Path:
 def only_error_line(stderr: str) -> str:
     """A failed command's whole stderr: one `error:` line (warnings aside), no traceback."""
     assert "Traceback" not in stderr and "Logging error" not in stderr, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+    # Progress lines (`[run_id] ...`) say what the run was doing before it failed; they are not errors.
+    lines = [line for line in stderr.splitlines() if not line.startswith("warning: ") and not re.match(r"\[[\w.-]+\] ", line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     return lines[0]
 

@@ -42,8 +42,9 @@ def job_logs(results: Path, job_id: str, suffix: str) -> str:
 
 
 def progress_steps(results: Path, job_id: str, steps: int) -> Counter:
-    """How often each step's progress line appears in the job's output, over all its attempts."""
-    return Counter(int(m) for m in re.findall(rf"\] step (\d+)/{steps} ", job_logs(results, job_id, ".out")))
+    """How often each step's progress line appears in the job's output, over all its attempts (progress
+    is not output: it goes to stderr, the job's .err)."""
+    return Counter(int(m) for m in re.findall(rf"\] step (\d+)/{steps} ", job_logs(results, job_id, ".err")))
 
 
 def test_a_slurm_job_frozen_at_step_3_is_requeued_by_its_watcher_and_resumes(slurm_cluster, tmp_path,

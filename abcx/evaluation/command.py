@@ -107,9 +107,6 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
     dtype = cfg.model.dtype
     if record is not None:
         dtype = record.meta().get("trl_args", {}).get("model_init_kwargs", {}).get("dtype", dtype)
-        changed = ", ".join(f"eval.{k}={v}" for k, v in overridden.items()) or "none"
-        print(f"evaluating {record.run_id} with its own settings: {', '.join(cfg.eval.benchmarks)}, "
-              f"n={sampling.n}, max_problems={cfg.eval.max_problems}; overridden: {changed}", file=sys.stderr)
     out_record = record or RunRecord(Path(cfg.results_dir) / "evals" / Path(target).name.replace("/", "--"))
     from abcx.paths import check_results_dir, check_writable
     if record is None:  # a model path or hub id: results go to results_dir/evals/<name>
@@ -120,6 +117,10 @@ def run_eval(target: str, overrides: list[str], *, all_checkpoints: bool = False
     for _step, model_path in targets:  # every model loadable before anything is written (a torn final/)
         check_model(model_path, f"TARGET {target}" if model_path == target else f"TARGET {target}: {model_path}",
                     local="evaluate a local folder")
+    if record is not None:  # said once every check has passed, so a refusal stays one line
+        changed = ", ".join(f"eval.{k}={v}" for k, v in overridden.items()) or "none"
+        print(f"evaluating {record.run_id} with its own settings: {', '.join(cfg.eval.benchmarks)}, "
+              f"n={sampling.n}, max_problems={cfg.eval.max_problems}; overridden: {changed}", file=sys.stderr)
     out_record.path.mkdir(parents=True, exist_ok=True)
     rows = _evaluate_targets(cfg, targets, out_record, sampling, str(dtype), backend, Path(target).name, record,
                              {"overridden": overridden} if record is not None else {})
