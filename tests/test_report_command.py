@@ -93,3 +93,16 @@ def test_bad_arguments_are_user_errors(results):
         run_report([])
     with pytest.raises(UserError, match="--pivot"):
         run_report([str(results)], pivot=("a",))
+
+
+def test_the_runs_table_shows_seeds_and_steps_as_whole_numbers(results):
+    """A seed is 0, 1, 2 and a step 200, never 0.000 or 200.0, whatever dtype the column took."""
+    text = (results / "r.md")
+    run_report([str(results)], fmt="markdown", out=str(text))
+    runs = text.read_text().split("### Runs", 1)[1].split("###", 1)[0]
+    lines = [line for line in runs.strip().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    seeds, steps = header.index("seed"), header.index("step")
+    assert rows and all(r[seeds].isdigit() or r[seeds] == "–" for r in rows), rows
+    assert all(r[steps].isdigit() or r[steps] == "–" for r in rows), rows

@@ -60,6 +60,13 @@ HEADERS = {"label_source": "labels from", "quadrant_source": "quadrants from", "
            "q4_share": "Q4"}
 
 
+def _count(x) -> str:
+    """A seed or a step as a whole number, whatever dtype pandas gave its column."""
+    import numbers
+
+    return fmt_num(int(x)) if isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x else fmt_num(x)
+
+
 def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
     from abcx.report import metric_map as M
 
@@ -79,7 +86,9 @@ def _runs_table(per_run, keys: list[str], last_n: int, many: bool) -> Table:
         shown = shown[~finished]
     display = shown.copy()
     for c in display.columns:
-        if display[c].dtype.kind == "f":
+        if c in ("seed", "step"):  # counts, float only where a row lacks one (a foreign log, a broken record)
+            display[c] = display[c].map(_count)
+        elif display[c].dtype.kind == "f":
             display[c] = display[c].map(fmt_num)
     # The per-run view leaves the quadrant shares to the groups table, to fit a terminal.
     display = display.drop(columns=[c for c in display.columns if c.endswith("_share")])
