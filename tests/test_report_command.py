@@ -97,8 +97,11 @@ def test_bad_arguments_are_user_errors(results):
 
 def test_the_runs_table_shows_seeds_and_steps_as_whole_numbers(results):
     """A seed is 0, 1, 2 and a step 200, never 0.000 or 200.0, whatever dtype the column took."""
+    state = results.parent / "trainer" / "trainer_state.json"  # another tool's run: no seed, so NaN in the column
+    state.parent.mkdir()
+    state.write_text(json.dumps({"log_history": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]}))
     text = (results / "r.md")
-    run_report([str(results)], fmt="markdown", out=str(text))
+    run_report([str(results), str(state.parent)], fmt="markdown", out=str(text))
     runs = text.read_text().split("### Runs", 1)[1].split("###", 1)[0]
     lines = [line for line in runs.strip().splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
