@@ -48,8 +48,8 @@ study: install
 		--plots results/testbed/epsilons_plots --pivot method.eps3,method.eps4,entropy_last \
 		--pivot method.eps3,method.eps4,eval/chain/pass@64 --pivot method.eps3,method.eps4,q4_share
 
-# The atlas (results/atlas/): every registered rule on the testbed under the same settings, seeds 0-1, a
-# third seed where a difference from GRPO needs confirming; its tables and the figure (bench/atlas.py).
+# The atlas (results/atlas/): every registered rule on the testbed under the same settings, seed 0, seeds
+# 1 and 2 where a difference from GRPO needs confirming; its tables and the figure (bench/atlas.py).
 # The rules `make study` trains reuse its runs: run it after `make study` to spend less.
 atlas: install
 	$(BIN)/python bench/atlas.py --out results/atlas
