@@ -77,8 +77,6 @@ def stop_runs(backend: Backend, runs: list[tuple[Any, str]], *, reason: str, gra
     return waiting
 
 
-
-
 def drop_literal_folder(path: Path) -> None:
     """submitit creates its folder pattern as given (a literal `%j/`, left empty: the job's files go to
     `<job id>/`); removed once it is no longer needed."""
