@@ -81,14 +81,25 @@ def collect(results_dir: Path, sweeps=(SWEEP, CONFIRM)) -> dict[str, list[dict]]
     by_method: dict[str, list[dict]] = {}
     seen: set[str] = set()
     for sweep in sweeps:
+        seeds = planned_seeds(sweep)
         for entry in (load(results_dir, sweep) or {}).get("runs", []):
             if entry["run_id"] in seen:
                 continue
             row = run_row(RunRecord(runs_dir(results_dir) / entry["run_id"]))
-            if row is not None:
+            # A run of the sweep's manifest outside its seeds today (an earlier plan's) is not the atlas's.
+            if row is not None and int(row["seed"]) in seeds:
                 seen.add(entry["run_id"])
                 by_method.setdefault(row["method"], []).append(row)
     return by_method
+
+
+def planned_seeds(sweep: str) -> set[int]:
+    """The seeds a phase trains: sweeps/atlas.yaml's grid for phase 1, CONFIRM_SEEDS for phase 2."""
+    if sweep == CONFIRM:
+        return set(CONFIRM_SEEDS)
+    from abcx.sweep.spec import load_sweep
+
+    return {int(seed) for seed in load_sweep(sweep).grid.get("seed", [0])}
 
 
 def needs_more_seeds(runs: list[dict], grpo: list[dict]) -> list[str]:

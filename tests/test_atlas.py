@@ -38,3 +38,10 @@ def test_the_more_seeds_are_a_sweep_of_grpo_and_the_chosen_rules_at_seeds_1_and_
     grpo0 = to_dict(compose([*load_sweep("atlas").fixed, "method=grpo", "seed=0"]))
     grpo2 = next(r for r in planned if r.cfg.method.name == "grpo" and int(r.cfg.seed) == 2).cfg
     assert {k: v for k, v in grpo2.items() if k != "seed"} == {k: v for k, v in grpo0.items() if k != "seed"}
+
+
+def test_each_phase_reads_only_the_seeds_it_plans():
+    """Phase 1 is sweeps/atlas.yaml's seed 0; phase 2 seeds 1 and 2: a run an earlier plan of the same
+    sweep left in its manifest (a seed-1 run from when phase 1 had two seeds) is not counted."""
+    assert atlas.planned_seeds(atlas.SWEEP) == {0}
+    assert atlas.planned_seeds(atlas.CONFIRM) == {1, 2}
