@@ -204,9 +204,26 @@ def accuracy_table(by_method: dict[str, list[dict]], order: list[str], base: dic
     return lines
 
 
+def clusters(points: dict[str, tuple[float, float]], radius: float) -> list[list[str]]:
+    """Names whose points lie within `radius` (display pixels) of a cluster's first point, greedily in
+    x then y order: the rules that sit on one another get one label listing them all."""
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for name, (x, y) in sorted(points.items(), key=lambda kv: kv[1]):
+        for (cx, cy), names in groups:
+            if math.hypot(x - cx, y - cy) <= radius:
+                names.append(name)
+                break
+        else:
+            groups.append(((x, y), [name]))
+    return [names for _c, names in groups]
+
+
 def figure(by_method: dict[str, list[dict]], order: list[str], out: Path) -> Path:
     """Every rule placed by where its gradient goes: the tokens it zeroes (x) against the share of its
-    gradient that lands on Q2 + Q4 tokens out of band (y), the two quadrants GRPO leaves unbounded."""
+    gradient that lands on Q2 + Q4 tokens out of band (y), the two quadrants GRPO leaves unbounded.
+    Rules that land on one another share one label (on this testbed many do: that is a finding)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,23 +231,33 @@ def figure(by_method: dict[str, list[dict]], order: list[str], out: Path) -> Pat
 
     from abcx import methods as M
 
-    fig, ax = plt.subplots(figsize=(8.0, 6.0))
+    fig, ax = plt.subplots(figsize=(9.0, 6.5))
     kinds = {"four bounds (a preset of the ABC rule)": "tab:blue", "another rule": "tab:orange"}
+    xy = {}
     for m in order:
         runs = by_method[m]
-        x = 100 * (_avg1(runs, "zeroed") or 0.0)
-        y = 100 * ((_avg(runs, "grad", "q2") or 0.0) + (_avg(runs, "grad", "q4") or 0.0))
+        xy[m] = (100 * (_avg1(runs, "zeroed") or 0.0), 100 * ((_avg(runs, "grad", "q2") or 0.0) + (_avg(runs, "grad", "q4") or 0.0)))
         kind = next(iter(kinds)) if M.get(m).bounds is not None else list(kinds)[1]
-        ax.scatter([x], [y], s=40, color=kinds[kind], zorder=3)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.scatter([xy[m][0]], [xy[m][1]], s=40, color=kinds[kind], zorder=3, edgecolor="white", linewidth=0.5)
     for label, color in kinds.items():
         ax.scatter([], [], s=40, color=color, label=label)
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_xlim(-0.002, 200)
+    ax.set_ylim(-0.002, 200)
+    fig.canvas.draw()  # the scales and limits fixed: data -> pixels is final
+    pixels = {m: tuple(ax.transData.transform(p)) for m, p in xy.items()}
+    for i, names in enumerate(clusters(pixels, 36.0)):
+        x, y = (statistics.mean(xy[n][k] for n in names) for k in (0, 1))
+        text = "\n".join(textwrap.wrap(", ".join(names), 34))
+        below = len(names) > 1 and i % 2 == 1  # neighbouring clusters' lists alternate above and below
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, -8 if below else 6), fontsize=7,
+                    va="top" if below else "bottom", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.8", "alpha": 0.85} if len(names) > 1 else None)
     ax.set_xlabel("tokens whose gradient the rule zeroes, % of completion tokens (mean over steps and seeds)")
     ax.set_ylabel("share of the gradient on Q2 + Q4 tokens out of band, %")
-    ax.set_title("Where each rule's gradient goes (chain testbed, 200 steps; Q2: A>0, r too low; Q4: A<0, r too high)",
-                 fontsize=9)
+    ax.set_title("Where each rule's gradient goes (chain testbed, 200 steps; Q2: A>0, r too low; Q4: A<0, r too high)\n"
+                 "a boxed list: rules that land on the same spot", fontsize=9)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -45,3 +45,8 @@ def test_each_phase_reads_only_the_seeds_it_plans():
     sweep left in its manifest (a seed-1 run from when phase 1 had two seeds) is not counted."""
     assert atlas.planned_seeds(atlas.SWEEP) == {0}
     assert atlas.planned_seeds(atlas.CONFIRM) == {1, 2}
+
+
+def test_rules_that_land_on_one_another_share_one_label_and_distant_ones_do_not():
+    points = {"a": (0.0, 0.0), "b": (5.0, 5.0), "c": (100.0, 0.0), "d": (0.0, 100.0), "e": (103.0, 2.0)}
+    assert sorted(map(sorted, atlas.clusters(points, 10.0))) == [["a", "b"], ["c", "e"], ["d"]]
