@@ -316,6 +316,8 @@ def write(results_dir: Path, out: Path) -> None:
              f"training's seed-to-seed variation, so read it as where to look, not as a verdict.", "",
              f"![where each rule's gradient goes]({fig.name})", "",
              "## Mechanics", "", *mechanics_table(by_method, order), "",
+             "Wall time per run is the median of its runs' elapsed time. It moved with what else the 2 cores ran "
+             "(1 to 4 runs at once, at times a test suite): an order of magnitude, not a ranking of the rules' cost.", "",
              "## Held-out accuracy", "", *accuracy_table(by_method, order, base), "",
              "## Cost", "", machine_line(), "", *cost_lines(results_dir), ""]
     if missing:
