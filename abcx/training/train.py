@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, is_off_policy
+from abcx.config.rollout import ON_POLICY_WARNING, generation_cycle, inside_a_rollout, is_off_policy
 from abcx.config.identity import config_hash, model_build, run_id, to_dict
 from abcx.errors import RunFailed, UserError
 from abcx.methods import provenance
 from abcx.methods.stats import QUADRANT_DEFINITION  # which Q1..Q4 definition the run's counts use
-from abcx.record import RunRecord, runs_dir
+from abcx.record import RunRecord, checkpoint_step, runs_dir
 from abcx.config.trl_args import grpo_args  # noqa: F401 - the GRPOConfig of a run (built and validated there)
 from abcx.record.states import State
 
@@ -229,6 +229,9 @@ def _train_locked(cfg: Any, record: RunRecord, *, job_id: str | None, quiet: boo
         trainer = _build_trainer(cfg, record, group, _bounds(cfg), quiet=quiet, control=control, preparing=preparing)
         if checkpoint is not None:
             print(f"[{record.run_id}] resuming from {checkpoint.name}", file=sys.stderr)
+            inexact = inside_a_rollout(cfg.train, checkpoint_step(checkpoint) or 0)
+            if inexact:
+                print(f"warning: [{record.run_id}] {inexact}", file=sys.stderr)
         preparing.update(info="starting the trainer" + (" and W&B" if report_to(cfg) else ""))
         with _guarded(trainer, cfg, record, requeue=requeue, notice=notice) as warning:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
