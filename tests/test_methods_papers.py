@@ -440,10 +440,17 @@ def test_dro_equals_the_published_quadratic_penalised_policy_gradient():
 
 # ---------- every method ----------
 
-@pytest.mark.parametrize("name", sorted(papers.METHODS))
+def _rules_with_terms():
+    """The rules of every module that builds LossTerms from a contract loss (papers, trust_region)."""
+    from abcx.methods import trust_region
+
+    return {**papers.METHODS, **trust_region.METHODS}
+
+
+@pytest.mark.parametrize("name", sorted(_rules_with_terms()))
 def test_terms_are_detached_and_masked_tokens_get_no_gradient(name):
     x = batch(16)
-    loss, terms = contract_loss(papers.METHODS[name], x)
+    loss, terms = contract_loss(_rules_with_terms()[name], x)
     for t in (terms.value, terms.weight, terms.penalty, terms.natural):
         assert t is None or not t.requires_grad
     grad, = torch.autograd.grad(loss, x.logp)
