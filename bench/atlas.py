@@ -309,7 +309,7 @@ def write(results_dir: Path, out: Path) -> None:
              f"Seeds: 0 for every rule; 1 and 2 as well for GRPO and for the rules whose seed-0 paired Avg@64 "
              f"interval against GRPO's three seeds excluded 0 on a benchmark ({', '.join(chosen) or 'none'})"
              + (f"; {', '.join(earlier)} have them from an earlier pass that compared with GRPO's seed 0 alone "
-                f"(replaced: a difference from one GRPO seed is mostly that seed's)" if earlier else "") + ". "
+                "(replaced: a difference from one GRPO seed is mostly that seed's)" if earlier else "") + ". "
              f"Accuracy: held-out Avg@64 / Pass@64 on 100 problems per benchmark, mean over problems and seeds, "
              f"95% two-level bootstrap CI (problems x seeds); differences to GRPO paired over problems. The `seeds` "
              f"column says what an interval covers: for a rule with 1 seed it covers the problems only, not "

@@ -418,7 +418,6 @@ def run_report(sources: list[str], wandb_project: str | None = None, sweep: str 
     did not train (abcx/report/labels.py, metric_map.py)."""
     from abcx.report import labels as LB
     from abcx.report import metric_map as M
-    from abcx.report import table as T
 
     pivots = _check_args(fmt, last_n, pivot, out, plots_dir, plot_format, smooth, sources, wandb_project)
     _check_free_text(label=list(label_rules), tag=list(tags), sweep=sweep, group=group, group_by=group_by,
