@@ -310,10 +310,10 @@ def write(results_dir: Path, out: Path) -> None:
              f"interval against GRPO's three seeds excluded 0 on a benchmark ({', '.join(chosen) or 'none'})"
              + (f"; {', '.join(earlier)} have them from an earlier pass that compared with GRPO's seed 0 alone "
                 "(replaced: a difference from one GRPO seed is mostly that seed's)" if earlier else "") + ". "
-             f"Accuracy: held-out Avg@64 / Pass@64 on 100 problems per benchmark, mean over problems and seeds, "
-             f"95% two-level bootstrap CI (problems x seeds); differences to GRPO paired over problems. The `seeds` "
-             f"column says what an interval covers: for a rule with 1 seed it covers the problems only, not "
-             f"training's seed-to-seed variation, so read it as where to look, not as a verdict.", "",
+             "Accuracy: held-out Avg@64 / Pass@64 on 100 problems per benchmark, mean over problems and seeds, "
+             "95% two-level bootstrap CI (problems x seeds); differences to GRPO paired over problems. The `seeds` "
+             "column says what an interval covers: for a rule with 1 seed it covers the problems only, not "
+             "training's seed-to-seed variation, so read it as where to look, not as a verdict.", "",
              f"![where each rule's gradient goes]({fig.name})", "",
              "## Mechanics", "", *mechanics_table(by_method, order), "",
              "Wall time per run is the median of its runs' elapsed time. It moved with what else the 2 cores ran "
