@@ -5,6 +5,7 @@ supervisor killed at a named point."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -52,10 +53,19 @@ def cli(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+PROGRESS = re.compile(r"\[[^\]\n]+\] ")  # `[config] importing TRL (3 s so far)`, `[grpo-s0-…] step 3/8 …`
+
+
+def said(stderr: str) -> list[str]:
+    """stderr's lines without progress lines: what a command says, not how far its work has got (a
+    first use of some settings checks them with TRL, which says so while it imports)."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS.match(line)]
+
+
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """The single stderr line of a refused command (exit 2, no traceback)."""
+    """The single stderr line of a refused command (exit 2, no traceback), progress lines aside."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
+    lines = said(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     return lines[0]
 

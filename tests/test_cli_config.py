@@ -5,7 +5,7 @@ import pytest
 
 from abcx import __version__
 from abcx.errors import UserError
-from tests.helpers import abcx
+from tests.helpers import abcx, said
 
 
 
@@ -109,7 +109,7 @@ def test_an_uncached_hub_model_offline_names_hf_hub_offline_and_the_local_path(m
 
 def test_abcx_train_of_the_paper_recipe_on_a_cpu_machine_is_one_line_and_creates_nothing(tmp_path):
     proc = abcx("train", "experiment=paper_qwen3_1.7b", f"results_dir={tmp_path / 'results'}", cwd=tmp_path)
-    lines = proc.stderr.strip().splitlines()
+    lines = said(proc.stderr)
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "launcher.num_processes=8 needs 8 GPUs; found" in lines[0] or "DeepSpeed" in lines[0]
     assert not (tmp_path / "results" / "runs").exists()

@@ -28,7 +28,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import cli, tree
+from tests.helpers import cli, said, tree
 
 SCALE = float(os.environ.get("ABCX_PROPERTY_EXAMPLES", "200")) / 200  # test_validation's knob: 200 = the default
 # ABCX_PROPERTY_RANDOM=1 explores other examples (with `--hypothesis-seed N` to repeat a run); CI keeps the fixed ones.
@@ -147,7 +147,7 @@ def holds(args: list[str], root: Path, *, writes: bool = True) -> int:
     lines = err.strip().splitlines()
     if code == 2:
         errors = [line for line in lines if line.startswith("error: ")]
-        others = [line for line in lines if not line.startswith(("error: ", "warning: ", "note: "))]
+        others = [line for line in said(err) if not line.startswith(("error: ", "warning: ", "note: "))]
         assert len(errors) == 1 and not others, f"abcx {args}: exit 2 with\n{err[-3000:]}"
     else:
         assert code == 0, f"abcx {args}: exit {code}\n{out[-2000:]}\n{err[-3000:]}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from abcx.report.synth import write_record
-from tests.helpers import cli, tree
+from tests.helpers import cli, said, tree
 
 TRAIN = ("train", "model=tiny", "task=chain", "train=testbed", "train.max_steps=2", "logger=none")
 
@@ -25,7 +25,7 @@ def refused(args, root: Path) -> str:
     """The one error line of `abcx ARGS` (exit 2, no traceback), after checking nothing under root changed."""
     before = tree(root)
     code, out, err = cli(*args)
-    lines = err.strip().splitlines()
+    lines = said(err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, out[-2000:], err[-2000:])
     assert tree(root) == before, "a refused command created or changed nothing"
     return lines[0]

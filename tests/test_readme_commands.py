@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import said
+
 REPO = Path(__file__).resolve().parent.parent
 # Appended to every command that trains: training cut to 2 steps, the end evaluation to 2 problems of one
 # benchmark (so `abcx eval RUN eval.n=64` samples 128 completions, with the run's own settings).
@@ -77,7 +79,7 @@ def test_every_readme_command_runs_as_written_on_a_fresh_results_folder(tmp_path
             proc = run(argv + extra_args(argv), tmp_path)
             assert "Traceback" not in proc.stdout + proc.stderr, (command, proc.stderr[-3000:])
             if needs_hardware(comment):
-                lines = proc.stderr.strip().splitlines()
+                lines = said(proc.stderr)
                 assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (command, lines)
                 continue
             assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from abcx.record import RunRecord
+from tests.helpers import said
 
 N, SAVE = 12, 5  # checkpoints at 5, 10 and 12
 RUN = [f"train.max_steps={N}", f"train.save_steps={SAVE}", "train.save_total_limit=3",
@@ -185,7 +185,7 @@ def only_error_line(stderr: str) -> str:
     """A failed command's whole stderr: one `error:` line (warnings aside), no traceback."""
     assert "Traceback" not in stderr and "Logging error" not in stderr, stderr[-3000:]
     # Progress lines (`[run_id] ...`) say what the run was doing before it failed; they are not errors.
-    lines = [line for line in stderr.splitlines() if not line.startswith("warning: ") and not re.match(r"\[[\w.-]+\] ", line)]
+    lines = [line for line in said(stderr) if not line.startswith("warning: ")]
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     return lines[0]
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from abcx.config.compose import compose
 from abcx.config import domains
 from abcx.errors import UserError
+from tests.helpers import said
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +83,7 @@ def cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def assert_refused(code: int, err: str, field: str, results: Path) -> None:
-    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    lines = [line for line in said(err) if not line.startswith("warning:")]
     assert code == 2, err[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
     assert field in lines[0], lines[0]
