@@ -124,9 +124,10 @@ def test_abcx_methods_lists_every_method_with_parameters_and_reference_without_t
     assert "eps_max = 5  (> 0)" in proc.stdout  # cispo's parameter, default and domain
 
 
-def test_the_atlas_sweep_runs_every_registered_method_with_two_seeds():
+def test_the_atlas_sweep_runs_every_registered_method_at_seed_0():
+    """Phase 1 of the atlas (bench/atlas.py adds seeds 1 and 2 where seed 0 differs from GRPO)."""
     from abcx.sweep.spec import expand, load_sweep
 
     points = expand(load_sweep(ROOT / "sweeps/atlas.yaml"))
     pairs = {(o, s) for p in points for o in p if o.startswith("method=") for s in p if s.startswith("seed=")}
-    assert pairs == {(f"method={m}", f"seed={s}") for m in M.names() for s in (0, 1)} and len(points) == len(pairs)
+    assert pairs == {(f"method={m}", f"seed={s}") for m in M.names() for s in (0,)} and len(points) == len(pairs)
