@@ -9,8 +9,9 @@ import pytest
 import torch
 
 pytest.importorskip("trl")
-from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+from trl import GRPOTrainer  # noqa: E402
 
+from abcx.config.trl_args import grpo_config  # noqa: E402
 from abcx.methods import clip as C, stats as S  # noqa: E402
 from abcx.methods.runtime import MethodRun, bounds_for  # noqa: E402
 from abcx.training.trainer import AbcxGRPOTrainer  # noqa: E402
@@ -48,8 +49,10 @@ def make_trainer(tmp_path, loss_type, level, bounds=None, logprob_path="auto", m
         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
     ))
-    args = GRPOConfig(**{
-        "output_dir": str(tmp_path), "use_cpu": True, "bf16": False, "report_to": [], "loss_type": loss_type,
+    # TRL defaults gradient_checkpointing to True, under the name transformers deprecates; grpo_config
+    # passes it as activation_checkpointing, as abcx does for its runs, so the suite stays warning-free.
+    args = grpo_config({
+        "output_dir": str(tmp_path), "gradient_checkpointing": False, "use_cpu": True, "bf16": False, "report_to": [], "loss_type": loss_type,
         "importance_sampling_level": level, "epsilon": 0.2, "epsilon_high": 0.28, "per_device_train_batch_size": 8,
         "num_generations": 8, "max_completion_length": 10, **overrides,
     })
