@@ -205,8 +205,9 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
     """Two pairs ranked by the logged learning rate, so each pair's difference is known exactly:
     pair 0 (2e-4 vs 1e-4) differs by 1e-4 on every seed (decided at min=2), pair 1 (3e-4 vs 3e-4)
     by 0 on every seed (the interval [0, 0] covers 0: a seed is added up to max=3). The supervisor is
-    killed right after adding that seed, before planning it: the rerun plans it from decisions.jsonl,
-    trains it once and takes no decision of either pair again."""
+    killed at each of its decision points in turn: right after deciding pair 0, right after adding pair
+    1's seed (before planning it: the rerun plans it from decisions.jsonl) and right after leaving pair 1
+    undecided at max. Each run trains once, and no pair's decision is taken again."""
     results = tmp_path / "results"
     path = tmp_path / "seq.yaml"
     path.write_text(f"name: seq\nfixed: {TINY.replace('max_steps=4', 'max_steps=1')}, results_dir={results}]\n"
@@ -215,11 +216,14 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
                     "  - [method=grpo, train.learning_rate=3.0e-4]\n"
                     "strategy:\n  name: seeds\n  min: 2\n  max: 3\n  compare: [abc_grpo, grpo]\n"
                     "  metric: learning_rate\n  window: 1\n")
-    supervisor_killed_at("decision.seed_added@1", str(path), results, "seq")
+    for point in ("decision.decided@1", "decision.seed_added@1", "decision.undecided@1"):
+        supervisor_killed_at(point, str(path), results, "seq")
     code, out = call(command.sweep_run, str(path), [], wait=True)
     assert code == 0, out
     decisions = list(read_jsonl(results / "sweeps" / "seq" / "decisions.jsonl"))
-    final = {d["pair"]: d for d in decisions if d["event"] in ("decided", "undecided")}
+    ends = [d for d in decisions if d["event"] in ("decided", "undecided")]
+    final = {d["pair"]: d for d in ends}
+    assert sorted(d["pair"] for d in ends) == [0, 1]  # each pair decided once, kills or not
     added = [d for d in decisions if d["event"] == "seed_added"]
     assert final[0]["event"] == "decided" and final[0]["n"] == 2
     assert final[0]["mean_diff"] == pytest.approx(1e-4) and final[0]["low"] > 0
@@ -228,6 +232,7 @@ def test_sequential_seeds_stop_once_the_paired_interval_excludes_zero_and_go_to_
     seeds = sorted((r.meta()["seed"], r.meta()["method"]) for r in records(results, "seq"))
     assert len(seeds) == 4 + 6 and seeds.count((2, "grpo")) == 1 and seeds.count((2, "abc_grpo")) == 1
     assert all(r.state() == "finished" for r in records(results, "seq"))
+    assert all([m["step"] for m in r.metrics() if "loss" in m] == [1] for r in records(results, "seq"))
     code, out = call(command.sweep_status, "seq", results_dir=str(results))
     assert "pair 1 (abc_grpo - grpo" in out and "decided" in out and "undecided at 3 seeds" in out
 
