@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from abcx.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_ci_pooled,
     default_ks,
+    logged_names,
     pass_at_k,
     pass_at_k_many,
     pooled_estimate,
@@ -186,3 +188,111 @@ def test_the_paired_difference_is_exact_in_its_estimate_and_its_interval_tracks_
     assert bootstrap_diff_pooled([base], [base], 4, seed=0) == (0.0, 0.0, 0.0)
     with pytest.raises(UserError, match="same problems"):
         bootstrap_diff_pooled([base], [base[:-1]], None)
+
+
+def test_vectorised_pass_at_k_accepts_every_boundary_and_refuses_one_past_each_wherever_it_stands():
+    """n >= 1, 0 <= c <= n, 1 <= k <= n: the edges are valid; one step past any of them is refused in
+    one line, whichever problem of the array holds it."""
+    for n, c, k in ((1, 0, 1), (1, 1, 1), (4, 4, 4), (4, 0, 4), (4, 3, 1)):
+        assert pass_at_k_many([6, n], [2, c], k)[1] == pytest.approx(pass_at_k(n, c, k))
+    for n, c, k, says in ((0, 0, 1, "n=0 samples"), (4, -1, 2, "c=-1 correct"), (4, 5, 2, "c=5 correct"),
+                          (4, 2, 0, "k=0 with n=6"), (4, 2, 5, "k=5 with n=4")):
+        with pytest.raises(UserError, match=f"^pass@k: {says}"):
+            pass_at_k_many([6, n], [2, c], k)  # bad on the second problem (k=0 on both): not found by looking at the first
+    # A problem at a valid edge before a bad one: the bad one is still found.
+    for n, c, k, says in (([1, 0], [0, 0], 1, "n=0 samples"), ([4, 4], [0, 5], 2, "c=5 correct"),
+                          ([4, 4], [4, 5], 2, "c=5 correct"), ([4, 3], [1, 1], 4, "k=4 with n=3")):
+        with pytest.raises(UserError, match=f"^pass@k: {says}"):
+            pass_at_k_many(n, c, k)
+    with pytest.raises(UserError, match="^pass@k: 2 sample counts but 3 correct counts$"):
+        pass_at_k_many([4, 4], [1, 2, 3], 2)
+    assert pass_at_k_many([], [], 3).shape == (0,)
+
+
+def test_vectorised_pass_at_k_takes_counts_held_as_floats():
+    """pandas gives counts as floats once a column has a missing value; they are counts all the same."""
+    as_int = pass_at_k_many([8, 16, 5], [3, 0, 5], 4)
+    assert pass_at_k_many(np.array([8.0, 16.0, 5.0]), np.array([3.0, 0.0, 5.0]), 4) == pytest.approx(as_int)
+
+
+def test_the_paired_bootstrap_resamples_every_problem_and_its_quantiles_are_the_two_tails():
+    """One problem in three holds the whole difference, problem 0: an interval that never drew it would
+    be [0, 0]. On 400 problems the bootstrap interval approaches the normal one, est -/+ 1.96 se (paired
+    se of the per-problem differences), within Monte-Carlo error; another alpha gives other tails."""
+    from abcx.evaluation.metrics import bootstrap_diff_pooled
+
+    est, low, high = bootstrap_diff_pooled([[(4, 4), (4, 1), (4, 2)]], [[(4, 0), (4, 1), (4, 2)]], None)
+    assert est == pytest.approx(1 / 3) and low == 0.0 and high == pytest.approx(1.0)
+    assert bootstrap_diff_pooled([[(4, 4), (4, 1), (4, 2)]], [[(4, 0), (4, 1), (4, 2)]], None) == (est, low, high)
+
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 9, size=400)
+    b = np.clip(a + rng.integers(-3, 2, size=400), 0, 8)
+    d = (a - b) / 8
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    for alpha, z in ((0.05, 1.959964), (0.2, 1.281552)):
+        est, low, high = bootstrap_diff_pooled([[(8, int(c)) for c in a]], [[(8, int(c)) for c in b]], None,
+                                               iters=4000, alpha=alpha, seed=3)
+        assert est == pytest.approx(d.mean())
+        assert est - low == pytest.approx(z * se, rel=0.05) and high - est == pytest.approx(z * se, rel=0.05)
+
+
+def test_each_bootstrap_draws_problem_0_and_its_tails_are_alpha_over_2_each():
+    """The one-level and pooled bootstraps, as the paired one above: a problem-0-only signal is seen,
+    and on 400 problems the interval is mean -/+ z se of a normal with alpha / 2 in each tail."""
+    only_first = [(4, 4), (4, 0), (4, 0)]
+    assert bootstrap_ci(only_first, None) == pytest.approx((0.0, 1.0))
+    assert bootstrap_ci_pooled([only_first], None) == pytest.approx((0.0, 1.0))
+    # The default seed is fixed: a report printed twice shows the same intervals (distinct values, so
+    # two different draws would not land on the same quantiles by chance).
+    spread = [[(64, c) for c in (0, 3, 5, 8, 2, 7, 1, 6, 11, 19, 23, 29)],
+              [(64, c) for c in (1, 2, 6, 7, 3, 8, 0, 4, 13, 17, 31, 37)]]
+    assert bootstrap_ci(spread[0], 5) == bootstrap_ci(spread[0], 5)
+    assert bootstrap_ci_pooled(spread, 5) == bootstrap_ci_pooled(spread, 5)
+    assert bootstrap_ci_pooled(spread, 5, seed=1) != bootstrap_ci_pooled(spread, 5, seed=2)
+    from abcx.evaluation.metrics import bootstrap_diff_pooled
+    assert bootstrap_diff_pooled(spread, spread[::-1], 5) == bootstrap_diff_pooled(spread, spread[::-1], 5)
+    assert bootstrap_diff_pooled(spread, spread[::-1], 5, seed=1) != bootstrap_diff_pooled(spread, spread[::-1], 5, seed=2)
+
+    c = np.random.default_rng(5).integers(0, 9, size=400)
+    per_problem = [(8, int(x)) for x in c]
+    se = (c / 8).std(ddof=1) / math.sqrt(len(c))
+    mean = float((c / 8).mean())
+    for alpha, z in ((0.05, 1.959964), (0.2, 1.281552)):
+        for low, high in (bootstrap_ci(per_problem, None, iters=4000, alpha=alpha, seed=2),
+                          bootstrap_ci_pooled([per_problem], None, iters=4000, alpha=alpha, seed=2)):
+            assert mean - low == pytest.approx(z * se, rel=0.05) and high - mean == pytest.approx(z * se, rel=0.05)
+
+
+def test_the_pooled_estimate_is_of_the_metric_asked_for():
+    runs = [[(8, 1), (8, 6)], [(8, 3), (8, 0)]]
+    assert pooled_estimate(runs, None) == pytest.approx((1 + 6 + 3 + 0) / 32)
+    assert pooled_estimate(runs, 4) == pytest.approx(np.mean([pass_at_k(8, c, 4) for c in (1, 6, 3, 0)]))
+
+
+def test_metric_inputs_at_their_edges_are_taken_and_one_past_is_one_line_naming_the_problem():
+    assert summarise([(1, 0), (1, 1)]) == {"avg@1": 0.5, "pass@1": 0.5}
+    for bad, says in (((0, 0), "(n=0, c=0)"), ((4, -1), "(n=4, c=-1)"), ((4, 5), "(n=4, c=5)")):
+        with pytest.raises(UserError, match=rf"^metrics: problem 1 has {re.escape(says)}; need n >= 1 and 0 <= c <= n$"):
+            summarise([(4, 1), bad])
+    with pytest.raises(UserError, match=r"^metrics: per_problem is empty; need at least one \(n, c\) pair$"):
+        summarise([])
+    with pytest.raises(UserError, match=r"^metrics: n=0 samples; need n >= 1$"):
+        default_ks(0)
+    with pytest.raises(UserError, match=r"^bootstrap: no runs given; need at least one run's per_problem list$"):
+        pooled_estimate([], None)
+    with pytest.raises(UserError, match=r"problem counts \[1, 2\]; pooling needs every run scored on the same "
+                                        r"problems in the same order$"):
+        pooled_estimate([[(4, 1)], [(4, 1), (4, 2)]], None)
+    low, high = bootstrap_ci([(4, 1), (4, 3)], None, iters=1)  # one iteration is allowed: one resampled mean
+    assert low == high
+    for alpha in (0.0, 1.0):
+        with pytest.raises(UserError, match=rf"^bootstrap: alpha={alpha}; need 0 < alpha < 1"):
+            bootstrap_ci([(4, 1), (4, 3)], None, alpha=alpha)
+
+
+def test_an_evaluation_logs_avg_at_n_and_pass_at_each_default_k():
+    """What eval.jsonl's `metrics` holds for n samples (a sweep's metric names are checked against it)."""
+    assert logged_names(8) == ["avg@8", "pass@1", "pass@2", "pass@4", "pass@8"]
+    assert logged_names(6) == ["avg@6", "pass@1", "pass@2", "pass@4", "pass@6"]
+    assert logged_names(1) == ["avg@1", "pass@1"]

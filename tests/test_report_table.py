@@ -136,3 +136,37 @@ def test_t_quantiles_and_mean_ci():
     mean, hw, n = stats.mean_ci([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3) and hw == pytest.approx(4.303 * 1 / math.sqrt(3), rel=1e-4)
     assert math.isnan(stats.mean_ci([5.0])[1])
+
+
+@pytest.mark.parametrize("a, b", [
+    ([1.0, 2.0, 4.5], [0.3, 0.9, 1.7, 2.2]),           # unequal sizes and spreads: Welch's df is fractional
+    ([0.41, 0.47, 0.39, 0.52, 0.44], [0.36, 0.38]),     # the smaller side has 2 runs
+    ([10.0, 10.5], [3.0, 9.0, 4.0]),
+    ([0.0, 10.0], [1.0, 1.1, 1.2, 1.3, 1.4]),           # the 2-run side dominates: Welch's df is just above 1
+])
+def test_a_gains_interval_is_welchs_t_interval_of_the_difference_of_means(a, b):
+    """What the report's gain cells carry, against scipy's own Welch test (ttest_ind, equal_var=False)."""
+    from scipy.stats import ttest_ind
+
+    gain, hw = stats.diff_ci(a, b)
+    ci = ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert gain == pytest.approx(sum(a) / len(a) - sum(b) / len(b), rel=1e-12)
+    assert (gain - hw, gain + hw) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert stats.diff_ci(b, a) == pytest.approx((-gain, hw), rel=1e-12)  # the sign is a - b, the width symmetric
+
+
+def test_a_gain_with_one_run_a_side_has_no_interval_and_one_without_spread_has_zero_width():
+    gain, hw = stats.diff_ci([0.7], [0.2, 0.4])
+    assert gain == pytest.approx(0.4) and math.isnan(hw)
+    assert math.isnan(stats.diff_ci([0.2, 0.4], [0.7])[1])
+    assert stats.diff_ci([0.5, 0.5, 0.5], [0.25, 0.25]) == (0.25, 0.0)
+    # One side without spread: the interval is the other side's alone (Welch with va = 0).
+    gain, hw = stats.diff_ci([0.5, 0.5], [0.1, 0.3, 0.2])
+    assert gain == pytest.approx(0.3) and hw == pytest.approx(stats.mean_ci([0.1, 0.3, 0.2])[1], rel=1e-12)
+
+
+def test_non_finite_values_are_left_out_of_a_gain_as_of_a_mean():
+    clean = stats.diff_ci([1.0, 2.0, 4.5], [0.3, 0.9, 1.7, 2.2])
+    assert stats.diff_ci([1.0, math.nan, 2.0, 4.5, math.inf], [0.3, 0.9, -math.inf, 1.7, 2.2]) == pytest.approx(clean)
+    assert stats.mean_ci([None, 1.0, math.nan, 3.0]) == pytest.approx((2.0, stats.t975(1) * 1.0, 2))
+    assert stats.mean_ci([])[2] == 0 and math.isnan(stats.mean_ci([math.nan])[0])

@@ -44,5 +44,6 @@ def diff_ci(a, b) -> tuple[float, float]:
     se2 = va + vb
     if se2 == 0:
         return gain, 0.0
-    df = se2 ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)) if (va or vb) else na + nb - 2
+    # Welch-Satterthwaite; it is at least min(na, nb) - 1 >= 1, and max() keeps rounding from going below.
+    df = se2 ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1))
     return gain, t975(max(1.0, df)) * math.sqrt(se2)
