@@ -97,3 +97,29 @@ def test_a_terminal_phase_without_a_count_shows_its_elapsed_time_ticking(monkeyp
 def test_durations_read_at_a_glance():
     assert [progress.duration(s) for s in (4.2, 125, 3725)] == ["4 s", "2 min 05 s", "1 h 02 min"]
     assert [progress.duration(s, compact=True) for s in (4.2, 125, 3725)] == ["4s", "2m05s", "1h02m"]
+
+
+def test_a_training_that_raises_ends_its_progress_row_before_the_error_is_said(monkeypatch):
+    """HF's trainer calls no callback when train() raises, so the row of a crashed run would go on
+    printing "running" every INTERVAL_S, beside (or after) the run's one error line."""
+    import types
+
+    from abcx.config.compose import compose
+    from abcx.training.callbacks import ProgressCallback
+    from abcx.training.train import _guarded
+
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.2)
+    out = io.StringIO()
+    row = ProgressCallback("grpo-s0-0123456789", stream=out, plain=True)
+    state = types.SimpleNamespace(global_step=2, max_steps=4, is_world_process_zero=True)
+    row.on_train_begin(None, state, None)
+    task = row.task
+    trainer = types.SimpleNamespace(callback_handler=types.SimpleNamespace(callbacks=[row]))
+    cfg = compose(["launcher.stall_timeout_s=off"])
+    with pytest.raises(RuntimeError, match="crash at step 2"):
+        with _guarded(trainer, cfg, None, requeue=None, notice=None):
+            raise RuntimeError("crash at step 2")
+    assert task.ended and row.task is None
+    said = out.getvalue()
+    time.sleep(0.8)  # four heartbeats: a live row would print again
+    assert out.getvalue() == said

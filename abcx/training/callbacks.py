@@ -308,6 +308,11 @@ class ProgressCallback(TrainerCallback):
                            f"({rate:.2f} s/step{left})")
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """End the row. on_train_end does it when training ends; when it raises (a crash, a kill) the
+        trainer calls no callback, and the row would go on printing "running" beside the error line."""
         if self.task is not None:
             self.task.done()
             self.task = None

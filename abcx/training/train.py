@@ -296,6 +296,16 @@ def _guarded(trainer, cfg: Any, record: RunRecord, *, requeue: list[str] | None,
             warning.disarm()
         if beat is not None:
             beat.close()
+        _end_progress(trainer)
+
+
+def _end_progress(trainer) -> None:
+    """The progress row of a training that raised (on_train_end never ran): ended before the error is said."""
+    from abcx.training.callbacks import ProgressCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            callback.close()
 
 
 def _preparing(record: RunRecord, quiet: bool):
