@@ -171,6 +171,8 @@ def test_a_users_rename_or_derive_set_to_null_removes_the_entry(tmp_path):
     ("percent_like: '*_pct'\n", "percent_like must be a list of name patterns"),
     ("use_layout: [a]\n", "use_layout must map run globs to layout names"),
     ("use_layout: {a: 3}\n", "use_layout must map run globs to layout names"),
+    ("rename: [a]\n", "rename must map logged names to abcx names"),
+    ("derive:\n  clip/x: 3\n", "derive.clip/x=3; valid: a list of logged metric names (their product)"),
     ("rename:\n  a: [b]\n", "rename.a=['b']; valid: an abcx metric name, or null to remove it"),
     ("derive:\n  a: b\n", "derive.a='b'; valid: a list of logged metric names (their product), or null"),
     ("rename:\n  a: step\n", "rename.a: 'step' is a column of every run's history, not a metric; valid: a metric "
@@ -181,6 +183,9 @@ def test_a_users_rename_or_derive_set_to_null_removes_the_entry(tmp_path):
                                      "(e.g. layouts: {mine: {clip/q2: [...]}})"),
     ("layouts: [a]\n", "layouts must map layout names to {abcx name: [logged names]}"),
     ("layouts:\n  none: {clip/q1: [a]}\n", "layouts.none: 'none' is reserved"),
+    ("layouts:\n  abcx: {clip/q1: [a]}\n", "layouts.abcx: 'abcx' is reserved"),
+    ("layouts:\n  x: {clip/q1: 3}\n", "layouts.x.clip/q1=3; valid: a list of logged metric names (their product)"),
+    ("rename:\n  my/q4: clip/q4\n", "rename.my/q4: Q1..Q4 come from one layout per run"),
     ("layouts:\n  x: [a]\n", "layouts.x must map abcx names to [logged names], or be null"),
     ("layouts:\n  x: {clip/q1: [step]}\n", "layouts.x.clip/q1: step, run_id are columns of every run's history, "
                                            "not metrics; valid: metric names"),

@@ -52,8 +52,8 @@ def make_trainer(tmp_path, loss_type, level, bounds=None, logprob_path="auto", m
     # TRL defaults gradient_checkpointing to True, under the name transformers deprecates; grpo_config
     # passes it as activation_checkpointing, as abcx does for its runs, so the suite stays warning-free.
     args = grpo_config({
-        "output_dir": str(tmp_path), "gradient_checkpointing": False, "use_cpu": True, "bf16": False, "report_to": [], "loss_type": loss_type,
-        "importance_sampling_level": level, "epsilon": 0.2, "epsilon_high": 0.28, "per_device_train_batch_size": 8,
+        "output_dir": str(tmp_path), "gradient_checkpointing": False, "use_cpu": True, "bf16": False, "report_to": [],
+        "loss_type": loss_type, "importance_sampling_level": level, "epsilon": 0.2, "epsilon_high": 0.28, "per_device_train_batch_size": 8,
         "num_generations": 8, "max_completion_length": 10, **overrides,
     })
     data = Dataset.from_dict({"prompt": ["1+1="] * 8})

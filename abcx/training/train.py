@@ -277,7 +277,8 @@ def _failed(record: RunRecord, err: BaseException, checkpoint: Path | None) -> N
 def _guarded(trainer, cfg: Any, record: RunRecord, *, requeue: list[str] | None, notice: Notice | None):
     """While trainer.train() runs: the stall watcher (launcher.stall_timeout_s; abcx.training.watchdog)
     and, in a job that is warned of its end, the checkpoint at the warning (abcx.training.deadline).
-    Yields the latter's callback when it holds the signal, else None."""
+    Yields the latter's callback when it holds the signal, else None. Afterwards, however train() ended,
+    the watcher is closed and the progress row ended."""
     from abcx.config.domains import stall_timeout
     from abcx.training.deadline_callback import SaveAtWarning
     from abcx.training.heartbeat import Heartbeat
